@@ -1,0 +1,127 @@
+"""The behaviour event of SPEC §2 and its validation.
+
+`parse_event` is the single gate every event passes, whether it arrives on the
+events topic, is replayed from a log, or is fed to the offline evaluator.  A
+rejected event raises `InvalidEvent` whose `reason` is a short stable code
+(used as a metrics label and in the dead-letter record) and whose message says
+what exactly was wrong.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+EVENT_TYPES: tuple[str, ...] = ("view", "click", "fav", "cart", "purchase")
+MAX_ID_LEN = 128
+MAX_CONTEXT_BYTES = 4096
+MAX_FUTURE_S = 86_400.0
+
+
+class InvalidEvent(ValueError):
+    """An event that breaks a rule of SPEC §2."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    event_id: str
+    user_id: str
+    item_id: str
+    type: str
+    ts: float
+    category_id: str | None = None
+    context: dict | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "event_id": self.event_id,
+            "user_id": self.user_id,
+            "item_id": self.item_id,
+            "type": self.type,
+            "ts": self.ts,
+        }
+        if self.category_id is not None:
+            out["category_id"] = self.category_id
+        if self.context is not None:
+            out["context"] = self.context
+        return out
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.to_dict())
+
+
+def _id(obj: dict, field: str, required: bool = True) -> str | None:
+    value = obj.get(field)
+    if value is None:
+        if required:
+            raise InvalidEvent("missing_field", f"'{field}' is required")
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise InvalidEvent("wrong_type", f"'{field}' must be a string, got {type(value).__name__}")
+    value = str(value)
+    if not 1 <= len(value) <= MAX_ID_LEN:
+        raise InvalidEvent("bad_id", f"'{field}' must be 1-{MAX_ID_LEN} characters, got {len(value)}")
+    if not value.isprintable():
+        raise InvalidEvent("bad_id", f"'{field}' contains control characters")
+    return value
+
+
+def parse_event(raw: bytes | str | dict, now: float) -> Event:
+    """Validate one event (raw JSON or an already decoded object) against SPEC §2.
+
+    `now` is the wall-clock time the `ts` is checked against (at most one day
+    in the future).  Integer ids are accepted and turned into strings, since
+    several public logs use numeric ids.
+    """
+    if isinstance(raw, dict):
+        obj = raw
+    else:
+        try:
+            obj = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise InvalidEvent("not_json", f"not valid JSON ({exc.msg})") from None
+        if not isinstance(obj, dict):
+            raise InvalidEvent("not_object", f"expected a JSON object, got {type(obj).__name__}")
+
+    event_id = _id(obj, "event_id")
+    user_id = _id(obj, "user_id")
+    item_id = _id(obj, "item_id")
+    category_id = _id(obj, "category_id", required=False)
+
+    etype = obj.get("type")
+    if etype is None:
+        raise InvalidEvent("missing_field", "'type' is required")
+    if not isinstance(etype, str):
+        raise InvalidEvent("wrong_type", f"'type' must be a string, got {type(etype).__name__}")
+    if etype not in EVENT_TYPES:
+        raise InvalidEvent("unknown_type", f"'type' must be one of {', '.join(EVENT_TYPES)}, got {etype[:32]!r}")
+
+    ts = obj.get("ts")
+    if ts is None:
+        raise InvalidEvent("missing_field", "'ts' is required")
+    if isinstance(ts, bool) or not isinstance(ts, (int, float)):
+        raise InvalidEvent("wrong_type", f"'ts' must be a number, got {type(ts).__name__}")
+    ts = float(ts)
+    if not math.isfinite(ts):
+        raise InvalidEvent("bad_ts", f"'ts' must be finite, got {ts}")
+    if ts < 0:
+        raise InvalidEvent("bad_ts", f"'ts' must not be negative, got {ts}")
+    if ts > now + MAX_FUTURE_S:
+        raise InvalidEvent("future_ts", f"'ts' {ts:.0f} is more than one day after now ({now:.0f})")
+
+    context = obj.get("context")
+    if context is not None:
+        if not isinstance(context, dict):
+            raise InvalidEvent("wrong_type", f"'context' must be an object, got {type(context).__name__}")
+        size = len(orjson.dumps(context))
+        if size > MAX_CONTEXT_BYTES:
+            raise InvalidEvent("context_too_large", f"'context' is {size} bytes, the limit is {MAX_CONTEXT_BYTES}")
+
+    return Event(event_id, user_id, item_id, etype, ts, category_id, context)  # type: ignore[arg-type]

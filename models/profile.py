@@ -1,0 +1,229 @@
+"""The three-layer interest profile of SPEC §3.
+
+For user u, layer L and key k:
+
+    w_L(k, T) = Σ_e β(type_e) · 2^(−(T − ts_e) / H_L)
+
+kept incrementally as a pair (w, t) per key: an event at t′ ≥ t sets
+w ← w·2^(−(t′−t)/H) + β, t ← t′; an older event adds β·2^(−(t−t′)/H) instead.
+Either way the pair represents the same function of T, so the profile is a
+function of the *set* of events, not of their arrival order (while no layer
+overflows its cap).
+
+Caps drop the smallest weights.  Comparing decayed weights at a common time T
+ranks keys by log2(w) + t/H, whatever T is, so pruning needs no clock.
+"""
+from __future__ import annotations
+
+import hashlib
+import heapq
+import math
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Iterable, Mapping
+
+import msgpack
+
+from models.events import EVENT_TYPES, Event
+
+LAYERS: tuple[str, ...] = ("item", "domain", "overall")
+DAY = 86_400.0
+
+DEFAULT_BETA = MappingProxyType({"view": 1.0, "click": 2.0, "fav": 3.0, "cart": 4.0, "purchase": 6.0})
+DEFAULT_HALF_LIFE_S = MappingProxyType({"item": 3 * DAY, "domain": 14 * DAY, "overall": 60 * DAY})
+DEFAULT_CAPS = MappingProxyType({"item": 200, "domain": 50, "overall": 20})
+
+
+@dataclass(frozen=True)
+class ProfileParams:
+    """Behaviour weights, half-lives and caps: everything a profile update depends on."""
+
+    beta: Mapping[str, float] = field(default_factory=lambda: DEFAULT_BETA)
+    half_life_s: Mapping[str, float] = field(default_factory=lambda: DEFAULT_HALF_LIFE_S)
+    caps: Mapping[str, int] = field(default_factory=lambda: DEFAULT_CAPS)
+    max_purchases: int = 50
+    dedup_window: int = 32
+
+    def __post_init__(self) -> None:
+        for etype in EVENT_TYPES:
+            b = self.beta.get(etype)
+            if b is None or not (math.isfinite(b) and b >= 0):
+                raise ValueError(f"beta[{etype!r}] must be a finite number ≥ 0, got {b!r}")
+        for layer in LAYERS:
+            h = self.half_life_s.get(layer)
+            if h is None or not (math.isfinite(h) and h > 0):
+                raise ValueError(f"half_life_s[{layer!r}] must be a positive number of seconds, got {h!r}")
+            c = self.caps.get(layer)
+            if c is None or int(c) < 1:
+                raise ValueError(f"caps[{layer!r}] must be ≥ 1, got {c!r}")
+        # Freeze copies so that a caller's dict cannot change a running model.
+        object.__setattr__(self, "beta", MappingProxyType({k: float(self.beta[k]) for k in EVENT_TYPES}))
+        object.__setattr__(self, "half_life_s", MappingProxyType({k: float(self.half_life_s[k]) for k in LAYERS}))
+        object.__setattr__(self, "caps", MappingProxyType({k: int(self.caps[k]) for k in LAYERS}))
+
+    def as_dict(self) -> dict:
+        return {
+            "beta": dict(self.beta),
+            "half_life_s": dict(self.half_life_s),
+            "caps": dict(self.caps),
+        }
+
+
+def decay(w: float, dt: float, half_life: float) -> float:
+    """w · 2^(−dt/H): the weight w after dt seconds."""
+    return w * 2.0 ** (-dt / half_life)
+
+
+def _event_hash(event_id: str) -> int:
+    return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=8).digest(), "big")
+
+
+@dataclass(slots=True)
+class Profile:
+    """One user's live interest state.
+
+    `layers[L][k] = [w, t]`: the weight of key k as of time t.  `purchases`
+    maps recently purchased items to their last purchase time.  `recent_ids`
+    holds hashes of the last few event ids (drops producer duplicates) and
+    `seq` the highest source sequence number applied (drops redelivery); both
+    are opaque to the maths.
+    """
+
+    layers: dict[str, dict[str, list[float]]] = field(default_factory=lambda: {l: {} for l in LAYERS})
+    purchases: dict[str, float] = field(default_factory=dict)
+    count: int = 0
+    last_ts: float | None = None
+    recent_ids: list[int] = field(default_factory=list)
+    seq: int = -1
+
+    # -- learning ----------------------------------------------------------
+    def learn(self, event: Event, domain: str | None, overall: str, params: ProfileParams) -> bool:
+        """Apply one event; `domain`/`overall` are its category and root (see Catalog.layers_for).
+
+        Returns False (and changes nothing) for a duplicate event id.
+        """
+        h = _event_hash(event.event_id)
+        if h in self.recent_ids:
+            return False
+        self.recent_ids.append(h)
+        if len(self.recent_ids) > params.dedup_window:
+            del self.recent_ids[: len(self.recent_ids) - params.dedup_window]
+
+        beta = params.beta[event.type]
+        ts = event.ts
+        self._add("item", event.item_id, beta, ts, params)
+        if domain is not None:
+            self._add("domain", domain, beta, ts, params)
+        self._add("overall", overall, beta, ts, params)
+
+        if event.type == "purchase":
+            prev = self.purchases.get(event.item_id)
+            if prev is None or ts > prev:
+                self.purchases[event.item_id] = ts
+                if len(self.purchases) > params.max_purchases:
+                    # Keep the most recent purchases; ties go to the larger id, so the
+                    # kept set does not depend on arrival order.
+                    oldest = min(self.purchases.items(), key=lambda kv: (kv[1], kv[0]))[0]
+                    del self.purchases[oldest]
+        self.count += 1
+        if self.last_ts is None or ts > self.last_ts:
+            self.last_ts = ts
+        return True
+
+    def _add(self, layer: str, key: str, beta: float, ts: float, params: ProfileParams) -> None:
+        h = params.half_life_s[layer]
+        keys = self.layers[layer]
+        entry = keys.get(key)
+        if entry is None:
+            keys[key] = [beta, ts]
+            cap = params.caps[layer]
+            if len(keys) > cap:
+                self._prune(layer, cap, h)
+        elif ts >= entry[1]:
+            entry[0] = decay(entry[0], ts - entry[1], h) + beta
+            entry[1] = ts
+        else:
+            entry[0] += decay(beta, entry[1] - ts, h)
+
+    def _prune(self, layer: str, cap: int, half_life: float) -> None:
+        keys = self.layers[layer]
+        # rank = log2(w) + t/H orders keys by decayed weight at any common time;
+        # ties drop the larger key so that pruning is deterministic.
+        ranked = heapq.nsmallest(
+            len(keys) - cap,
+            keys.items(),
+            key=lambda kv: (_rank(kv[1][0], kv[1][1], half_life), _neg_key(kv[0])),
+        )
+        for key, _ in ranked:
+            del keys[key]
+
+    # -- reading -----------------------------------------------------------
+    def weights(self, layer: str, params: ProfileParams, as_of: float | None = None) -> dict[str, float]:
+        """Decayed weights of one layer as of `as_of` (default: the last event time)."""
+        T = self.last_ts if as_of is None else as_of
+        if T is None:
+            return {}
+        h = params.half_life_s[layer]
+        return {k: w * 2.0 ** (-(T - t) / h) for k, (w, t) in self.layers[layer].items()}
+
+    def snapshot(self, params: ProfileParams, as_of: float | None = None) -> dict:
+        """The profile as the HTTP view shows it (SPEC §4)."""
+        T = self.last_ts if as_of is None else as_of
+        return {
+            "as_of": T,
+            "layers": {layer: self.weights(layer, params, T) for layer in LAYERS},
+            "events": self.count,
+            "purchases": sorted(self.purchases, key=lambda k: -self.purchases[k]),
+        }
+
+    # -- persistence -------------------------------------------------------
+    def to_bytes(self) -> bytes:
+        return msgpack.packb(
+            [
+                1,
+                [[k for kv in self.layers[l].items() for k in (kv[0], kv[1][0], kv[1][1])] for l in LAYERS],
+                [x for kv in self.purchases.items() for x in kv],
+                self.count,
+                self.last_ts,
+                self.recent_ids,
+                self.seq,
+            ],
+            use_bin_type=True,
+        )
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "Profile":
+        version, flat_layers, flat_purchases, count, last_ts, recent_ids, seq = msgpack.unpackb(data, raw=False)
+        if version != 1:
+            raise ValueError(f"unknown profile encoding version {version}")
+        layers = {
+            l: {flat[i]: [flat[i + 1], flat[i + 2]] for i in range(0, len(flat), 3)}
+            for l, flat in zip(LAYERS, flat_layers)
+        }
+        purchases = {flat_purchases[i]: flat_purchases[i + 1] for i in range(0, len(flat_purchases), 2)}
+        return cls(layers, purchases, count, last_ts, list(recent_ids), seq)
+
+
+def _rank(w: float, t: float, half_life: float) -> float:
+    return (math.log2(w) if w > 0 else -math.inf) + t / half_life
+
+
+class _neg_key(str):
+    """Reverses string order inside a sort key (ties drop the larger key first)."""
+
+    def __lt__(self, other: str) -> bool:  # type: ignore[override]
+        return str.__gt__(self, other)
+
+
+def build_profiles(
+    events: Iterable[Event], catalog, params: ProfileParams
+) -> dict[str, Profile]:
+    """The offline reference: every user's profile from a sequence of events."""
+    profiles: dict[str, Profile] = {}
+    for event in events:
+        profile = profiles.get(event.user_id)
+        if profile is None:
+            profile = profiles[event.user_id] = Profile()
+        domain, overall = catalog.layers_for(event.item_id, event.category_id)
+        profile.learn(event, domain, overall, params)
+    return profiles

@@ -1,0 +1,1 @@
+"""Everything in Strata that touches Kafka: the Faust app, topics, tables, agents, views and the CLI."""

@@ -1,0 +1,108 @@
+"""The Faust application: topics, tables and the objects agents and views share.
+
+Agents live in `streams.agents`, views in `streams.views`; both are imported
+explicitly by `streams.worker` (no venusian scanning).
+"""
+from __future__ import annotations
+
+import faust
+
+from models.catalog import Catalog
+from streams.config import Settings
+from streams.state import CatalogTableView
+from streams.topics import MAX_MESSAGE_BYTES, topic_specs
+
+settings = Settings.from_env()
+_specs = topic_specs(settings)
+
+app = faust.App(
+    settings.app_id,
+    broker=[f"kafka://{server.strip()}" for server in settings.kafka_bootstrap.split(",")],
+    broker_credentials=None,
+    store="rocksdb://",
+    datadir=str(settings.data_dir),
+    topic_partitions=settings.partitions,
+    topic_replication_factor=1,
+    web_bind=settings.web_host,
+    web_host=settings.web_host,
+    web_port=settings.web_port,
+    autodiscover=False,
+    origin="streams",
+    # A worker is ready within seconds: short sessions, no rebalance delay.
+    broker_session_timeout=10.0,
+    broker_heartbeat_interval=1.0,
+    broker_rebalance_timeout=20.0,
+    broker_request_timeout=30.0,
+    consumer_auto_offset_reset="earliest",
+    consumer_max_fetch_size=MAX_MESSAGE_BYTES,
+    producer_max_request_size=MAX_MESSAGE_BYTES,
+    producer_linger=0.005,
+    producer_acks=-1,
+    stream_wait_empty=False,
+    table_standby_replicas=0,
+    worker_redirect_stdouts=False,
+    web_cors_options=None,
+)
+
+if settings.security_protocol != "PLAINTEXT":
+    import ssl as _ssl
+
+    _ctx = _ssl.create_default_context(cafile=settings.ssl_cafile or None) if "SSL" in settings.security_protocol else None
+    if settings.security_protocol.startswith("SASL"):
+        app.conf.broker_credentials = faust.SASLCredentials(
+            username=settings.sasl_username,
+            password=settings.sasl_password,
+            mechanism=settings.sasl_mechanism or "PLAIN",
+            ssl_context=_ctx,
+        )
+    else:
+        app.conf.broker_credentials = faust.SSLCredentials(_ctx)
+
+events_topic = app.topic(
+    _specs["events"].name,
+    partitions=_specs["events"].partitions,
+    key_serializer="raw",
+    value_serializer="raw",
+    config=_specs["events"].config(),
+)
+catalog_topic = app.topic(
+    _specs["catalog"].name,
+    partitions=_specs["catalog"].partitions,
+    compacting=True,
+    key_serializer="raw",
+    value_serializer="raw",
+    config=_specs["catalog"].config(),
+)
+deadletter_topic = app.topic(
+    _specs["deadletter"].name,
+    partitions=_specs["deadletter"].partitions,
+    key_serializer="raw",
+    value_serializer="json",
+    config=_specs["deadletter"].config(),
+)
+
+# user_id → msgpack-encoded models.profile.Profile; written in batches by streams.state.
+_raw = faust.Schema(key_serializer="raw", value_serializer="raw")
+
+user_to_profile = app.Table("user_to_profile", partitions=settings.partitions, schema=_raw)
+
+# The catalog topic *is* this table's changelog: every worker holds the whole catalog and,
+# since the records come from outside the group, follows every partition as a standby.
+class _ExternalChangelogGlobalTable(faust.GlobalTable):
+    """A GlobalTable whose changelog is a topic named by us.  faust-streaming 0.15's assignor asks
+    `_changelog_topic_name()`, which ignores a given `changelog_topic`; answer with its real name."""
+
+    def _changelog_topic_name(self) -> str:
+        return self.changelog_topic.get_topic_name()
+
+
+app.conf.GlobalTable = _ExternalChangelogGlobalTable
+catalog_table = app.GlobalTable(
+    "catalog",
+    partitions=_specs["catalog"].partitions,
+    changelog_topic=catalog_topic,
+    schema=_raw,
+    recovery_buffer_size=1,
+    synchronize_all_active_partitions=True,
+)
+catalog = Catalog(CatalogTableView(catalog_table, "item"), CatalogTableView(catalog_table, "category"))

@@ -1,0 +1,174 @@
+"""The `strata` command line (also `python -m streams`).
+
+Every command takes its connection settings from the environment (see
+`streams.config`); a bad argument or setting prints what is wrong and exits
+with status 2, an unreachable worker or broker with status 1 — never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+
+from streams.config import ConfigError, Settings, parse_duration
+
+
+class CommandError(Exception):
+    """A failure to report in one line, with the exit status to use."""
+
+    def __init__(self, message: str, status: int = 1) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{value} must be greater than 0")
+    return value
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text, "duration")
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+# -- commands -----------------------------------------------------------------
+def cmd_worker(args, settings: Settings) -> int:
+    from streams.worker import run_worker
+
+    return run_worker(settings)
+
+
+def cmd_replay(args, settings: Settings) -> int:
+    from models.loaders import LoaderError, open_log
+    from streams.replay import publish
+
+    try:
+        source = open_log(args.events, args.format, catalog_path=args.catalog, limit=args.limit, seed=args.seed)
+        catalog = list(source.catalog())
+    except LoaderError as exc:
+        raise CommandError(str(exc), 2) from None
+    print(f"replaying {args.format} log {args.events} → {settings.kafka_bootstrap} (topics {settings.topic_prefix}*)")
+    summary = asyncio.run(_with_broker(settings, publish(settings, catalog, source.events(), rate=args.rate, total=args.limit)))
+    print(summary.line())
+    return 0
+
+
+def http_get(settings: Settings, path: str, query: dict | None = None, timeout: float = 10.0) -> tuple[int, dict]:
+    url = settings.web_url + path + ("?" + urllib.parse.urlencode(query) if query else "")
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        try:
+            return exc.code, json.loads(exc.read())
+        except ValueError:
+            return exc.code, {"error": exc.reason}
+    except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
+        raise CommandError(f"no Strata worker answers at {settings.web_url} ({getattr(exc, 'reason', exc)}); start one with `strata worker`") from None
+
+
+def cmd_profile(args, settings: Settings) -> int:
+    status, body = http_get(settings, f"/users/{urllib.parse.quote(args.user, safe='')}/profile")
+    if status != 200:
+        raise CommandError(body.get("error", f"HTTP {status}"))
+    print(json.dumps(body, indent=2))
+    return 0
+
+
+def cmd_demo(args, settings: Settings) -> int:
+    from streams.demo import run_demo
+
+    return run_demo(args, settings)
+
+
+async def _with_broker(settings: Settings, coro):
+    from aiokafka.errors import KafkaConnectionError
+
+    try:
+        return await coro
+    except KafkaConnectionError:
+        raise CommandError(
+            f"cannot reach Kafka at {settings.kafka_bootstrap}; start the local broker with `strata kafka start` "
+            "or set STRATA_KAFKA_BOOTSTRAP"
+        ) from None
+
+
+# -- parser -------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    from models.loaders import FORMATS
+    from streams import kafka_local
+
+    parser = argparse.ArgumentParser(prog="strata", description="Streaming three-layer interest profiles on Kafka.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    kafka_local.register(sub)
+
+    p = sub.add_parser("worker", help="run the Faust worker (agents, tables, HTTP views)")
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("replay", help="publish a log's catalog and events onto the topics")
+    p.add_argument("--events", required=True, help="the log: a file or directory, by format")
+    p.add_argument("--format", required=True, choices=FORMATS)
+    p.add_argument("--catalog", help="catalog as NDJSON (default: derived from the log)")
+    p.add_argument("--limit", type=_positive_int, help="send at most N events")
+    p.add_argument("--rate", type=_positive_float, help="at most R events per second (default: as fast as possible)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic generator")
+    p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("profile", help="show a user's live profile (asks the running workers)")
+    p.add_argument("user")
+    p.set_defaults(func=cmd_profile)
+
+    p = sub.add_parser("demo", help="broker, worker, a synthetic replay and live profiles on this machine")
+    p.add_argument("--events", type=_positive_int, default=30_000, help="synthetic events to replay")
+    p.add_argument("--users", type=_positive_int, default=2_000)
+    p.add_argument("--rate", type=_positive_float, default=5_000.0, help="events per second")
+    p.add_argument("--keep", action="store_true", help="leave the worker and broker running at the end")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        print(f"strata: configuration error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return int(args.func(args, settings) or 0)
+    except CommandError as exc:
+        print(f"strata {args.command}: {exc}", file=sys.stderr)
+        return exc.status
+    except ConfigError as exc:
+        print(f"strata {args.command}: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

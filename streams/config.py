@@ -1,0 +1,176 @@
+"""Settings: the one place that reads the environment.
+
+Every setting has an environment variable with the prefix ``STRATA_`` and a
+default that works on a developer machine.  `Settings.from_env()` parses and
+checks them all at once, so a typo fails at start-up with a clear message
+instead of deep inside a worker.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+from models.events import EVENT_TYPES
+from models.profile import DEFAULT_BETA, DEFAULT_CAPS, DEFAULT_HALF_LIFE_S, LAYERS, ProfileParams
+
+
+class ConfigError(ValueError):
+    """A setting that cannot be used, with the variable's name in the message."""
+
+
+# name → (default, description); the README's settings table is generated from this.
+ENV_DOC: dict[str, tuple[str, str]] = {
+    "STRATA_KAFKA_BOOTSTRAP": ("127.0.0.1:9092", "Kafka bootstrap servers (comma-separated host:port)"),
+    "STRATA_TOPIC_PREFIX": ("strata.", "prefix of every topic Strata creates or reads"),
+    "STRATA_APP_ID": ("strata", "Faust application id and consumer group; prefixes changelog topics"),
+    "STRATA_PARTITIONS": ("8", "partitions of the events topic (and so of the profile table)"),
+    "STRATA_WEB_HOST": ("127.0.0.1", "address the HTTP views listen on"),
+    "STRATA_WEB_PORT": ("6066", "port the HTTP views listen on"),
+    "STRATA_DATA_DIR": ("./var/data", "worker state: RocksDB tables and local files"),
+    "STRATA_LOG_LEVEL": ("info", "worker log level"),
+    "STRATA_BATCH_SIZE": ("1000", "events taken per micro-batch"),
+    "STRATA_BATCH_WINDOW_MS": ("20", "longest wait to fill a micro-batch"),
+    "STRATA_BETA": ("view=1,click=2,fav=3,cart=4,purchase=6", "behaviour weights β"),
+    "STRATA_HALF_LIFE": ("item=3d,domain=14d,overall=60d", "half-life per layer (s, m, h or d)"),
+    "STRATA_CAPS": ("item=200,domain=50,overall=20", "most keys kept per layer"),
+    "STRATA_KAFKA_SECURITY_PROTOCOL": ("PLAINTEXT", "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"),
+    "STRATA_KAFKA_SASL_MECHANISM": ("", "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (with SASL_*)"),
+    "STRATA_KAFKA_SASL_USERNAME": ("", "SASL user name"),
+    "STRATA_KAFKA_SASL_PASSWORD": ("", "SASL password"),
+    "STRATA_KAFKA_SSL_CAFILE": ("", "CA bundle to verify the brokers (with SSL / SASL_SSL)"),
+}
+
+_DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(ms|s|m|h|d)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
+
+def parse_duration(text: str, what: str = "duration") -> float:
+    """'90', '90s', '15m', '2h', '3d' → seconds."""
+    m = _DURATION.match(text)
+    if not m:
+        raise ConfigError(f"{what}: {text!r} is not a duration like 30s, 15m, 2h or 3d")
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+def _pairs(name: str, text: str, keys: tuple[str, ...], value) -> dict:
+    out = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        k, sep, v = part.partition("=")
+        k = k.strip()
+        if not sep or k not in keys:
+            raise ConfigError(f"{name}: expected {', '.join(f'{x}=…' for x in keys)}, got {part!r}")
+        out[k] = value(v.strip(), f"{name} {k}")
+    return out
+
+
+def _number(text: str, what: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ConfigError(f"{what}: {text!r} is not a number") from None
+
+
+def _int(env: Mapping[str, str], name: str, lo: int, hi: int) -> int:
+    text = env.get(name, ENV_DOC[name][0])
+    try:
+        value = int(text)
+    except ValueError:
+        raise ConfigError(f"{name}: {text!r} is not a whole number") from None
+    if not lo <= value <= hi:
+        raise ConfigError(f"{name}: {value} is outside {lo}–{hi}")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    topic_prefix: str = "strata."
+    app_id: str = "strata"
+    partitions: int = 8
+    web_host: str = "127.0.0.1"
+    web_port: int = 6066
+    data_dir: Path = Path("./var/data")
+    log_level: str = "info"
+    batch_size: int = 1000
+    batch_window_s: float = 0.02
+    profile: ProfileParams = field(default_factory=ProfileParams)
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str = ""
+    sasl_username: str = ""
+    sasl_password: str = field(default="", repr=False)
+    ssl_cafile: str = ""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        env = os.environ if env is None else env
+        unknown = sorted(k for k in env if k.startswith("STRATA_") and k not in ENV_DOC and not k.startswith("STRATA_KAFKA_"))
+        if unknown:
+            raise ConfigError(f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(ENV_DOC)}")
+        get = lambda name: env.get(name, ENV_DOC[name][0]).strip()  # noqa: E731
+
+        bootstrap = get("STRATA_KAFKA_BOOTSTRAP")
+        for server in bootstrap.split(","):
+            host, _, port = server.strip().rpartition(":")
+            if not host or not port.isdigit():
+                raise ConfigError(f"STRATA_KAFKA_BOOTSTRAP: {server!r} is not host:port")
+        prefix = get("STRATA_TOPIC_PREFIX")
+        if not re.fullmatch(r"[A-Za-z0-9._-]{0,100}", prefix):
+            raise ConfigError(f"STRATA_TOPIC_PREFIX: {prefix!r} may only hold letters, digits, '.', '_' and '-'")
+        app_id = get("STRATA_APP_ID")
+        if not re.fullmatch(r"[A-Za-z0-9._-]{1,100}", app_id):
+            raise ConfigError(f"STRATA_APP_ID: {app_id!r} may only hold letters, digits, '.', '_' and '-'")
+        protocol = get("STRATA_KAFKA_SECURITY_PROTOCOL").upper()
+        if protocol not in ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"):
+            raise ConfigError(f"STRATA_KAFKA_SECURITY_PROTOCOL: {protocol!r} is not one of PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL")
+
+        beta = {**DEFAULT_BETA, **_pairs("STRATA_BETA", get("STRATA_BETA"), EVENT_TYPES, _number)}
+        half = {**DEFAULT_HALF_LIFE_S, **_pairs("STRATA_HALF_LIFE", get("STRATA_HALF_LIFE"), LAYERS, parse_duration)}
+        caps = {**DEFAULT_CAPS, **_pairs("STRATA_CAPS", get("STRATA_CAPS"), LAYERS, lambda v, w: int(_number(v, w)))}
+        try:
+            params = ProfileParams(beta=beta, half_life_s=half, caps=caps)
+        except ValueError as exc:
+            raise ConfigError(f"profile parameters: {exc}") from None
+
+        return cls(
+            kafka_bootstrap=bootstrap,
+            topic_prefix=prefix,
+            app_id=app_id,
+            partitions=_int(env, "STRATA_PARTITIONS", 1, 1024),
+            web_host=get("STRATA_WEB_HOST"),
+            web_port=_int(env, "STRATA_WEB_PORT", 1, 65535),
+            data_dir=Path(get("STRATA_DATA_DIR")).expanduser(),
+            log_level=get("STRATA_LOG_LEVEL").lower(),
+            batch_size=_int(env, "STRATA_BATCH_SIZE", 1, 100_000),
+            batch_window_s=_int(env, "STRATA_BATCH_WINDOW_MS", 0, 10_000) / 1000.0,
+            profile=params,
+            security_protocol=protocol,
+            sasl_mechanism=get("STRATA_KAFKA_SASL_MECHANISM"),
+            sasl_username=get("STRATA_KAFKA_SASL_USERNAME"),
+            sasl_password=env.get("STRATA_KAFKA_SASL_PASSWORD", ""),
+            ssl_cafile=get("STRATA_KAFKA_SSL_CAFILE"),
+        )
+
+    def topic(self, name: str) -> str:
+        return f"{self.topic_prefix}{name}"
+
+    @property
+    def web_url(self) -> str:
+        return f"http://{self.web_host}:{self.web_port}"
+
+    def aiokafka_kwargs(self) -> dict:
+        """Connection settings for plain aiokafka clients (replay, trainer, benchmarks)."""
+        kwargs: dict = {"bootstrap_servers": self.kafka_bootstrap, "security_protocol": self.security_protocol}
+        if self.security_protocol.startswith("SASL"):
+            kwargs.update(
+                sasl_mechanism=self.sasl_mechanism or "PLAIN",
+                sasl_plain_username=self.sasl_username,
+                sasl_plain_password=self.sasl_password,
+            )
+        if "SSL" in self.security_protocol:
+            from aiokafka.helpers import create_ssl_context
+
+            kwargs["ssl_context"] = create_ssl_context(cafile=self.ssl_cafile or None)
+        return kwargs

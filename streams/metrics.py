@@ -1,0 +1,72 @@
+"""Process-local counters and histograms, rendered in the Prometheus text format.
+
+These are observations of this worker process (like any Prometheus client),
+not state: nothing here needs to survive a rebalance.
+"""
+from __future__ import annotations
+
+import bisect
+import threading
+from collections import defaultdict
+
+LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Histogram:
+    def __init__(self, buckets=LATENCY_BUCKETS_S) -> None:
+        self.buckets = tuple(buckets)
+        self.counts = [0] * (len(self.buckets) + 1)
+        self.sum = 0.0
+        self.count = 0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.buckets, value)] += 1
+        self.sum += value
+        self.count += 1
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.events = defaultdict(int)  # by type
+        self.deadlettered = defaultdict(int)  # by reason
+        self.duplicates = 0
+        self.batches = 0
+        self.update_latency = Histogram()
+        self.gauges: dict[str, float] = {}
+
+    def render(self) -> str:
+        lines = [
+            "# HELP strata_events_processed_total Events applied to profiles, by behaviour type.",
+            "# TYPE strata_events_processed_total counter",
+        ]
+        lines += [f'strata_events_processed_total{{type="{t}"}} {n}' for t, n in sorted(self.events.items())]
+        lines += [
+            "# HELP strata_events_deadlettered_total Events rejected to the dead-letter topic, by reason.",
+            "# TYPE strata_events_deadlettered_total counter",
+        ]
+        lines += [f'strata_events_deadlettered_total{{reason="{r}"}} {n}' for r, n in sorted(self.deadlettered.items())]
+        lines += [
+            "# HELP strata_events_duplicate_total Events dropped as already applied.",
+            "# TYPE strata_events_duplicate_total counter",
+            f"strata_events_duplicate_total {self.duplicates}",
+            "# HELP strata_batches_total Micro-batches processed.",
+            "# TYPE strata_batches_total counter",
+            f"strata_batches_total {self.batches}",
+            "# HELP strata_update_latency_seconds Time from an event's Kafka timestamp to its profile being written.",
+            "# TYPE strata_update_latency_seconds histogram",
+        ]
+        h = self.update_latency
+        cumulative = 0
+        for bound, n in zip(h.buckets, h.counts):
+            cumulative += n
+            lines.append(f'strata_update_latency_seconds_bucket{{le="{bound}"}} {cumulative}')
+        lines.append(f'strata_update_latency_seconds_bucket{{le="+Inf"}} {h.count}')
+        lines.append(f"strata_update_latency_seconds_sum {h.sum}")
+        lines.append(f"strata_update_latency_seconds_count {h.count}")
+        for name, value in sorted(self.gauges.items()):
+            lines += [f"# TYPE strata_{name} gauge", f"strata_{name} {value}"]
+        return "\n".join(lines) + "\n"
+
+
+metrics = Metrics()

@@ -1,0 +1,55 @@
+"""The topics Strata owns: one list, used by the Faust app and by the plain clients."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from streams.config import Settings
+
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024  # a 1 MiB context must reach the dead-letter path, not bounce at the broker
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    compacted: bool = False
+
+    def config(self) -> dict[str, str]:
+        cfg = {"max.message.bytes": str(MAX_MESSAGE_BYTES)}
+        if self.compacted:
+            cfg["cleanup.policy"] = "compact"
+        return cfg
+
+
+def topic_specs(settings: Settings) -> dict[str, TopicSpec]:
+    """events: keyed by user, so a user's profile lives on one partition; catalog: compacted, one partition,
+    read whole by every worker; deadletter: rejected events with their reasons."""
+    p = settings.partitions
+    return {
+        "events": TopicSpec(settings.topic("events"), p),
+        "catalog": TopicSpec(settings.topic("catalog"), 1, compacted=True),
+        "deadletter": TopicSpec(settings.topic("deadletter"), 1),
+    }
+
+
+async def ensure_topics(settings: Settings) -> None:
+    """Create the topics that do not exist yet (idempotent)."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.errors import TopicAlreadyExistsError
+
+    admin = AIOKafkaAdminClient(**settings.aiokafka_kwargs())
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        new = [
+            NewTopic(s.name, s.partitions, 1, topic_configs=s.config())
+            for s in topic_specs(settings).values()
+            if s.name not in existing
+        ]
+        if new:
+            try:
+                await admin.create_topics(new)
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        await admin.close()

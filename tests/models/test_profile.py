@@ -1,0 +1,131 @@
+"""Properties of the interest profile (SPEC §3)."""
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from models.catalog import ROOT_UNKNOWN, Catalog
+from models.events import EVENT_TYPES, Event
+from models.profile import LAYERS, Profile, ProfileParams, build_profiles
+
+PARAMS = ProfileParams()
+T0 = 1_500_000_000.0
+
+event_st = st.builds(
+    lambda i, item, cat, etype, dt: Event(f"e{i}", "u", f"i{item}", etype, T0 + dt, f"c{cat}"),
+    st.integers(0, 10**9),
+    st.integers(0, 30),
+    st.integers(0, 5),
+    st.sampled_from(EVENT_TYPES),
+    st.floats(0, 30 * 86_400, allow_nan=False),
+)
+events_st = st.lists(event_st, min_size=1, max_size=60, unique_by=lambda e: e.event_id)
+CATALOG = Catalog({}, {**{f"c{i}": f"r{i % 2}" for i in range(6)}, "r0": None, "r1": None})
+
+
+def _profile(events, params=PARAMS) -> Profile:
+    return build_profiles(events, CATALOG, params)["u"]
+
+
+def _close(a: dict, b: dict, rel=1e-9) -> bool:
+    return a.keys() == b.keys() and all(math.isclose(a[k], b[k], rel_tol=rel, abs_tol=1e-300) for k in a)
+
+
+@given(events_st, st.randoms(use_true_random=False))
+def test_any_order_gives_the_same_weights(events, rnd):
+    shuffled = list(events)
+    rnd.shuffle(shuffled)
+    a, b = _profile(events), _profile(shuffled)
+    T = max(e.ts for e in events)
+    for layer in LAYERS:
+        assert _close(a.weights(layer, PARAMS, T), b.weights(layer, PARAMS, T))
+    assert a.purchases == b.purchases and a.count == b.count and a.last_ts == b.last_ts
+
+
+@given(events_st, st.floats(0, 90 * 86_400, allow_nan=False))
+def test_incremental_equals_closed_form(events, later):
+    profile = _profile(events)
+    T = max(e.ts for e in events) + later
+    for layer in LAYERS:
+        h = PARAMS.half_life_s[layer]
+        expected: dict[str, float] = {}
+        for e in events:
+            domain, overall = CATALOG.layers_for(e.item_id, e.category_id)
+            key = {"item": e.item_id, "domain": domain, "overall": overall}[layer]
+            expected[key] = expected.get(key, 0.0) + PARAMS.beta[e.type] * 2 ** (-(T - e.ts) / h)
+        assert _close(profile.weights(layer, PARAMS, T), expected)
+
+
+@given(events_st, st.integers(1, 8))
+def test_cap_keeps_exactly_the_largest_weights(events, cap):
+    params = ProfileParams(caps={"item": cap, "domain": 50, "overall": 20})
+    profile = Profile()
+    for e in sorted(events, key=lambda e: e.ts):
+        candidates = profile.weights("item", params, e.ts)
+        candidates[e.item_id] = candidates.get(e.item_id, 0.0) + params.beta[e.type]
+        domain, overall = CATALOG.layers_for(e.item_id, e.category_id)
+        profile.learn(e, domain, overall, params)
+        kept = profile.weights("item", params, e.ts)
+        assert len(kept) == min(cap, len(candidates))
+        dropped = set(candidates) - set(kept)
+        if dropped:
+            assert max(candidates[k] for k in dropped) <= min(kept.values()) * (1 + 1e-9)
+
+
+def test_decay_identity_half_life():
+    e = Event("a", "u", "i", "purchase", T0, "c0")
+    p = _profile([e])
+    for layer in LAYERS:
+        h = PARAMS.half_life_s[layer]
+        assert p.weights(layer, PARAMS, T0 + h)[{"item": "i", "domain": "c0", "overall": "r0"}[layer]] == pytest.approx(3.0)
+
+
+def test_duplicate_event_ids_are_dropped():
+    e = Event("same", "u", "i", "view", T0, "c0")
+    p = Profile()
+    assert p.learn(e, "c0", "r0", PARAMS) is True
+    assert p.learn(e, "c0", "r0", PARAMS) is False
+    assert p.count == 1 and p.weights("item", PARAMS) == {"i": 1.0}
+
+
+@given(events_st)
+def test_bytes_round_trip(events):
+    p = _profile(events)
+    q = Profile.from_bytes(p.to_bytes())
+    assert q == p
+
+
+def test_purchases_are_bounded_and_keep_the_latest():
+    params = ProfileParams(max_purchases=3)
+    evs = [Event(f"e{i}", "u", f"i{i}", "purchase", T0 + i, None) for i in range(10)]
+    p = build_profiles(reversed(evs), Catalog(), params)["u"]
+    assert set(p.purchases) == {"i7", "i8", "i9"}
+
+
+def test_unknown_category_and_tree_roots():
+    cat = Catalog.from_records(
+        [
+            {"item_id": "x", "category_id": "a.b.c"},
+            {"category_id": "a.b.c", "parent_id": "a.b"},
+            {"category_id": "a.b", "parent_id": "a"},
+            {"category_id": "a", "parent_id": None},
+        ]
+    )
+    assert cat.layers_for("x", None) == ("a.b.c", "a")
+    assert cat.layers_for("y", None) == (None, ROOT_UNKNOWN)
+    assert cat.layers_for("y", "flat") == ("flat", ROOT_UNKNOWN)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"beta": {"view": -1, "click": 2, "fav": 3, "cart": 4, "purchase": 6}},
+        {"half_life_s": {"item": 0, "domain": 1, "overall": 1}},
+        {"caps": {"item": 0, "domain": 1, "overall": 1}},
+    ],
+)
+def test_bad_params_are_refused(kwargs):
+    with pytest.raises(ValueError):
+        ProfileParams(**kwargs)
