@@ -73,6 +73,15 @@ def _id(obj: dict, field: str, required: bool = True) -> str | None:
     return value
 
 
+def _lenient_json(raw: bytes | str):
+    import json
+
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None
+
+
 def parse_event(raw: bytes | str | dict, now: float) -> Event:
     """Validate one event (raw JSON or an already decoded object) against SPEC §2.
 
@@ -86,7 +95,9 @@ def parse_event(raw: bytes | str | dict, now: float) -> Event:
         try:
             obj = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
-            raise InvalidEvent("not_json", f"not valid JSON ({exc.msg})") from None
+            obj = _lenient_json(raw)  # NaN / Infinity: JSON-ish, and worth a precise reason
+            if obj is None:
+                raise InvalidEvent("not_json", f"not valid JSON ({exc.msg})") from None
         if not isinstance(obj, dict):
             raise InvalidEvent("not_object", f"expected a JSON object, got {type(obj).__name__}")
 

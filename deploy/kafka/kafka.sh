@@ -72,9 +72,10 @@ CPORT="${STRATA_KAFKA_CONTROLLER_PORT:-$((PORT + 1))}"
 valid_port "$CPORT" || die "STRATA_KAFKA_CONTROLLER_PORT must be a port number, got '$CPORT'"
 CPORT=$((10#$CPORT))
 (( PORT != CPORT )) || die "client port and controller port are both $PORT"
-is_uint "$PARTITIONS" && (( PARTITIONS >= 1 )) || die "STRATA_PARTITIONS must be a positive integer, got '$PARTITIONS'"
+is_uint "$PARTITIONS" && (( 10#$PARTITIONS >= 1 )) || die "STRATA_PARTITIONS must be a positive integer, got '$PARTITIONS'"
 is_uint "$START_TIMEOUT" || die "STRATA_KAFKA_START_TIMEOUT must be whole seconds, got '$START_TIMEOUT'"
 is_uint "$STOP_TIMEOUT" || die "STRATA_KAFKA_STOP_TIMEOUT must be whole seconds, got '$STOP_TIMEOUT'"
+PARTITIONS=$((10#$PARTITIONS)) START_TIMEOUT=$((10#$START_TIMEOUT)) STOP_TIMEOUT=$((10#$STOP_TIMEOUT))
 [[ "$HEAP" =~ ^[0-9]+[kKmMgG]?$ ]] || die "STRATA_KAFKA_HEAP must look like 512m or 1g, got '$HEAP'"
 
 DIR="${STRATA_KAFKA_DIR:-${XDG_STATE_HOME:-$HOME/.local/state}/strata/kafka-$PORT}"
@@ -241,11 +242,32 @@ running_pid() {
   return 1
 }
 
+# A real Kafka request without a JVM: ApiVersions v0 (api key 18, correlation
+# id 7, null client id) over bash's /dev/tcp; the broker only answers once it
+# processes requests. Needs timeout(1) and od(1), else api_ready uses Kafka's tool.
+raw_probe_available() { command -v timeout >/dev/null 2>&1 && command -v od >/dev/null 2>&1; }
+
+raw_api_versions() {
+  local reply
+  reply="$(timeout 5 bash -c '
+    exec 3<>"/dev/tcp/$0/$1" || exit 1
+    printf "\x00\x00\x00\x0a\x00\x12\x00\x00\x00\x00\x00\x07\xff\xff" >&3
+    od -An -tx1 -N 8 <&3' "$HOST" "$PORT" 2>/dev/null | tr -d ' \n')" || return 1
+  [[ "${reply:8:8}" == 00000007 ]] # response header: size, then our correlation id
+}
+
+# the broker serves requests (not just a bound port)
 api_ready() {
-  local limit=()
-  command -v timeout >/dev/null 2>&1 && limit=(timeout 30)
-  ${limit[@]+"${limit[@]}"} "$JAVA" "${TOOL_JVM[@]}" org.apache.kafka.tools.BrokerApiVersionsCommand \
-    --bootstrap-server "$BOOTSTRAP" >/dev/null 2>&1
+  if raw_probe_available; then
+    raw_api_versions
+  else
+    tool_java org.apache.kafka.tools.BrokerApiVersionsCommand --bootstrap-server "$BOOTSTRAP" >/dev/null 2>&1
+  fi
+}
+
+# cheap liveness for status / already-running: a real request when possible
+answering() {
+  if raw_probe_available; then raw_api_versions; else port_open "$PORT"; fi
 }
 
 log_tail() {
@@ -387,7 +409,8 @@ wait_ready() { # PID T0
     elapsed="${waited%.*}"
     if port_open "$PORT"; then
       # the client port is bound before the broker serves requests; ask it for real
-      if (( elapsed - last_probe >= 2 )) || grep -q 'Kafka Server started' "$LOG" 2>/dev/null; then
+      # (with Kafka's own tool, a JVM start, at most every 2 s)
+      if raw_probe_available || (( elapsed - last_probe >= 2 )) || grep -q 'Kafka Server started' "$LOG" 2>/dev/null; then
         last_probe="$elapsed"
         if api_ready; then
           say "Kafka $VERSION ready on $BOOTSTRAP (pid $pid, data $DATA) in $(since "$t0")s"
@@ -410,13 +433,13 @@ wait_ready() { # PID T0
 
 cmd_start() {
   local t0 pid
-  t0="$(now)"
   check_java
   cmd_fetch quiet
   lock 9 "$DIR/.lock" "start/stop in $DIR"
+  t0="$(now)" # the start timeout counts from here, after any fetch
 
   if pid="$(running_pid)"; then
-    if port_open "$PORT"; then
+    if answering; then
       say "Kafka already running on $BOOTSTRAP (pid $pid)"
       return 0
     fi
@@ -482,7 +505,7 @@ cmd_stop() {
 cmd_status() {
   local pid
   if pid="$(running_pid)"; then
-    if port_open "$PORT"; then
+    if answering; then
       say "Kafka is running on $BOOTSTRAP (pid $pid, dir $DIR)"
       return 0
     fi
