@@ -301,8 +301,10 @@ class _Columns:
 
     def add(self, line: int, user: str | None, item: str | None, kind: int, ts_text: str | None) -> bool:
         """Keep a well-formed row; False (nothing kept) when it is not one — then call `add_odd`."""
-        if (kind < 0 or user is None or item is None or ts_text is None or not _is_canonical_uint(user)
-                or not _is_canonical_uint(item) or len(user) > 18 or len(item) > 18):
+        # ids must survive str(int(id)) unchanged: ASCII digits, no leading zero, fit in int64
+        if (kind < 0 or not user or not item or not ts_text
+                or not (user.isascii() and user.isdigit() and (user[0] != "0" or len(user) == 1) and len(user) < 19)
+                or not (item.isascii() and item.isdigit() and (item[0] != "0" or len(item) == 1) and len(item) < 19)):
             return False
         try:
             ts = int(ts_text)
@@ -325,15 +327,23 @@ class _Columns:
         self.ts.append(self._last_ts)
         self.line.append(line)
 
-    def sorted_rows(self, limit: int | None) -> Iterator[tuple[int, str, str, int, int, int]]:
-        """(index, user, item, kind, ts, line) in time order; kind -1 = look up `odd[index]`."""
-        ts = np.frombuffer(self.ts, dtype=np.int64) if len(self.ts) else np.zeros(0, np.int64)
+    def sorted_rows(self, limit: int | None, block: int = 65_536) -> Iterator[tuple[int, int, int, int, int, int]]:
+        """(index, user, item, kind, ts, line) in time order; kind -1 = look up `odd[index]`.
+
+        Converted to Python ints a block at a time, to keep memory near the
+        size of the numpy columns.
+        """
+        if not len(self.ts):
+            return
+        ts = np.frombuffer(self.ts, dtype=np.int64)
         order = np.argsort(ts, kind="stable")
         if limit is not None:
             order = order[:limit]
-        cols = [np.frombuffer(c, dtype=np.int64 if c.typecode == "q" else np.int8)[order].tolist()
-                if len(c) else [] for c in (self.user, self.item, self.kind, self.ts, self.line)]
-        yield from zip(order.tolist(), *cols)
+        cols = [np.frombuffer(c, dtype=np.int64 if c.typecode == "q" else np.int8)
+                for c in (self.user, self.item, self.kind, self.ts, self.line)]
+        for start in range(0, len(order), block):
+            part = order[start:start + block]
+            yield from zip(part.tolist(), *(c[part].tolist() for c in cols))
 
 
 # --------------------------------------------------------------------------- the source
@@ -464,11 +474,14 @@ class LogSource:
         kinds = {"view": 0, "addtocart": 1, "transaction": 2}
         names = ("view", "cart", "purchase")
         cols = _Columns()
-        rows = _csv_rows(path)
-        next(rows, None)  # header, checked in open_log
-        for line, row in rows:
-            ts, user, behaviour, item = (row + [None] * 4)[:4]
-            kind = kinds.get(behaviour, -1) if len(row) >= 4 else -1
+        header = True
+        for line, text in _text_lines(path):  # RetailRocket rows are never quoted
+            if header:  # checked in open_log
+                header = False
+                continue
+            row = text.split(",")
+            ts, user, behaviour, item = (row + [None] * 4)[:4]  # type: ignore[list-item]
+            kind = kinds.get(behaviour, -1) if len(row) == 5 else -1
             if not cols.add(line, user, item, kind, ts):
                 t = _number(ts) if ts is not None else None
                 cols.add_odd(line, _event(

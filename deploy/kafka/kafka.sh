@@ -489,8 +489,12 @@ cmd_start() {
 }
 
 cmd_stop() {
-  lock 9 "$DIR/.lock" "start/stop in $DIR"
   local pid t0
+  if [[ ! -d "$DIR" ]]; then # never started from this dir; do not create it
+    say "Kafka is not running ($BOOTSTRAP, dir $DIR)"
+    return 0
+  fi
+  lock 9 "$DIR/.lock" "start/stop in $DIR"
   if ! pid="$(running_pid)"; then
     say "Kafka is not running ($BOOTSTRAP, dir $DIR)"
     return 0
