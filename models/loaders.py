@@ -18,12 +18,18 @@ event is produced) and returns a `LogSource`:
   a root), categories first, parents before children.  From `catalog_path`
   (NDJSON) when given, else derived from the log.  A log with a category
   tree (REES46, RetailRocket, synthetic) gives a record to *every* category
-  it knows, roots included; one without a tree (Taobao, MovieLens, NDJSON)
+  it knows, roots included, so each is in the tree; a category whose place
+  is unknown (the numeric `category_id` of a REES46 product without a
+  `category_code`; a RetailRocket category missing from `category_tree.csv`)
+  is a root of its own.  A log without a tree (Taobao, MovieLens, NDJSON)
   gives item records only, so its categories fall under the overall key `*`.
+- `LogSource.skipped` counts what the last pass dropped on purpose
+  (`remove_from_cart` rows, malformed catalog-file lines).
 
 Order: events come in file order, except MovieLens and RetailRocket, whose
-files are not time-ordered: they are sorted by `ts` (stable; a malformed row
-keeps its place after the row before it).  `limit` cuts the stream after
+files are not time-ordered: they are sorted by `ts` (stable; a row whose
+time does not parse keeps its place after the row before it).  Note that
+the Taobao user slices are in file order, i.e. grouped by user, not by time.  `limit` cuts the stream after
 that many events (rows skipped by design, like REES46 `remove_from_cart`,
 do not count); a catalog derived from the log covers the same rows, except
 where the catalog comes from its own files (MovieLens `u.item`,
@@ -192,11 +198,6 @@ def _is_int(text: str) -> bool:
         return False
 
 
-def _is_canonical_uint(text: str) -> bool:
-    """Digits only and no leading zero: survives str(int(text)) unchanged."""
-    return text.isascii() and text.isdigit() and (text[0] != "0" or len(text) == 1)
-
-
 def _event(event_id: str, user: str | None, item: str | None, etype: str | None, ts: Any,
            category: str | None = None) -> dict:
     out: dict[str, Any] = {"event_id": event_id}
@@ -282,12 +283,15 @@ def _dotted_tree(code: str, parents: dict[str, str | None]) -> None:
 # --------------------------------------------------------------------------- time-sorted logs
 
 
+_TS_BOUND = 2**62
+
+
 class _Columns:
     """A numeric log kept in numpy columns so that millions of rows can be time-sorted cheaply.
 
-    A row whose ids are not canonical integers, or whose type or time does not
-    parse, is kept aside as a ready-made (malformed) event dict and sorted
-    with the time of the row before it.
+    A row whose ids are not canonical integers (e.g. "007"), or whose type or
+    time does not parse, is kept aside as a ready-made event dict (valid or
+    not: `parse_event` decides).
     """
 
     def __init__(self) -> None:
@@ -297,7 +301,7 @@ class _Columns:
         self.ts = array.array("q")
         self.line = array.array("q")
         self.odd: dict[int, dict] = {}
-        self._last_ts = -(2**62)
+        self._last_ts = -_TS_BOUND + 1
 
     def add(self, line: int, user: str | None, item: str | None, kind: int, ts_text: str | None) -> bool:
         """Keep a well-formed row; False (nothing kept) when it is not one — then call `add_odd`."""
@@ -310,6 +314,8 @@ class _Columns:
             ts = int(ts_text)
         except ValueError:
             return False
+        if not -_TS_BOUND < ts < _TS_BOUND:
+            return False
         self.user.append(int(user))
         self.item.append(int(item))
         self.kind.append(kind)
@@ -318,13 +324,23 @@ class _Columns:
         self._last_ts = ts
         return True
 
-    def add_odd(self, line: int, event: dict) -> None:
-        """Keep a malformed row as it will be yielded, at the time of the row before it."""
+    def add_odd(self, line: int, event: dict, ts_text: str | None) -> None:
+        """Keep a row that is not plain numbers as it will be yielded.
+
+        It is sorted by its own time when that is an integer, else with the
+        time of the row before it.
+        """
+        try:
+            ts = int(ts_text) if ts_text is not None else self._last_ts
+        except ValueError:
+            ts = self._last_ts
+        if not -_TS_BOUND < ts < _TS_BOUND:
+            ts = self._last_ts
         self.odd[len(self.kind)] = event
         self.user.append(0)
         self.item.append(0)
         self.kind.append(-1)
-        self.ts.append(self._last_ts)
+        self.ts.append(ts)
         self.line.append(line)
 
     def sorted_rows(self, limit: int | None, block: int = 65_536) -> Iterator[tuple[int, int, int, int, int, int]]:
@@ -454,7 +470,7 @@ class LogSource:
                     etype = (("purchase" if r >= MOVIELENS_PURCHASE_RATING else "view")
                              if isinstance(r, (int, float)) and math.isfinite(r) else f"rating:{rating}")
                 cols.add_odd(line, _event(prefix + str(line), user, item, etype,
-                                          _number(ts) if ts is not None else None, genres.get(item or "")))
+                                          _number(ts) if ts is not None else None, genres.get(item or "")), ts)
         names = ("view", "purchase")
         for index, user_n, item_n, kind, ts, line in cols.sorted_rows(self.limit):
             if kind < 0:
@@ -487,7 +503,7 @@ class LogSource:
                 cols.add_odd(line, _event(
                     prefix + str(line), user, item,
                     RETAILROCKET_TYPES.get(behaviour, behaviour) if behaviour is not None else None,
-                    t / 1000.0 if isinstance(t, (int, float)) else t))
+                    t / 1000.0 if isinstance(t, (int, float)) else t), ts)
         for index, user_n, item_n, kind, ts, line in cols.sorted_rows(self.limit):
             if kind < 0:
                 yield cols.odd[index]
@@ -526,8 +542,8 @@ class LogSource:
         for event in self.events():
             if not isinstance(event, dict):
                 continue
-            item, category = event.get("item_id"), event.get("category_id")
-            if isinstance(item, str) and isinstance(category, str) and item and category and item not in seen:
+            item, category = _id_text(event.get("item_id")), _id_text(event.get("category_id"))
+            if item and category and item not in seen:
                 seen.add(item)
                 yield {"item_id": item, "category_id": category}
 
@@ -610,6 +626,15 @@ class LogSource:
 
     def files_list(self, kind: str) -> list[Path]:
         return sorted(p for k, p in self.files.items() if k == kind or k.startswith(kind + ":"))
+
+
+def _id_text(value: Any) -> str | None:
+    """An id as parse_event would take it (numbers become strings); None when it is not one."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return None
 
 
 def _take(it: Iterator, n: int) -> Iterator:

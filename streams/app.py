@@ -82,9 +82,9 @@ deadletter_topic = app.topic(
 )
 
 # user_id → msgpack-encoded models.profile.Profile; written in batches by streams.state.
-_raw = faust.Schema(key_serializer="raw", value_serializer="raw")
-
-user_to_profile = app.Table("user_to_profile", partitions=settings.partitions, schema=_raw)
+# key_type/value_type bytes make Faust use the raw codec everywhere: in the changelog, in
+# recovery and in table_route's key → partition mapping (a Schema alone is not enough).
+user_to_profile = app.Table("user_to_profile", partitions=settings.partitions, key_type=bytes, value_type=bytes)
 
 # The catalog topic *is* this table's changelog: every worker holds the whole catalog and,
 # since the records come from outside the group, follows every partition as a standby.
@@ -101,7 +101,8 @@ catalog_table = app.GlobalTable(
     "catalog",
     partitions=_specs["catalog"].partitions,
     changelog_topic=catalog_topic,
-    schema=_raw,
+    key_type=bytes,
+    value_type=bytes,
     recovery_buffer_size=1,
     synchronize_all_active_partitions=True,
 )

@@ -261,6 +261,7 @@ def retailrocket(tmp_path):
         "1433222000000,111016,wishlist,355908,",  # unknown behaviour: flows to dead letters
         "oops,5,view,7,",  # bad time: flows to dead letters, sorted after the row before it
         "1433221000000,5,view,999,",
+        "1433221500000,007,view,999,",  # an id that is not a plain number keeps its spelling and its time
     ]) + "\n")
     write(tmp_path / "item_properties_part1.csv", "\n".join([
         "timestamp,itemid,property,value",
@@ -290,17 +291,19 @@ def retailrocket(tmp_path):
 def test_retailrocket_events(retailrocket):
     src = open_log(retailrocket, "retailrocket")
     events = list(src.events())
-    assert len(events) == 7
+    assert len(events) == 8
     good = [e for e in events if e.get("type") in EVENT_TYPES and isinstance(e.get("ts"), float)]
     assert [(e["type"], e["ts"]) for e in good] == [
-        ("view", 1433221000.0), ("view", 1433221332.117), ("cart", 1433221999.827),
+        ("view", 1433221000.0), ("view", 1433221332.117), ("view", 1433221500.0), ("cart", 1433221999.827),
         ("purchase", 1433222000.0), ("view", 1433224214.164)]
+    assert good[2]["user_id"] == "007"
     assert good[0]["event_id"] == "retailrocket:events:8" and good[0]["user_id"] == "5"
-    assert good[3] == {"event_id": "retailrocket:events:5", "user_id": "111016", "item_id": "355908",
+    assert good[4] == {"event_id": "retailrocket:events:5", "user_id": "111016", "item_id": "355908",
                        "type": "purchase", "ts": 1433222000.0}
     bad = [e for e in events if e not in good]
     assert [e["event_id"] for e in bad] == ["retailrocket:events:6", "retailrocket:events:7"]
-    assert events.index(bad[0]) == 4  # stable: after the transaction of the same millisecond
+    assert events.index(bad[0]) == 5  # stable: after the transaction of the same millisecond
+    assert events.index(bad[1]) == 6  # no time of its own: stays after the row before it
     for e in bad:
         with pytest.raises(InvalidEvent):
             parse_event(e, now=NOW)
@@ -458,3 +461,33 @@ def test_synthetic_through_open_log():
     assert len(parents) == 3 + 12 and len(items) == 400
     assert {e["category_id"] for e in events} <= set(parents)
     assert open_log(None, "synthetic", limit=10).synthetic_config.seed == 0
+
+
+# ----------------------------------------------------------------------------- tree closure
+
+
+def test_category_tree_with_a_cycle_becomes_a_forest(tmp_path):
+    write(tmp_path / "events.csv", "timestamp,visitorid,event,itemid,transactionid\n1433221332117,1,view,2,\n")
+    write(tmp_path / "category_tree.csv", "categoryid,parentid\n1,2\n2,3\n3,1\n4,4\n5,1\n")
+    parents, _ = check_tree(list(open_log(tmp_path, "retailrocket").catalog()))
+    assert set(parents) == {"1", "2", "3", "4", "5"}
+    assert sum(p is None for p in parents.values()) == 2  # the cycle is cut once; 4 is its own root
+
+
+def test_tree_records_are_always_a_closed_forest():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from models.loaders import _tree_records
+
+    ids = st.sampled_from([str(i) for i in range(12)])
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.dictionaries(ids, st.one_of(st.none(), ids), max_size=12))
+    def check(parents):
+        records = _tree_records(parents)
+        got, _ = check_tree(records)
+        assert set(parents) <= set(got)
+        assert all(got[c] in (p, None) for c, p in parents.items())  # a link is kept or cut, never changed
+
+    check()
