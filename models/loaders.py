@@ -251,21 +251,30 @@ def _tree_records(parents: dict[str, str | None]) -> list[dict]:
     for parent in list(parents.values()):
         if parent is not None and parent not in parents:
             parents[parent] = None
+    # 1. cut cycles: walk up from every node; meeting a node of the current walk closes a cycle,
+    #    which is cut there (that node becomes a root)
+    done: set[str] = set()
+    for start in parents:
+        walk: set[str] = set()
+        node: str | None = start
+        while node is not None and node not in done:
+            if node in walk:
+                parents[node] = None
+                break
+            walk.add(node)
+            node = parents[node]
+        done |= walk
+    # 2. depth of every node, now that each walk up ends at a root
     depth: dict[str, int] = {}
     for start in parents:
         path: list[str] = []
-        on_path: set[str] = set()
-        node: str | None = start
+        node = start
         while node is not None and node not in depth:
-            if node in on_path:  # a cycle: cut it here, this node becomes a root
-                parents[node] = None
-                break
             path.append(node)
-            on_path.add(node)
             node = parents[node]
-        base = depth[node] if node is not None and node in depth else -1
+        base = depth[node] if node is not None else -1
         for n in reversed(path):
-            base = depth[n] = (base + 1) if parents[n] is not None else 0
+            base = depth[n] = base + 1
     order = sorted(parents, key=lambda c: depth[c])  # stable: first-seen order within a depth
     return [{"category_id": c, "parent_id": parents[c]} for c in order]
 
