@@ -482,7 +482,7 @@ def test_tree_records_are_always_a_closed_forest():
 
     ids = st.sampled_from([str(i) for i in range(12)])
 
-    @settings(max_examples=200, deadline=None)
+    @settings(max_examples=300, deadline=None, database=None)
     @given(st.dictionaries(ids, st.one_of(st.none(), ids), max_size=12))
     def check(parents):
         records = _tree_records(parents)

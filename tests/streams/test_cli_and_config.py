@@ -1,0 +1,80 @@
+"""Bad CLI arguments and settings say what is wrong and exit non-zero, never with a traceback."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from streams.config import ENV_DOC, ConfigError, Settings
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def strata(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    import os
+
+    child_env = {k: v for k, v in os.environ.items() if not k.startswith("STRATA_")}
+    child_env.update(env or {})
+    return subprocess.run([sys.executable, "-m", "streams", *args], capture_output=True, text=True, env=child_env, timeout=60)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["replay", "--events", "/nope/missing.csv", "--format", "taobao"], "missing.csv"),
+        (["replay", "--events", "x", "--format", "excel"], "invalid choice"),
+        (["replay", "--events", "x", "--format", "taobao", "--limit", "-3"], "must be at least 1"),
+        (["replay", "--events", "x", "--format", "taobao", "--rate", "fast"], "not a number"),
+        (["frobnicate"], "invalid choice"),
+    ],
+)
+def test_bad_arguments_exit_2_with_a_message(args, message):
+    result = strata(*args)
+    assert result.returncode == 2, result
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_setting_exits_2_naming_the_variable():
+    result = strata("profile", "u1", env={"STRATA_WEB_PORT": "seventy"})
+    assert result.returncode == 2
+    assert "STRATA_WEB_PORT" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_unreachable_worker_exits_1_with_a_hint():
+    result = strata("profile", "u1", env={"STRATA_WEB_PORT": "9"})
+    assert result.returncode == 1
+    assert "strata worker" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_settings_parse_the_profile_parameters():
+    s = Settings.from_env({"STRATA_HALF_LIFE": "item=12h", "STRATA_BETA": "purchase=10", "STRATA_CAPS": "item=50"})
+    assert s.profile.half_life_s["item"] == 43_200 and s.profile.half_life_s["domain"] == 14 * 86_400
+    assert s.profile.beta["purchase"] == 10 and s.profile.beta["view"] == 1
+    assert s.profile.caps["item"] == 50
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"STRATA_HALF_LIFE": "item=soon"},
+        {"STRATA_BETA": "teleport=3"},
+        {"STRATA_CAPS": "item=0"},
+        {"STRATA_KAFKA_BOOTSTRAP": "no-port"},
+        {"STRATA_TOPIC_PREFIX": "bad prefix/"},
+        {"STRATA_PARTITONS": "8"},
+    ],
+)
+def test_bad_settings_are_refused(env):
+    with pytest.raises(ConfigError):
+        Settings.from_env(env)
+
+
+def test_readme_documents_every_setting():
+    readme = (REPO / "README.md").read_text()
+    for name, (default, _) in ENV_DOC.items():
+        assert f"`{name}`" in readme, name
+        if default:
+            assert f"`{default}`" in readme, (name, default)
