@@ -96,6 +96,39 @@ def cmd_profile(args, settings: Settings) -> int:
     return 0
 
 
+def cmd_train(args, settings: Settings) -> int:
+    import time
+
+    from aiokafka.errors import KafkaError
+
+    from models.als import ALSParams
+    from streams.trainer import NothingToTrain, train_once
+
+    try:
+        params = ALSParams(factors=args.factors, regularization=args.regularization, alpha=args.alpha, iterations=args.iterations, seed=args.seed)
+    except ValueError as exc:
+        raise CommandError(str(exc), 2) from None
+    while True:
+        started = time.monotonic()
+        try:
+            report = asyncio.run(_with_broker(settings, train_once(settings, params)))
+            for line in report.lines():
+                print(line)
+        except NothingToTrain as exc:
+            if not args.every:
+                raise CommandError(str(exc)) from None
+            print(f"nothing to train on yet: {exc}")
+        except (KafkaError, CommandError) as exc:
+            if not args.every:
+                raise
+            print(f"training failed, retrying at the next run: {exc}", file=sys.stderr)
+        if not args.every:
+            return 0
+        pause = max(0.0, args.every - (time.monotonic() - started))
+        print(f"next run in {pause:.0f}s")
+        time.sleep(pause)
+
+
 def cmd_demo(args, settings: Settings) -> int:
     from streams.demo import run_demo
 
@@ -135,6 +168,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rate", type=_positive_float, help="at most R events per second (default: as fast as possible)")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic generator")
     p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("train", help="fit ALS on a snapshot of the events topic and publish the factors")
+    p.add_argument("--every", type=_duration, help="repeat on this schedule (e.g. 15m, 1h); survives broker hiccups")
+    p.add_argument("--factors", type=_positive_int, default=64)
+    p.add_argument("--regularization", type=float, default=0.05)
+    p.add_argument("--alpha", type=float, default=10.0, help="confidence c = 1 + alpha * w")
+    p.add_argument("--iterations", type=_positive_int, default=15)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("profile", help="show a user's live profile (asks the running workers)")
     p.add_argument("user")

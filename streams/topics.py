@@ -14,21 +14,29 @@ class TopicSpec:
     partitions: int
     compacted: bool = False
 
+    retention_ms: int | None = None
+
     def config(self) -> dict[str, str]:
         cfg = {"max.message.bytes": str(MAX_MESSAGE_BYTES)}
         if self.compacted:
             cfg["cleanup.policy"] = "compact"
+        if self.retention_ms is not None:
+            cfg["retention.ms"] = str(self.retention_ms)
         return cfg
 
 
 def topic_specs(settings: Settings) -> dict[str, TopicSpec]:
     """events: keyed by user, so a user's profile lives on one partition; catalog: compacted, one partition,
-    read whole by every worker; deadletter: rejected events with their reasons."""
+    read whole by every worker; deadletter: rejected events with their reasons; item-factors: versioned
+    factor chunks, read whole by every worker (a week of versions kept); user-factors: batch user
+    vectors keyed by user, co-partitioned with events."""
     p = settings.partitions
     return {
         "events": TopicSpec(settings.topic("events"), p),
         "catalog": TopicSpec(settings.topic("catalog"), 1, compacted=True),
         "deadletter": TopicSpec(settings.topic("deadletter"), 1),
+        "item-factors": TopicSpec(settings.topic("item-factors"), 1, retention_ms=7 * 86_400_000),
+        "user-factors": TopicSpec(settings.topic("user-factors"), p, compacted=True),
     }
 
 
@@ -53,3 +61,19 @@ async def ensure_topics(settings: Settings) -> None:
                 pass
     finally:
         await admin.close()
+
+
+async def partitions_of(settings: Settings, topic: str) -> list[int]:
+    """The partition numbers of a topic ([] when it does not exist)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(**settings.aiokafka_kwargs())
+    await admin.start()
+    try:
+        described = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    for entry in described:
+        if entry.get("topic") == topic and not entry.get("error_code"):
+            return sorted(p["partition"] for p in entry.get("partitions", []))
+    return []

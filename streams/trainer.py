@@ -1,0 +1,136 @@
+"""`strata train`: the batch job — snapshot the events topic, fit ALS, publish factors.
+
+The snapshot is every event from the earliest offsets up to the end offsets
+taken when the job starts, so a run is reproducible while the stream goes on.
+Confidences use the profiles' own β and item half-life (`models.als`), as of
+the snapshot's last event time.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+
+import msgpack
+import numpy as np
+
+from models.als import ALSParams, confidence_matrix, encode_events, fit
+from models.events import InvalidEvent, parse_event
+from models.factors import FactorModel, to_messages
+from streams.config import Settings
+from streams.topics import ensure_topics, partitions_of, topic_specs
+
+log = logging.getLogger(__name__)
+
+
+class NothingToTrain(Exception):
+    pass
+
+
+@dataclass
+class TrainReport:
+    events: int = 0
+    skipped: int = 0
+    users: int = 0
+    items: int = 0
+    version: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def lines(self) -> list[str]:
+        stages = " · ".join(f"{k} {v:.1f}s" for k, v in self.seconds.items())
+        return [
+            f"read {self.events:,} events ({self.skipped:,} invalid skipped): {self.users:,} users × {self.items:,} items",
+            f"published item factors version {self.version} and {self.users:,} user vectors",
+            f"stages: {stages}",
+        ]
+
+
+async def read_snapshot(settings: Settings):
+    """Valid events of the events topic, earliest offsets → end offsets at the start of the call."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    topic = topic_specs(settings)["events"].name
+    consumer = AIOKafkaConsumer(**settings.aiokafka_kwargs(), group_id=None, enable_auto_commit=False, max_partition_fetch_bytes=8 * 1024 * 1024, fetch_max_bytes=64 * 1024 * 1024)
+    await consumer.start()
+    events, skipped = [], 0
+    try:
+        partitions = await partitions_of(settings, topic)
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        if not tps:
+            return [], 0
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        end = await consumer.end_offsets(tps)
+        remaining = {tp for tp in tps if end[tp] > await consumer.position(tp)}
+        now = time.time()
+        while remaining:
+            batches = await consumer.getmany(*remaining, timeout_ms=1000, max_records=50_000)
+            for tp, records in batches.items():
+                for record in records:
+                    if record.offset >= end[tp]:
+                        continue
+                    try:
+                        events.append(parse_event(record.value, now))
+                    except InvalidEvent:
+                        skipped += 1
+                if await consumer.position(tp) >= end[tp]:
+                    remaining.discard(tp)
+    finally:
+        await consumer.stop()
+    return events, skipped
+
+
+def user_vector_message(version: int, vector: np.ndarray) -> bytes:
+    return msgpack.packb([version, np.asarray(vector, dtype="<f4").tobytes()], use_bin_type=True)
+
+
+def parse_user_vector(value: bytes) -> tuple[int, np.ndarray]:
+    version, raw = msgpack.unpackb(value, raw=False)
+    return int(version), np.frombuffer(raw, dtype="<f4")
+
+
+async def train_once(settings: Settings, params: ALSParams, progress=print) -> TrainReport:
+    from streams.replay import new_producer
+
+    report = TrainReport()
+    await ensure_topics(settings)
+    t0 = time.perf_counter()
+    events, report.skipped = await read_snapshot(settings)
+    report.seconds["read"] = time.perf_counter() - t0
+    if not events:
+        raise NothingToTrain(f"no valid events on {settings.topic('events')}: replay some first (`strata replay …`)")
+
+    t1 = time.perf_counter()
+    enc = encode_events(events)
+    as_of = float(enc.ts.max())
+    Cui = confidence_matrix(enc.user_codes, enc.item_codes, enc.type_codes, enc.ts, params=settings.profile, as_of=as_of, alpha=params.alpha)
+    report.seconds["matrix"] = time.perf_counter() - t1
+    report.events, report.users, report.items = len(enc.ts), len(enc.user_ids), len(enc.item_ids)
+    progress(f"snapshot: {report.events:,} events, {report.users:,} users × {report.items:,} items; fitting {params.factors} factors …")
+
+    t2 = time.perf_counter()
+    X, Y = fit(Cui, params)
+    report.seconds["fit"] = time.perf_counter() - t2
+
+    version = int(time.time() * 1000)
+    model = FactorModel(
+        version,
+        tuple(enc.item_ids),
+        Y,
+        {**params.as_dict(), "snapshot_as_of": as_of, "events": report.events, "trained_at": time.time()},
+    )
+    report.version = version
+    t3 = time.perf_counter()
+    specs = topic_specs(settings)
+    producer = new_producer(settings)
+    await producer.start()
+    try:
+        futures = [await producer.send(specs["item-factors"].name, value, key=key) for key, value in to_messages(model)]
+        for user_id, row in zip(enc.user_ids, X):
+            futures.append(await producer.send(specs["user-factors"].name, user_vector_message(version, row), key=user_id.encode()))
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+    report.seconds["publish"] = time.perf_counter() - t3
+    return report
