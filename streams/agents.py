@@ -7,7 +7,19 @@ from collections import defaultdict
 
 from models.events import InvalidEvent, parse_event
 from models.profile import Profile
-from streams.app import app, catalog, deadletter_topic, events_topic, settings, user_to_profile
+from streams.app import (
+    activity_topic,
+    app,
+    catalog,
+    deadletter_topic,
+    events_topic,
+    popularity_feed,
+    settings,
+    user_factors_topic,
+    user_to_profile,
+    user_to_vector,
+)
+from streams.feeds import activity_message, aggregate_activity
 from streams.metrics import metrics
 from streams.state import PartitionBatch
 
@@ -53,6 +65,7 @@ async def update_profiles(stream):
                 continue
             by_partition[message.partition].append((message.offset, message.timestamp, parsed))
 
+        applied = []
         for partition, items in by_partition.items():
             writes = PartitionBatch(user_to_profile, partition)
             profiles: dict[str, Profile] = {}
@@ -67,12 +80,18 @@ async def update_profiles(stream):
                 domain, overall = catalog.layers_for(parsed.item_id, parsed.category_id)
                 if profile.learn(parsed, domain, overall, params):
                     metrics.events[parsed.type] += 1
+                    applied.append((parsed, domain))
                 else:
                     metrics.duplicates += 1
                 profile.seq = offset
             for user_id, profile in profiles.items():
                 writes.put(user_id.encode(), profile.to_bytes())
             writes.flush()
+        if applied:
+            activity = aggregate_activity(
+                (e for e, _ in applied), params.beta, popularity_feed.popularity.half_life_s, _domain_of(applied)
+            )
+            await activity_topic.send(value=activity_message(activity))
         # The changelog must be durable before these offsets can be committed.
         await app.producer.flush()
         done = time.time()
@@ -81,3 +100,26 @@ async def update_profiles(stream):
                 if produced_at:
                     metrics.update_latency.observe(max(0.0, done - produced_at))
         metrics.batches += 1
+
+
+def _domain_of(applied):
+    domains = {id(e): d for e, d in applied}
+    return lambda e: domains[id(e)]
+
+
+@app.agent(user_factors_topic, name="store_user_vectors")
+async def store_user_vectors(stream):
+    """Batch user vectors from `strata train` → the user_to_vector table (same partitions as events)."""
+    async for batch in stream.take_events(settings.batch_size, within=settings.batch_window_s):
+        writes: dict[int, PartitionBatch] = {}
+        for event in batch:
+            message = event.message
+            if not message.key:
+                continue
+            pb = writes.get(message.partition)
+            if pb is None:
+                pb = writes[message.partition] = PartitionBatch(user_to_vector, message.partition)
+            pb.put(message.key, message.value)
+        for pb in writes.values():
+            pb.flush()
+        await app.producer.flush()

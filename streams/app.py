@@ -8,7 +8,9 @@ from __future__ import annotations
 import faust
 
 from models.catalog import Catalog
+from models.ranking import RankParams
 from streams.config import Settings
+from streams.feeds import FactorFeed, PopularityFeed
 from streams.state import CatalogTableView
 from streams.topics import MAX_MESSAGE_BYTES, topic_specs
 
@@ -107,3 +109,20 @@ catalog_table = app.GlobalTable(
     synchronize_all_active_partitions=True,
 )
 catalog = Catalog(CatalogTableView(catalog_table, "item"), CatalogTableView(catalog_table, "category"))
+
+user_factors_topic = app.topic(
+    _specs["user-factors"].name,
+    partitions=_specs["user-factors"].partitions,
+    key_serializer="raw",
+    value_serializer="raw",
+    config=_specs["user-factors"].config(),
+)
+activity_topic = app.topic(_specs["activity"].name, partitions=1, key_serializer="raw", value_serializer="raw", config=_specs["activity"].config())
+
+# user_id → the batch job's long-term user vector (msgpack [version, float32 bytes]), co-partitioned with events.
+user_to_vector = app.Table("user_to_vector", partitions=settings.partitions, key_type=bytes, value_type=bytes)
+
+rank_params = RankParams()
+# Derived state every worker holds in full, rebuilt from its topic on start (see streams.feeds).
+factor_feed = FactorFeed(settings)
+popularity_feed = PopularityFeed(settings, half_life_s=rank_params.popularity_half_life_s)

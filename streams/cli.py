@@ -129,6 +129,58 @@ def cmd_train(args, settings: Settings) -> int:
         time.sleep(pause)
 
 
+def cmd_recommend(args, settings: Settings) -> int:
+    query = {"k": args.k, "explain": 1}
+    if args.category:
+        query["category"] = args.category
+    status, body = http_get(settings, f"/users/{urllib.parse.quote(args.user, safe='')}/recommendations", query)
+    if status != 200:
+        raise CommandError(body.get("error", f"HTTP {status}"), 2 if status == 400 else 1)
+    if args.json:
+        print(json.dumps(body, indent=2))
+        return 0
+    flag = " (cold start: popular items)" if body.get("cold_start") else ""
+    print(f"user {body['user_id']} · model version {body['model_version']}{flag}")
+    for rank, item in enumerate(body["items"], 1):
+        layers = " ".join(f"{k} {v:.3f}" for k, v in item["layers"].items())
+        print(f"{rank:>3}. {item['item_id']:<16} {item['score']:.3f}  [{layers}]  {'; '.join(item['because'])}")
+    return 0
+
+
+def cmd_bench(args, settings: Settings) -> int:
+    if args.what == "serve" and args.in_process:
+        from models.ranking import bench_ranking
+
+        result = bench_ranking(n_items=args.items, dims=args.dims, requests=args.requests)
+        result["machine"] = machine_info()
+        _emit(result, args.json)
+        lat = result.get("latency_ms", result)
+        print(f"in-process ranking, {args.items:,} items × {args.dims}: p50 {lat['p50']:.2f} ms · p99 {lat['p99']:.2f} ms", file=sys.stderr)
+        return 0
+    raise CommandError(f"`strata bench {args.what}` without --in-process is not built yet", 2)
+
+
+def machine_info() -> dict:
+    import os
+    import platform
+
+    import numpy
+
+    try:
+        mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        mem = None
+    return {"cores": os.cpu_count(), "memory_bytes": mem, "python": platform.python_version(), "numpy": numpy.__version__, "platform": platform.platform()}
+
+
+def _emit(result: dict, path: str | None) -> None:
+    text = json.dumps(result, indent=2)
+    if path:
+        with open(path, "w") as f:
+            f.write(text + "\n")
+    print(text)
+
+
 def cmd_demo(args, settings: Settings) -> int:
     from streams.demo import run_demo
 
@@ -181,6 +233,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("profile", help="show a user's live profile (asks the running workers)")
     p.add_argument("user")
     p.set_defaults(func=cmd_profile)
+
+    p = sub.add_parser("recommend", help="a user's live recommendations (asks the running workers)")
+    p.add_argument("user")
+    p.add_argument("--k", type=_positive_int, default=10)
+    p.add_argument("--category", help="only items of this category")
+    p.add_argument("--json", action="store_true", help="print the raw JSON answer")
+    p.set_defaults(func=cmd_recommend)
+
+    p = sub.add_parser("bench", help="benchmarks (print JSON and a one-line summary)")
+    p.add_argument("what", choices=["serve"])
+    p.add_argument("--in-process", action="store_true", help="rank in this process, no HTTP")
+    p.add_argument("--items", type=_positive_int, default=250_000)
+    p.add_argument("--dims", type=_positive_int, default=64)
+    p.add_argument("--requests", type=_positive_int, default=500)
+    p.add_argument("--json", metavar="OUT", help="also write the JSON to this file")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("demo", help="broker, worker, a synthetic replay and live profiles on this machine")
     p.add_argument("--events", type=_positive_int, default=30_000, help="synthetic events to replay")

@@ -37,6 +37,7 @@ def topic_specs(settings: Settings) -> dict[str, TopicSpec]:
         "deadletter": TopicSpec(settings.topic("deadletter"), 1),
         "item-factors": TopicSpec(settings.topic("item-factors"), 1, retention_ms=7 * 86_400_000),
         "user-factors": TopicSpec(settings.topic("user-factors"), p, compacted=True),
+        "activity": TopicSpec(settings.topic("activity"), 1, retention_ms=3 * 86_400_000),
     }
 
 

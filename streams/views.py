@@ -12,7 +12,12 @@ import re
 from faust import web
 
 from models.profile import LAYERS
-from streams.app import app, catalog_table, settings, user_to_profile
+import time
+
+import numpy as np
+
+from models.ranking import Ranker
+from streams.app import app, catalog, catalog_table, factor_feed, popularity_feed, rank_params, settings, user_to_profile, user_to_vector
 from streams.metrics import metrics
 from streams.state import count_keys, read_profile
 
@@ -75,3 +80,74 @@ async def healthz(view: web.View, request: web.Request) -> web.Response:
 async def prometheus(view: web.View, request: web.Request) -> web.Response:
     metrics.gauges["profiles_stored"] = count_keys(user_to_profile) if app.tables.recovery.completed.is_set() else 0
     return view.text(metrics.render(), content_type="text/plain; version=0.0.4")
+
+
+class _Rankers:
+    """The ranker of the current factor version, rebuilt off the event loop when a new version lands."""
+
+    def __init__(self) -> None:
+        self.current = Ranker(None, catalog.category_of, catalog.root_of, rank_params)
+
+    async def refresh(self) -> None:
+        model = factor_feed.current
+        if model is not None and self.current.version != model.version:
+            ranker = await app.loop.run_in_executor(None, Ranker, model, catalog.category_of, catalog.root_of, rank_params)
+            self.current = ranker  # one assignment: a request uses the old ranker or the new one
+
+
+rankers = _Rankers()
+
+
+@app.timer(interval=0.5)
+async def refresh_ranker() -> None:
+    await rankers.refresh()
+
+
+def _long_term(user_id: str, version) -> np.ndarray | None:
+    from streams.trainer import parse_user_vector
+
+    raw = user_to_vector.data._get(user_id.encode())
+    if raw is None:
+        return None
+    vector_version, vector = parse_user_vector(raw)
+    model = factor_feed.current
+    if model is None or vector.shape[0] != model.dims:
+        return None
+    return vector
+
+
+@app.page("/users/{user_id}/recommendations")
+@checked_user
+@app.table_route(table=user_to_profile, match_info="user_id")
+async def user_recommendations(view: web.View, request: web.Request, user_id: str) -> web.Response:
+    query = request.query
+    try:
+        k = int(query.get("k", "10"))
+    except ValueError:
+        return error(view, 400, f"k must be a whole number from 1 to 1000, got {query.get('k')!r:.40}")
+    if not 1 <= k <= 1000:
+        return error(view, 400, f"k must be from 1 to 1000, got {k}")
+    category = query.get("category")
+    if category is not None and not _ID.match(category):
+        return error(view, 400, "category must be 1-128 printable characters")
+    explain = query.get("explain", "0").lower() in ("1", "true", "yes")
+    exclude = query.get("exclude_purchased", "1").lower() not in ("0", "false", "no")
+
+    profile = read_profile(user_to_profile, user_id)
+    ranker = rankers.current
+    now = profile.last_ts if profile is not None and profile.last_ts is not None else (popularity_feed.popularity.last_ts or time.time())
+    recs = ranker.recommend(
+        profile,
+        k=k,
+        popularity=popularity_feed.popularity,
+        now=now,
+        category=category,
+        exclude_purchased=exclude,
+        long_term=_long_term(user_id, ranker.version),
+        explain=explain,
+        profile_params=settings.profile,
+        user_id=user_id,
+    )
+    body = recs.to_dict()
+    body["model_version"] = ranker.version
+    return view.json(body)

@@ -8,13 +8,13 @@ def run_worker(settings) -> int:
     import faust
 
     from streams import agents, views  # noqa: F401  (registers agents and views)
-    from streams.app import app
+    from streams.app import app, factor_feed, popularity_feed
     from streams.topics import ensure_topics
 
     # The source topics must exist with our partition count before the group forms;
     # Faust creates only its own (changelog) topics.
     asyncio.run(ensure_topics(settings))
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    worker = faust.Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False)
+    worker = faust.Worker(app, factor_feed, popularity_feed, loglevel=settings.log_level, quiet=True, redirect_stdouts=False)
     worker.execute_from_commandline()
     return 0

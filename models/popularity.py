@@ -1,0 +1,281 @@
+"""Recent popularity: decayed, behaviour-weighted event counts in event time.
+
+For item j in scope S (the whole catalogue, or one category):
+
+    pop_S(j, T) = Σ over events e on j in S of  β(type_e) · 2^(−(T − ts_e) / H)
+
+kept exactly like a profile layer (SPEC §3): one pair (w, t) per key, an
+event at t′ ≥ t sets w ← w·2^(−(t′−t)/H) + β, t ← t′, an older one adds
+β·2^(−(t−t′)/H).  The pair stands for the same function of T whatever the
+arrival order, so popularity is a function of the *set* of events.
+
+All items decay at the same rate, so their order never depends on T: it is the
+order of the time-free rank
+
+    rank(j) = log2(w_j) + t_j / H        (pop(j, T) = 2^(rank(j) − T/H))
+
+An event only ever raises its own item's rank (β ≥ 0), and leaves every other
+rank untouched.  That makes the head of each scope cheap to keep *exactly*: a
+sorted pool of the `pool_size` best items per scope, updated in O(log M + M)
+list work per event (a bisect and one list insert; no resort).  The full
+sorted view of a scope (needed only for `top(k)` with k > pool_size) is
+rebuilt lazily, when asked for after a change.
+
+`pop(j, T) / pop(top item, T) = 2^(rank(j) − rank(top))` is the *normalised*
+popularity the ranker uses: it too is independent of T.
+"""
+from __future__ import annotations
+
+import math
+from bisect import bisect_left, insort
+from typing import Iterable, Iterator, Mapping
+
+DAY = 86_400.0
+DEFAULT_POOL = 1000
+
+_GLOBAL = None  # the scope key of the whole catalogue
+
+
+def rank_of(w: float, t: float, half_life: float) -> float:
+    """log2(w) + t/H: orders keys by decayed weight at any common time."""
+    return (math.log2(w) if w > 0 else -math.inf) + t / half_life
+
+
+class _Pool:
+    """The exact top-`cap` keys of one scope, as a list sorted by (−rank, key)."""
+
+    __slots__ = ("cap", "keys", "ranks")
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.keys: list[tuple[float, str]] = []
+        self.ranks: dict[str, float] = {}
+
+    def raise_rank(self, key: str, new: float) -> None:
+        """Key's rank went up (or stayed); every other rank is unchanged."""
+        old = self.ranks.get(key)
+        entry = (-new, key)
+        if old is not None:
+            i = bisect_left(self.keys, (-old, key))
+            del self.keys[i]
+            insort(self.keys, entry)
+            self.ranks[key] = new
+        elif len(self.keys) < self.cap:
+            insort(self.keys, entry)
+            self.ranks[key] = new
+        elif entry < self.keys[-1]:
+            _, dropped = self.keys.pop()
+            del self.ranks[dropped]
+            insort(self.keys, entry)
+            self.ranks[key] = new
+
+    def rebuild(self, scope: Mapping[str, list[float]], half_life: float) -> None:
+        ranked = sorted((-rank_of(w, t, half_life), k) for k, (w, t) in scope.items())
+        self.keys = ranked[: self.cap]
+        self.ranks = {k: -r for r, k in self.keys}
+
+
+class Popularity:
+    """Decayed weighted counts, globally and per category, with exact top pools.
+
+    `learn(item, category, beta, ts)` per event (β from `ProfileParams.beta`);
+    `score(item, as_of)`, `top(k, as_of, category=None)` to read.  `rank`,
+    `top_ranked` and `max_rank` are the clock-free forms the ranker uses.
+    `to_dict`/`from_dict` give plain data; `merge` adds another instance's
+    counts (e.g. from workers owning other partitions).
+    """
+
+    def __init__(self, half_life_s: float = DAY, pool_size: int = DEFAULT_POOL) -> None:
+        if not (math.isfinite(half_life_s) and half_life_s > 0):
+            raise ValueError(f"half_life_s must be a positive number of seconds, got {half_life_s!r}")
+        if int(pool_size) < 1:
+            raise ValueError(f"pool_size must be ≥ 1, got {pool_size!r}")
+        self.half_life_s = float(half_life_s)
+        self.pool_size = int(pool_size)
+        self._scopes: dict[str | None, dict[str, list[float]]] = {_GLOBAL: {}}
+        self._pools: dict[str | None, _Pool] = {_GLOBAL: _Pool(self.pool_size)}
+        self._sorted: dict[str | None, list[tuple[float, str]]] = {}  # lazily rebuilt full views
+        self.events = 0
+        self.last_ts: float | None = None
+
+    # -- learning ----------------------------------------------------------
+    def learn(self, item_id: str, category_id: str | None, beta: float, ts: float) -> None:
+        """Count one event of weight `beta` at event time `ts`."""
+        if not (beta >= 0 and math.isfinite(beta)):
+            raise ValueError(f"beta must be a finite number ≥ 0, got {beta!r}")
+        self._add(_GLOBAL, item_id, beta, ts)
+        if category_id is not None:
+            self._add(category_id, item_id, beta, ts)
+        self.events += 1
+        if self.last_ts is None or ts > self.last_ts:
+            self.last_ts = ts
+
+    def _add(self, scope_key: str | None, item_id: str, beta: float, ts: float) -> None:
+        h = self.half_life_s
+        scope = self._scopes.get(scope_key)
+        if scope is None:
+            scope = self._scopes[scope_key] = {}
+            self._pools[scope_key] = _Pool(self.pool_size)
+        entry = scope.get(item_id)
+        if entry is None:
+            entry = scope[item_id] = [beta, ts]
+        elif ts >= entry[1]:
+            entry[0] = entry[0] * 2.0 ** (-(ts - entry[1]) / h) + beta
+            entry[1] = ts
+        else:
+            entry[0] += beta * 2.0 ** (-(entry[1] - ts) / h)
+        self._pools[scope_key].raise_rank(item_id, rank_of(entry[0], entry[1], h))
+        self._sorted.pop(scope_key, None)
+
+    def merge(self, other: "Popularity") -> None:
+        """Add `other`'s counts to this one (same half-life): the union of both event sets."""
+        if other.half_life_s != self.half_life_s:
+            raise ValueError("cannot merge popularity kept with different half-lives")
+        h = self.half_life_s
+        for scope_key, theirs in other._scopes.items():
+            mine = self._scopes.setdefault(scope_key, {})
+            for key, (w2, t2) in theirs.items():
+                entry = mine.get(key)
+                if entry is None:
+                    mine[key] = [w2, t2]
+                elif t2 >= entry[1]:
+                    entry[0] = entry[0] * 2.0 ** (-(t2 - entry[1]) / h) + w2
+                    entry[1] = t2
+                else:
+                    entry[0] += w2 * 2.0 ** (-(entry[1] - t2) / h)
+        self.events += other.events
+        if other.last_ts is not None and (self.last_ts is None or other.last_ts > self.last_ts):
+            self.last_ts = other.last_ts
+        self._rebuild()
+
+    def _rebuild(self) -> None:
+        self._pools = {}
+        for scope_key, scope in self._scopes.items():
+            pool = self._pools[scope_key] = _Pool(self.pool_size)
+            pool.rebuild(scope, self.half_life_s)
+        self._sorted = {}
+
+    # -- reading -----------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._scopes[_GLOBAL])
+
+    def categories(self) -> list[str]:
+        return [k for k in self._scopes if k is not _GLOBAL]  # type: ignore[misc]
+
+    def score(self, item_id: str, as_of: float, category: str | None = None) -> float:
+        """pop(item, as_of), globally or within `category`; 0 for an unseen item."""
+        entry = self._scopes.get(category, {}).get(item_id)
+        if entry is None:
+            return 0.0
+        return entry[0] * 2.0 ** (-(as_of - entry[1]) / self.half_life_s)
+
+    def rank(self, item_id: str, category: str | None = None) -> float:
+        """The clock-free rank log2(w) + t/H (−inf for an unseen item)."""
+        entry = self._scopes.get(category, {}).get(item_id)
+        if entry is None:
+            return -math.inf
+        return rank_of(entry[0], entry[1], self.half_life_s)
+
+    def ranks(self, items: Iterable[str]) -> list[float]:
+        """Global ranks of many items at once (−inf for unseen ones)."""
+        scope, h, ninf = self._scopes[_GLOBAL], self.half_life_s, -math.inf
+        out = []
+        for j in items:
+            e = scope.get(j)
+            out.append(ninf if e is None or e[0] <= 0 else math.log2(e[0]) + e[1] / h)
+        return out
+
+    def max_rank(self, category: str | None = None) -> float:
+        """The rank of the most popular item of the scope (−inf when empty)."""
+        pool = self._pools.get(category)
+        return -pool.keys[0][0] if pool is not None and pool.keys else -math.inf
+
+    def top_ranked(self, n: int, category: str | None = None) -> tuple[list[str], list[float]]:
+        """The n most popular items of a scope and their ranks, best first (ties: smaller id)."""
+        if n <= 0:
+            return [], []
+        if n <= self.pool_size:
+            pool = self._pools.get(category)
+            keys = pool.keys[:n] if pool is not None else []
+        else:
+            keys = self._full(category)[:n]
+        return [k for _, k in keys], [-r for r, _ in keys]
+
+    def iter_ranked(self, category: str | None = None) -> Iterator[tuple[str, float]]:
+        """Every item of a scope with its rank, best first (the pool, then the lazily sorted rest)."""
+        pool = self._pools.get(category)
+        if pool is None:
+            return
+        for r, k in pool.keys:
+            yield k, -r
+        if len(pool.keys) < len(self._scopes[category]):
+            for r, k in self._full(category)[len(pool.keys):]:
+                yield k, -r
+
+    def top(self, k: int, as_of: float, category: str | None = None) -> list[tuple[str, float]]:
+        """The k most popular items (globally or within `category`) with pop(item, as_of)."""
+        items, ranks = self.top_ranked(k, category)
+        shift = as_of / self.half_life_s
+        return [(i, 2.0 ** (r - shift)) for i, r in zip(items, ranks)]
+
+    def _full(self, category: str | None) -> list[tuple[float, str]]:
+        view = self._sorted.get(category)
+        if view is None:
+            h = self.half_life_s
+            scope = self._scopes.get(category, {})
+            view = self._sorted[category] = sorted((-rank_of(w, t, h), k) for k, (w, t) in scope.items())
+        return view
+
+    # -- persistence -------------------------------------------------------
+    def to_dict(self) -> dict:
+        """Plain data (JSON/msgpack friendly); `from_dict(to_dict())` gives the same popularity."""
+        return {
+            "version": 1,
+            "half_life_s": self.half_life_s,
+            "pool_size": self.pool_size,
+            "events": self.events,
+            "last_ts": self.last_ts,
+            "items": {k: [w, t] for k, (w, t) in self._scopes[_GLOBAL].items()},
+            "categories": {
+                c: {k: [w, t] for k, (w, t) in scope.items()}
+                for c, scope in self._scopes.items()
+                if c is not _GLOBAL
+            },
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> "Popularity":
+        if data.get("version", 1) != 1:
+            raise ValueError(f"unknown popularity encoding version {data.get('version')}")
+        pop = cls(data["half_life_s"], data.get("pool_size", DEFAULT_POOL))
+        pop._scopes = {_GLOBAL: {k: [float(w), float(t)] for k, (w, t) in data["items"].items()}}
+        for c, scope in data.get("categories", {}).items():
+            pop._scopes[c] = {k: [float(w), float(t)] for k, (w, t) in scope.items()}
+        pop.events = int(data.get("events", 0))
+        pop.last_ts = data.get("last_ts")
+        pop._rebuild()
+        return pop
+
+
+def popular_items(
+    events: Iterable,
+    k: int,
+    as_of: float,
+    *,
+    beta: Mapping[str, float],
+    catalog=None,
+    category: str | None = None,
+    half_life_s: float = DAY,
+) -> list[tuple[str, float]]:
+    """The top-k recent popular items of a sequence of events (the popularity baseline).
+
+    `events` are `models.events.Event`s; `beta` maps types to weights (e.g.
+    `ProfileParams().beta`); `catalog` (a `Catalog`) fills missing categories.
+    """
+    pop = Popularity(half_life_s, pool_size=max(1, k))
+    for e in events:
+        cat = e.category_id
+        if cat is None and catalog is not None:
+            cat = catalog.category_of(e.item_id)
+        pop.learn(e.item_id, cat, beta[e.type], e.ts)
+    return pop.top(k, as_of, category)

@@ -1,0 +1,164 @@
+"""Feeds: topics every worker reads whole, outside the consumer group, into derived local state.
+
+Two things every worker needs in full, whatever partitions it owns: the item
+factors (a model version is only usable complete) and recent item popularity
+(cold start and the overall layer need the whole shop). Both are rebuilt
+from their topic after a restart, so nothing is lost on rebalance; `TopicFeed`
+is the one mechanism, and each feed says what a record does.
+"""
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from pathlib import Path
+
+import mode
+import msgpack
+
+from models.factors import CorruptFactors, FactorAssembler, FactorModel
+from models.popularity import Popularity
+from streams.config import Settings
+from streams.metrics import metrics
+from streams.topics import partitions_of, topic_specs
+
+log = logging.getLogger(__name__)
+
+
+class TopicFeed(mode.Service):
+    """Follows one topic from its beginning with a group-less consumer; `on_record` applies each record."""
+
+    topic_key: str = ""
+
+    def __init__(self, settings: Settings, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.settings = settings
+        self.topic = topic_specs(settings)[self.topic_key].name
+        self.caught_up = False
+
+    def on_record(self, record) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    async def after_records(self) -> None:
+        """Called after each fetched batch (e.g. to persist)."""
+
+    @mode.Service.task
+    async def _follow(self) -> None:
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+        from aiokafka.errors import KafkaError
+
+        consumer = AIOKafkaConsumer(
+            **self.settings.aiokafka_kwargs(),
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_partition_fetch_bytes=8 * 1024 * 1024,
+        )
+        await consumer.start()
+        try:
+            tps = [TopicPartition(self.topic, p) for p in await partitions_of(self.settings, self.topic)]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            end = await consumer.end_offsets(tps)
+            while not self.should_stop:
+                try:
+                    batches = await consumer.getmany(timeout_ms=200)
+                except KafkaError as exc:  # the broker went away for a while: keep serving, try again
+                    log.warning("%s feed: %s", self.topic, exc)
+                    await self.sleep(1.0)
+                    continue
+                for records in batches.values():
+                    for record in records:
+                        self.on_record(record)
+                if batches:
+                    await self.after_records()
+                if not self.caught_up and all([await consumer.position(tp) >= end[tp] for tp in tps]):
+                    self.caught_up = True
+        finally:
+            await consumer.stop()
+
+
+class FactorFeed(TopicFeed):
+    """The current item-factor model: swapped in one assignment when a version is complete and
+    its checksum holds; the last complete version is kept on disk and served at once on restart."""
+
+    topic_key = "item-factors"
+
+    def __init__(self, settings: Settings, **kwargs) -> None:
+        super().__init__(settings, **kwargs)
+        self.path = Path(settings.data_dir) / "item-factors.npz"
+        self.current: FactorModel | None = None
+        self.assembler = FactorAssembler()
+        self.rejected: list[str] = []
+        self._unsaved: FactorModel | None = None
+
+    def install(self, model: FactorModel, source: str) -> None:
+        if self.current is not None and model.version <= self.current.version:
+            return
+        self.current = model  # the swap: one reference assignment
+        self.assembler.last_version = model.version
+        metrics.gauges["model_version"] = model.version
+        log.info("item factors version %s from %s: %d items × %d", model.version, source, len(model), model.dims)
+
+    async def on_start(self) -> None:
+        if self.path.exists():
+            try:
+                self.install(FactorModel.load(self.path), str(self.path))
+            except (OSError, ValueError) as exc:
+                log.warning("ignoring the saved factors %s: %s", self.path, exc)
+
+    def on_record(self, record) -> None:
+        try:
+            model = self.assembler.add(record.key or b"", record.value or b"")
+        except CorruptFactors as exc:
+            reason = f"offset {record.offset}: {exc}"
+            self.rejected = (self.rejected + [reason])[-20:]
+            metrics.deadlettered["corrupt_factors"] += 1
+            log.warning("refused item factors (%s); version %s keeps serving", reason, self.current.version if self.current else None)
+            return
+        if model is not None:
+            self.install(model, f"{self.topic}@{record.offset}")
+            self._unsaved = model
+
+    async def after_records(self) -> None:
+        model, self._unsaved = self._unsaved, None
+        if model is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            await self.loop.run_in_executor(None, model.save, self.path)
+
+
+def activity_message(entries) -> bytes:
+    """One micro-batch's item activity: [(item, category, weight, ts)], pre-aggregated per item."""
+    return msgpack.packb([list(e) for e in entries], use_bin_type=True)
+
+
+def aggregate_activity(events, beta, half_life_s: float, category_of) -> list[tuple]:
+    """Sum a batch's events per (item, category) at the latest time, by the decay identity, so that
+    `Popularity.learn(item, category, w, t)` on the sums equals learning every event."""
+    acc: dict[tuple, list[float]] = defaultdict(lambda: [0.0, float("-inf")])
+    for e in events:
+        key = (e.item_id, category_of(e))
+        w, t = acc[key]
+        b = beta[e.type]
+        if e.ts >= t:
+            acc[key] = [(w * 2.0 ** (-(e.ts - t) / half_life_s) if w else 0.0) + b, e.ts]
+        else:
+            acc[key] = [w + b * 2.0 ** (-(t - e.ts) / half_life_s), t]
+    return [(item, cat, w, t) for (item, cat), (w, t) in acc.items()]
+
+
+class PopularityFeed(TopicFeed):
+    """Recent item popularity over the whole shop, global and per category."""
+
+    topic_key = "activity"
+
+    def __init__(self, settings: Settings, half_life_s: float, **kwargs) -> None:
+        super().__init__(settings, **kwargs)
+        self.popularity = Popularity(half_life_s=half_life_s)
+
+    def on_record(self, record) -> None:
+        try:
+            entries = msgpack.unpackb(record.value, raw=False)
+            for item, category, weight, ts in entries:
+                self.popularity.learn(item, category, float(weight), float(ts))
+        except (ValueError, TypeError, msgpack.UnpackException) as exc:
+            log.warning("skipping a malformed activity record at offset %s: %s", record.offset, exc)

@@ -1,0 +1,150 @@
+"""Replay → train → live recommendations through the worker's HTTP view (SPEC §3-§4)."""
+from __future__ import annotations
+
+import asyncio
+import random
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from models.loaders import open_log
+from tests.integration.harness import Worker, isolated_env, publish, wait_until
+
+pytestmark = pytest.mark.integration
+
+
+def strata(worker: Worker, *args: str) -> subprocess.CompletedProcess:
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STRATA_")}
+    env.update(worker.env)
+    return subprocess.run([sys.executable, "-m", "streams", *args], env=env, capture_output=True, text=True, timeout=300)
+
+
+def model_version(worker: Worker):
+    return worker.get("/users/__probe__/recommendations?k=1")[1].get("model_version")
+
+
+@pytest.fixture(scope="module")
+def trained(kafka, tmp_path_factory):
+    """A worker with a replayed synthetic shop and one trained factor version."""
+    source = open_log("users=300,items=1500,events=12000", "synthetic", seed=21)
+    events = list(source.events())
+    catalog = list(source.catalog())
+    worker = Worker(isolated_env(kafka, "recs"), tmp_path_factory.mktemp("recs") / "data")
+    worker.start()
+    try:
+        publish(worker.settings, catalog, [])
+        wait_until(lambda: worker.get("/healthz")[1].get("catalog_entries", 0) >= len(catalog), 30, "catalog loaded")
+        summary = publish(worker.settings, [], events)
+        wait_until(lambda: worker.metric("strata_events_processed_total") >= summary.sent, 120, "replay processed")
+        result = strata(worker, "train", "--factors", "16", "--iterations", "5")
+        assert result.returncode == 0, result.stderr
+        assert "published item factors version" in result.stdout
+        wait_until(lambda: model_version(worker) is not None, 30, "the factor version to be served")
+        yield worker, events, catalog
+    finally:
+        worker.stop()
+
+
+def test_every_user_gets_k_recommendations_explained_and_unpurchased(trained):
+    worker, events, _ = trained
+    purchased: dict[str, set] = {}
+    for e in events:
+        if e["type"] == "purchase":
+            purchased.setdefault(e["user_id"], set()).add(e["item_id"])
+    users = sorted({e["user_id"] for e in events})
+    for user in users:
+        status, body = worker.get(f"/users/{user}/recommendations?k=10&explain=1")
+        assert status == 200, body
+        assert body["model_version"] is not None and not body["cold_start"]
+        items = body["items"]
+        assert len(items) == 10
+        assert not {i["item_id"] for i in items} & purchased.get(user, set())
+        for item in items:
+            assert set(item["layers"]) == {"item", "domain", "overall"}
+            assert sum(item["layers"].values()) == pytest.approx(item["score"], rel=1e-9, abs=1e-12)
+            assert item["because"], item
+        scores = [i["score"] for i in items]
+        assert scores == sorted(scores, reverse=True)
+
+
+def test_new_user_gets_popular_items_and_category_filter_holds(trained):
+    worker, _, catalog = trained
+    status, body = worker.get("/users/someone-new/recommendations?k=5")
+    assert status == 200 and body["cold_start"] is True and len(body["items"]) == 5
+    item_category = {r["item_id"]: r["category_id"] for r in catalog if "item_id" in r}
+    category = item_category[body["items"][0]["item_id"]]
+    for user in ("someone-new", "u1"):
+        status, body = worker.get(f"/users/{user}/recommendations?k=5&category={category}")
+        assert status == 200 and body["items"]
+        assert {item_category[i["item_id"]] for i in body["items"]} == {category}
+
+
+@pytest.mark.parametrize("query", ["k=0", "k=1001", "k=ten", "category=%00bad"])
+def test_bad_queries_get_400(trained, query):
+    worker, _, _ = trained
+    status, body = worker.get(f"/users/u1/recommendations?{query}")
+    assert status == 400 and body["error"]
+
+
+def test_dynamic_adjustment_moves_a_user_to_a_new_category(trained):
+    worker, events, catalog = trained
+    user = "u1"
+    _, profile = worker.get(f"/users/{user}/profile")
+    domain = profile["layers"]["domain"]
+    top = max(domain, key=domain.get)
+    item_category = {r["item_id"]: r["category_id"] for r in catalog if "item_id" in r}
+    by_category: dict[str, list[str]] = {}
+    for item, cat in item_category.items():
+        by_category.setdefault(cat, []).append(item)
+    target = next(c for c in sorted(by_category) if c not in domain and len(by_category[c]) >= 20)
+    rng = random.Random(1)
+    ts = profile["as_of"] + 60
+    burst = [
+        {"event_id": f"burst-{n}", "user_id": user, "item_id": rng.choice(by_category[target]), "type": "click", "ts": ts + n, "category_id": target}
+        for n in range(20)
+    ]
+    publish(worker.settings, [], burst)
+
+    def moved():
+        _, p = worker.get(f"/users/{user}/profile")
+        d = p["layers"]["domain"]
+        if max(d, key=d.get) != target:
+            return False
+        _, recs = worker.get(f"/users/{user}/recommendations?k=10")
+        return sum(item_category.get(i["item_id"]) == target for i in recs["items"]) >= 5
+
+    wait_until(moved, 2.0, f"{target} to lead {user}'s domain layer and half the top-10", interval=0.05)
+    assert top != target
+
+
+def test_swap_under_load_never_fails_nor_goes_back(trained):
+    worker, _, _ = trained
+    seen: list = []
+    failures: list = []
+    stop = threading.Event()
+
+    def query():
+        while not stop.is_set():
+            status, body = worker.get("/users/u2/recommendations?k=10")
+            if status != 200:
+                failures.append((status, body))
+            else:
+                seen.append(body["model_version"])
+
+    thread = threading.Thread(target=query)
+    thread.start()
+    try:
+        start = model_version(worker)
+        for _ in range(2):
+            result = strata(worker, "train", "--factors", "16", "--iterations", "3")
+            assert result.returncode == 0, result.stderr
+        wait_until(lambda: seen and seen[-1] != start and len(set(seen)) >= 3, 60, "two new versions served")
+    finally:
+        stop.set()
+        thread.join()
+    assert not failures, failures[:3]
+    assert seen == sorted(seen), "model_version went backwards"
