@@ -53,21 +53,26 @@ class _Pool:
 
     def raise_rank(self, key: str, new: float) -> None:
         """Key's rank went up (or stayed); every other rank is unchanged."""
-        old = self.ranks.get(key)
+        keys, ranks = self.keys, self.ranks
+        old = ranks.get(key)
         entry = (-new, key)
         if old is not None:
-            i = bisect_left(self.keys, (-old, key))
-            del self.keys[i]
-            insort(self.keys, entry)
-            self.ranks[key] = new
-        elif len(self.keys) < self.cap:
-            insort(self.keys, entry)
-            self.ranks[key] = new
-        elif entry < self.keys[-1]:
-            _, dropped = self.keys.pop()
-            del self.ranks[dropped]
-            insort(self.keys, entry)
-            self.ranks[key] = new
+            i = bisect_left(keys, (-old, key))
+            j = bisect_left(keys, entry, 0, i)  # it can only move towards the front
+            if j == i:
+                keys[i] = entry
+            else:
+                del keys[i]
+                keys.insert(j, entry)
+            ranks[key] = new
+        elif len(keys) < self.cap:
+            insort(keys, entry)
+            ranks[key] = new
+        elif -new <= keys[-1][0] and entry < keys[-1]:
+            _, dropped = keys.pop()
+            del ranks[dropped]
+            insort(keys, entry)
+            ranks[key] = new
 
     def rebuild(self, scope: Mapping[str, list[float]], half_life: float) -> None:
         ranked = sorted((-rank_of(w, t, half_life), k) for k, (w, t) in scope.items())
@@ -124,8 +129,10 @@ class Popularity:
             entry[1] = ts
         else:
             entry[0] += beta * 2.0 ** (-(entry[1] - ts) / h)
-        self._pools[scope_key].raise_rank(item_id, rank_of(entry[0], entry[1], h))
-        self._sorted.pop(scope_key, None)
+        w = entry[0]
+        self._pools[scope_key].raise_rank(item_id, (math.log2(w) if w > 0 else -math.inf) + entry[1] / h)
+        if self._sorted:
+            self._sorted.pop(scope_key, None)
 
     def merge(self, other: "Popularity") -> None:
         """Add `other`'s counts to this one (same half-life): the union of both event sets."""
@@ -200,6 +207,15 @@ class Popularity:
         else:
             keys = self._full(category)[:n]
         return [k for _, k in keys], [-r for r, _ in keys]
+
+    def top_rank_map(self, n: int, category: str | None = None) -> dict[str, float]:
+        """`top_ranked` as one dict item → rank (best first; one pass over the pool)."""
+        if n <= 0:
+            return {}
+        if n <= self.pool_size:
+            pool = self._pools.get(category)
+            return {k: -r for r, k in pool.keys[:n]} if pool is not None else {}
+        return {k: -r for r, k in self._full(category)[:n]}
 
     def iter_ranked(self, category: str | None = None) -> Iterator[tuple[str, float]]:
         """Every item of a scope with its rank, best first (the pool, then the lazily sorted rest)."""

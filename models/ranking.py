@@ -29,6 +29,7 @@ to the score) and, when asked, short reasons.
 """
 from __future__ import annotations
 
+import contextlib
 import heapq
 import math
 import time
@@ -42,6 +43,8 @@ from models.popularity import DAY, Popularity
 from models.profile import LAYERS, Profile, ProfileParams
 
 _MEMO_CAP = 1 << 20
+DEFAULT_ALPHA = 10.0  # fold-in fallbacks when neither RankParams nor the model say (= models.als defaults)
+DEFAULT_REGULARIZATION = 0.05
 
 
 @dataclass(frozen=True)
@@ -62,8 +65,9 @@ class RankParams:
     popular_pool        M: global popular candidates (and the floor below which π counts as 0).
     category_pool       popular candidates taken from each of the user's top categories …
     pool_categories     … for this many top categories (by domain weight).
-    alpha, regularization   fold-in confidence α and ridge λ; None: the model's own params
-                        (`model.params.alpha` / `.regularization`), else 10.0 / 0.1.
+    alpha, regularization   fold-in confidence α and ridge λ; None: the values the model was
+                        trained with (`model.params["als"]`, a flat `model.params` mapping
+                        or attributes), else 10.0 / 0.05.
     explain_reasons     at most this many reasons per item.
     """
 
@@ -103,6 +107,21 @@ class RankParams:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+def _fold_param(model: Any, name: str, explicit: float | None, default: float) -> float:
+    if explicit is not None:
+        return float(explicit)
+    mp = getattr(model, "params", None)
+    value = None
+    if isinstance(mp, Mapping):
+        als = mp.get("als")
+        value = als.get(name) if isinstance(als, Mapping) else None
+        if value is None:
+            value = mp.get(name)
+    elif mp is not None:
+        value = getattr(mp, name, None)
+    return float(value) if value is not None else default
 
 
 # -- dynamic layer weights ---------------------------------------------------
@@ -220,7 +239,7 @@ class Ranker:
 
     `model` (or None) needs `item_ids`, `Y` (n×k), `index` (item → row) and
     `fold_in(item_weights, alpha, regularization) -> ndarray | None`; its
-    `version` and `params.alpha/.regularization` are used when present.
+    `version` and training α/λ (see `RankParams.alpha`) are used when present.
     `category_of` maps an item to its category (callable or mapping) and
     `root_of` a category to its root (e.g. `Catalog.category_of/root_of`).
 
@@ -229,7 +248,9 @@ class Ranker:
     transposed factor matrix: the domain term is a handful of slice adds and a
     category filter scans only its range.  Items outside the model are
     resolved (and memoised) on first sight; rebuild the ranker when the
-    catalog changes the category of known items.
+    catalog changes the category of known items.  Building takes ~0.5 s for
+    250k items (run it off the event loop); `recommend` updates that small
+    memo, so call it from one thread at a time.
     """
 
     def __init__(
@@ -253,11 +274,8 @@ class Ranker:
         self._root_range: list[tuple[int, int]] = []
         self._memo: dict[str, tuple[int, int, int]] = {}
 
-        alpha = self.params.alpha
-        reg = self.params.regularization
-        mparams = getattr(model, "params", None)
-        self._alpha = float(alpha if alpha is not None else getattr(mparams, "alpha", 10.0))
-        self._reg = float(reg if reg is not None else getattr(mparams, "regularization", 0.1))
+        self._alpha = _fold_param(model, "alpha", self.params.alpha, DEFAULT_ALPHA)
+        self._reg = _fold_param(model, "regularization", self.params.regularization, DEFAULT_REGULARIZATION)
 
         if model is None:
             self.n = 0
@@ -268,6 +286,8 @@ class Ranker:
             self._inv = np.zeros(0, np.int64)
             self._index: Mapping[str, int] = {}
             self._ids: tuple[str, ...] = ()
+            self._item_cat = np.zeros(0, np.int64)
+            self._item_root = np.zeros(0, np.int64)
             return
 
         ids = tuple(model.item_ids)
@@ -398,8 +418,7 @@ class Ranker:
         purchased = profile.purchases if exclude_purchased else {}
 
         # sparse candidates: the user's own items and the popular pools, with global ranks
-        gi, gr = popularity.top_ranked(p.popular_pool)
-        rank_of = dict(zip(gi, gr))
+        rank_of = popularity.top_rank_map(p.popular_pool)
         more = list(iw)
         if category is not None:
             more += popularity.top_ranked(p.popular_pool, category)[0]
@@ -649,12 +668,17 @@ def bench_ranking(
     seed: int = 0,
     k: int = 10,
     explain: bool = False,
+    popularity_events: int = 50_000,
+    blas_threads: int | None = 1,
 ) -> dict:
     """Latency of `Ranker.recommend` in-process on random factors (SPEC §7).
 
-    A catalogue of `n_items` items in 20 roots × 50 categories, popularity from
-    50k events, and `requests` profiles of 20–200 events each; returns
-    {"requests", "n_items", "dims", "build_s", "latency_ms": {"p50", "p95", "p99", "max"}}.
+    A catalogue of `n_items` items in 1000 categories under 20 roots, popularity
+    from `popularity_events` Zipf-distributed events, and `requests` profiles of 20–200 events each; returns
+    {"requests", "model", "n_items", "dims", "blas_threads", "build_s",
+    "latency_ms": {"p50", "p95", "p99", "max"}}.  `blas_threads` (default 1, through
+    threadpoolctl; None leaves BLAS alone) bounds the BLAS threads of the matvec:
+    it is memory-bound, and a second thread mostly fights the rest of the worker.
     """
     from models.events import Event
 
@@ -664,7 +688,12 @@ def bench_ranking(
     cat_of_item = {i: f"c{c}" for i, c in zip(ids, rng.integers(0, n_cats, n_items).tolist())}
     root_of_cat = {f"c{c}": f"r{c % 20}" for c in range(n_cats)}
     Y = (rng.standard_normal((n_items, dims), dtype=np.float32) * 0.1).astype(np.float32)
-    model = _BenchModel(ids, Y)
+    try:  # the real factor model when it is there, else a stand-in with the same interface
+        from models.factors import FactorModel
+
+        model: Any = FactorModel(1, ids, Y, {"als": {"alpha": DEFAULT_ALPHA, "regularization": DEFAULT_REGULARIZATION}})
+    except ImportError:
+        model = _BenchModel(ids, Y)
     t0 = time.perf_counter()
     ranker = Ranker(model, cat_of_item, root_of_cat.__getitem__, RankParams())
     build_s = time.perf_counter() - t0
@@ -674,8 +703,8 @@ def bench_ranking(
     types = ("view", "click", "fav", "cart", "purchase")
     T0 = 1_700_000_000.0
     popularity = Popularity(RankParams().popularity_half_life_s)
-    zipf = np.minimum(rng.zipf(1.3, 50_000) - 1, n_items - 1)
-    for n, (j, dt) in enumerate(zip(zipf.tolist(), rng.uniform(0, 7 * DAY, 50_000).tolist())):
+    zipf = np.minimum(rng.zipf(1.3, popularity_events) - 1, n_items - 1)
+    for n, (j, dt) in enumerate(zip(zipf.tolist(), rng.uniform(0, 7 * DAY, popularity_events).tolist())):
         item = ids[j]
         popularity.learn(item, cat_of_item[item], float(betas[n % 5]), T0 + dt)
 
@@ -692,19 +721,30 @@ def bench_ranking(
         profiles.append(prof)
 
     now = T0 + 7 * DAY
-    for prof in profiles[:5]:  # warm-up
-        ranker.recommend(prof, k=k, popularity=popularity, now=now, profile_params=pp, explain=explain)
+    limits: Any = contextlib.nullcontext()
+    if blas_threads:
+        try:
+            from threadpoolctl import threadpool_limits
+
+            limits = threadpool_limits(limits=blas_threads, user_api="blas")
+        except ImportError:
+            blas_threads = None
     lat = np.empty(requests)
-    for r in range(requests):
-        prof = profiles[r % len(profiles)]
-        t = time.perf_counter()
-        ranker.recommend(prof, k=k, popularity=popularity, now=now, profile_params=pp, explain=explain)
-        lat[r] = time.perf_counter() - t
+    with limits:
+        for prof in profiles[:5]:  # warm-up
+            ranker.recommend(prof, k=k, popularity=popularity, now=now, profile_params=pp, explain=explain)
+        for r in range(requests):
+            prof = profiles[r % len(profiles)]
+            t = time.perf_counter()
+            ranker.recommend(prof, k=k, popularity=popularity, now=now, profile_params=pp, explain=explain)
+            lat[r] = time.perf_counter() - t
     ms = lat * 1e3
     return {
         "requests": requests,
+        "model": type(model).__name__,
         "n_items": n_items,
         "dims": dims,
+        "blas_threads": blas_threads,
         "build_s": round(build_s, 3),
         "latency_ms": {
             "p50": round(float(np.percentile(ms, 50)), 3),

@@ -112,7 +112,7 @@ class FactorFeed(TopicFeed):
         except CorruptFactors as exc:
             reason = f"offset {record.offset}: {exc}"
             self.rejected = (self.rejected + [reason])[-20:]
-            metrics.deadlettered["corrupt_factors"] += 1
+            metrics.factors_refused += 1
             log.warning("refused item factors (%s); version %s keeps serving", reason, self.current.version if self.current else None)
             return
         if model is not None:

@@ -31,6 +31,7 @@ class Metrics:
         self.events = defaultdict(int)  # by type
         self.deadlettered = defaultdict(int)  # by reason
         self.duplicates = 0
+        self.factors_refused = 0
         self.batches = 0
         self.update_latency = Histogram()
         self.gauges: dict[str, float] = {}
@@ -50,6 +51,9 @@ class Metrics:
             "# HELP strata_events_duplicate_total Events dropped as already applied.",
             "# TYPE strata_events_duplicate_total counter",
             f"strata_events_duplicate_total {self.duplicates}",
+            "# HELP strata_factor_messages_refused_total Item-factor messages refused as corrupt or inconsistent.",
+            "# TYPE strata_factor_messages_refused_total counter",
+            f"strata_factor_messages_refused_total {self.factors_refused}",
             "# HELP strata_batches_total Micro-batches processed.",
             "# TYPE strata_batches_total counter",
             f"strata_batches_total {self.batches}",

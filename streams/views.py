@@ -134,6 +134,8 @@ async def user_recommendations(view: web.View, request: web.Request, user_id: st
     exclude = query.get("exclude_purchased", "1").lower() not in ("0", "false", "no")
 
     profile = read_profile(user_to_profile, user_id)
+    if rankers.current.version is None and factor_feed.current is not None:
+        await rankers.refresh()  # just started with a model from disk: build its ranker before answering
     ranker = rankers.current
     now = profile.last_ts if profile is not None and profile.last_ts is not None else (popularity_feed.popularity.last_ts or time.time())
     recs = ranker.recommend(

@@ -148,3 +148,35 @@ def test_swap_under_load_never_fails_nor_goes_back(trained):
         thread.join()
     assert not failures, failures[:3]
     assert seen == sorted(seen), "model_version went backwards"
+
+
+def test_corrupt_factors_are_refused_and_the_last_version_survives_a_restart(trained):
+    import numpy as np
+
+    from models.factors import FactorModel, to_messages
+    from streams.replay import new_producer
+
+    worker, _, _ = trained
+    serving = model_version(worker)
+    bad = FactorModel(serving + 10**6, ("i1", "i2"), np.ones((2, 16), dtype=np.float32), {})
+    messages = to_messages(bad)
+    key, value = messages[0]
+    messages[0] = (key, value[:-4] + b"\x00\x00\x80\x7f")  # a float turned into +inf: the checksum cannot hold
+
+    async def send():
+        producer = new_producer(worker.settings)
+        await producer.start()
+        try:
+            for k, v in messages:
+                await producer.send_and_wait(worker.settings.topic("item-factors"), v, key=k)
+        finally:
+            await producer.stop()
+
+    asyncio.run(send())
+    wait_until(lambda: worker.metric("strata_factor_messages_refused_total") >= 1, 30, "the corrupt version to be refused")
+    assert model_version(worker) == serving
+
+    # The last complete version is on disk: a restarted worker serves it from its first answer.
+    worker.stop()
+    worker.start()
+    assert model_version(worker) == serving

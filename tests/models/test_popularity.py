@@ -49,6 +49,7 @@ def _check_top(pop: Popularity, expected: dict[str, float], k: int, T: float, ca
         assert math.isclose(s, want, rel_tol=1e-9)  # the k-th listed is as good as the k-th best
 
 
+@settings(deadline=None)
 @given(learns_st, st.floats(0, 30 * DAY, allow_nan=False))
 def test_scores_are_the_closed_form_decayed_counts(learns, later):
     pop = _build(learns)
@@ -60,6 +61,7 @@ def test_scores_are_the_closed_form_decayed_counts(learns, later):
     assert pop.score("never-seen", T) == 0.0
 
 
+@settings(deadline=None)
 @given(learns_st, st.randoms(use_true_random=False), st.integers(1, 6))
 def test_any_order_gives_the_same_popularity_and_tops(learns, rnd, pool):
     shuffled = list(learns)
@@ -125,6 +127,7 @@ def test_ties_are_broken_by_item_id():
     assert pop.top_ranked(2)[0] == ["a", "m"]
 
 
+@settings(deadline=None)
 @given(learns_st, st.integers(1, 5))
 def test_dict_round_trip_and_merge(learns, pool):
     whole = _build(learns, pool)

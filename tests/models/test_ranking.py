@@ -1,0 +1,351 @@
+"""The layered scorer (models/ranking.py): layer weights, interest regression, recommendations."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from models.catalog import Catalog
+from models.events import EVENT_TYPES, Event
+from models.popularity import DAY, Popularity
+from models.profile import Profile, ProfileParams
+from models.ranking import (
+    RankParams,
+    Ranker,
+    Recommendations,
+    _top_indices,
+    bench_ranking,
+    blend_user_vector,
+    layer_weights,
+)
+
+PP = ProfileParams()
+RP = RankParams()
+T0 = 1_600_000_000.0
+
+# A small world: roots rA, rB; categories a1 a2 under rA, b1 b2 under rB, and "x" with no tree.
+CATS = {"a1": "rA", "a2": "rA", "b1": "rB", "b2": "rB"}
+ITEMS = {f"{c}-{n}": c for c in ("a1", "a2", "b1", "b2") for n in range(10)}
+ITEMS.update({"x-0": "x", "x-1": "x"})
+CATALOG = Catalog(dict(ITEMS), {"rA": None, "rB": None, **CATS})
+
+
+class StandInFactors:
+    """The FactorModel interface: item_ids, Y, index, YtY, fold_in (SPEC §3 formula)."""
+
+    def __init__(self, item_ids, Y, version="v-test"):
+        self.version = version
+        self.item_ids = tuple(item_ids)
+        self.Y = np.asarray(Y, np.float32)
+        self.index = {i: n for n, i in enumerate(self.item_ids)}
+        self.YtY = self.Y.T.astype(np.float64) @ self.Y.astype(np.float64)
+        self.params = None
+
+    def fold_in(self, item_weights, alpha, regularization):
+        rows = [(self.index[i], w) for i, w in item_weights.items() if i in self.index]
+        if not rows:
+            return None
+        idx = np.array([r for r, _ in rows])
+        c = 1.0 + alpha * np.array([w for _, w in rows])
+        Yu = self.Y[idx].astype(np.float64)
+        A = self.YtY + (Yu.T * (c - 1.0)) @ Yu + regularization * np.eye(self.Y.shape[1])
+        return np.linalg.solve(A, Yu.T @ c)
+
+
+def _model(exclude=("x-0", "x-1"), seed=0) -> StandInFactors:
+    """Factors with one direction per root (plus noise): items of a root look alike."""
+    rng = np.random.default_rng(seed)
+    ids = [i for i in ITEMS if i not in exclude]
+    dims = 6
+    Y = rng.normal(0, 0.05, (len(ids), dims))
+    for n, i in enumerate(ids):
+        root = CATS.get(ITEMS[i], "x")
+        Y[n, {"rA": 0, "rB": 1, "x": 2}[root]] += 0.6
+        Y[n, 3 + ("a1", "a2", "b1", "b2", "x").index(ITEMS[i]) % 3] += 0.2
+    return StandInFactors(ids, Y)
+
+
+def _ranker(model="default", params=RP) -> Ranker:
+    return Ranker(_model() if model == "default" else model, CATALOG.category_of, CATALOG.root_of, params)
+
+
+def _profile(events: list[tuple[str, str, float]], user="u") -> Profile:
+    """events: (item, type, ts)."""
+    profile = Profile()
+    for n, (item, etype, ts) in enumerate(events):
+        domain, overall = CATALOG.layers_for(item, None)
+        profile.learn(Event(f"{user}-{n}", user, item, etype, ts), domain, overall, PP)
+    return profile
+
+
+def _popularity(counts: dict[str, int], ts=T0) -> Popularity:
+    pop = Popularity(RP.popularity_half_life_s)
+    for item, n in counts.items():
+        for _ in range(n):
+            pop.learn(item, CATALOG.category_of(item), 1.0, ts)
+    return pop
+
+
+POP = _popularity({i: (n * 7) % 11 + 1 for n, i in enumerate(ITEMS)})
+
+
+def _recommend(ranker, profile, **kw) -> Recommendations:
+    kw.setdefault("k", 10)
+    kw.setdefault("popularity", POP)
+    kw.setdefault("now", (profile.last_ts if profile and profile.last_ts else T0) + 60)
+    return ranker.recommend(profile, profile_params=PP, **kw)
+
+
+# -- layer weights ------------------------------------------------------------------
+profile_events_st = st.lists(
+    st.tuples(st.sampled_from(sorted(ITEMS)), st.sampled_from(EVENT_TYPES), st.floats(0, 20 * DAY, allow_nan=False)),
+    min_size=1,
+    max_size=40,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(profile_events_st, st.floats(0, 200 * DAY, allow_nan=False))
+def test_layer_weights_sum_to_one(events, later):
+    profile = _profile([(i, t, T0 + dt) for i, t, dt in events])
+    lam = layer_weights(profile, RP, profile.last_ts + later, PP)
+    assert set(lam) == {"item", "domain", "overall"}
+    assert all(0.0 <= v <= 1.0 for v in lam.values())
+    assert math.isclose(sum(lam.values()), 1.0, rel_tol=1e-12)
+
+
+def test_no_profile_leans_entirely_on_overall():
+    assert layer_weights(None, RP, T0, PP) == {"item": 0.0, "domain": 0.0, "overall": 1.0}
+    assert layer_weights(Profile(), RP, T0, PP) == {"item": 0.0, "domain": 0.0, "overall": 1.0}
+
+
+def test_focused_user_leans_on_domain_more_than_an_exploratory_one():
+    focused = _profile([(f"a1-{n % 10}", "view", T0 + n) for n in range(20)])
+    spread_items = [f"{c}-{n % 10}" for n in range(5) for c in ("a1", "a2", "b1", "b2")]
+    exploratory = _profile([(i, "view", T0 + n) for n, i in enumerate(spread_items)])
+    now = T0 + 100
+    f, e = layer_weights(focused, RP, now, PP), layer_weights(exploratory, RP, now, PP)
+    assert f["item"] == pytest.approx(e["item"])  # same count, same freshness
+    assert f["domain"] > e["domain"]
+    assert f["overall"] < e["overall"]
+
+
+def test_fresh_user_leans_on_fine_layers_and_a_stale_one_on_overall():
+    profile = _profile([(f"b1-{n % 10}", "click", T0 + n * 60) for n in range(30)])
+    fresh = layer_weights(profile, RP, profile.last_ts, PP)
+    week = layer_weights(profile, RP, profile.last_ts + 7 * DAY, PP)
+    stale = layer_weights(profile, RP, profile.last_ts + 90 * DAY, PP)
+    assert fresh["item"] > week["item"] > stale["item"]
+    assert fresh["domain"] > week["domain"] > stale["domain"]
+    assert fresh["overall"] < week["overall"] < stale["overall"]
+    assert stale["overall"] > 0.9
+    # a fresh, focused, busy user keeps (almost) the base weights
+    assert fresh["item"] == pytest.approx(RP.base_weights[0] * 30 / (30 + RP.evidence_n0), rel=1e-3)
+
+
+def test_more_evidence_moves_weight_to_the_fine_layers():
+    few = _profile([("a1-1", "view", T0)])
+    many = _profile([(f"a1-{n % 10}", "view", T0 - 10 + n / 10) for n in range(100)])
+    lf, lm = layer_weights(few, RP, T0, PP), layer_weights(many, RP, T0, PP)
+    assert lm["item"] > lf["item"] and lm["domain"] > lf["domain"] and lm["overall"] < lf["overall"]
+
+
+# -- interest regression -----------------------------------------------------------------
+def test_blend_leans_on_long_term_without_evidence_and_on_live_with_plenty():
+    live, long = np.array([1.0, 0.0]), np.array([0.0, 1.0])
+    assert np.allclose(blend_user_vector(live, long, 0.0, RP), long)
+    rich = blend_user_vector(live, long, 1e9, RP)
+    assert np.allclose(rich, live, atol=1e-6)
+    half = blend_user_vector(live, long, RP.blend_k0, RP)
+    assert np.allclose(half, [0.5, 0.5])
+    w = [blend_user_vector(live, long, e, RP)[0] for e in (0.1, 1, 5, 50)]
+    assert w == sorted(w)
+    assert blend_user_vector(None, None, 3.0, RP) is None
+    assert np.array_equal(blend_user_vector(None, long, 3.0, RP), long)
+    assert np.array_equal(blend_user_vector(live, None, 3.0, RP), live)
+    with pytest.raises(ValueError):
+        blend_user_vector(live, np.zeros(3), 1.0, RP)
+
+
+# -- recommendations -----------------------------------------------------------------------
+USERS = {
+    "b-fan": [(f"b1-{n % 4}", "view", T0 + n * 30) for n in range(12)] + [("b2-3", "cart", T0 + 400), ("a1-0", "view", T0 + 410)],
+    "a-fan": [(f"a{1 + n % 2}-{n % 5}", "click", T0 + n * 30) for n in range(15)],
+    "mixed": [(i, "view", T0 + n * 60) for n, i in enumerate(["a1-1", "b2-2", "x-0", "a2-5", "b1-9", "x-1"])],
+    "buyer": [("a1-2", "view", T0), ("a1-2", "cart", T0 + 10), ("a1-2", "purchase", T0 + 20), ("a1-3", "view", T0 + 30)],
+}
+
+
+@pytest.mark.parametrize("user", sorted(USERS))
+@pytest.mark.parametrize("explain", [False, True])
+def test_contributions_sum_to_the_score_and_results_are_sorted(user, explain):
+    profile = _profile(USERS[user], user)
+    recs = _recommend(_ranker(), profile, k=12, explain=explain, long_term=np.full(6, 0.1))
+    assert not recs.cold_start and len(recs) == 12
+    assert len(set(recs.items)) == len(recs.items)
+    assert recs.scores == sorted(recs.scores, reverse=True)
+    for score, layers in zip(recs.scores, recs.layers):
+        assert set(layers) == {"item", "domain", "overall"}
+        assert math.isclose(sum(layers.values()), score, rel_tol=1e-12, abs_tol=1e-12)
+    assert math.isclose(sum(recs.layer_weights.values()), 1.0)
+    assert len(recs.because) == len(recs.items)
+    if explain:
+        assert all(recs.because) and all(isinstance(r, str) for b in recs.because for r in b)
+    d = recs.to_dict()
+    assert d["model_version"] == "v-test" and d["items"][0]["item_id"] == recs.items[0]
+    assert set(d["items"][0]) == {"item_id", "score", "layers", "because"}
+
+
+def test_purchased_items_are_filtered_unless_asked_not_to():
+    profile = _profile(USERS["buyer"], "buyer")
+    ranker = _ranker()
+    recs = _recommend(ranker, profile, k=len(ITEMS))
+    assert "a1-2" not in recs.items and "a1-3" in recs.items
+    kept = _recommend(ranker, profile, k=len(ITEMS), exclude_purchased=False)
+    assert "a1-2" in kept.items
+    n = kept.items.index("a1-2")  # the item the user kept coming back to has the largest item layer
+    assert kept.layers[n]["item"] == max(l["item"] for l in kept.layers)
+
+
+@pytest.mark.parametrize("category, allowed", [("b2", {"b2"}), ("a1", {"a1"}), ("rA", {"a1", "a2"}), ("x", {"x"})])
+def test_category_filter_only_returns_that_category(category, allowed):
+    ranker = _ranker()
+    for user in USERS:
+        recs = _recommend(ranker, _profile(USERS[user], user), k=8, category=category)
+        assert recs.items, (user, category)
+        assert {ITEMS[i] for i in recs.items} <= allowed
+    cold = _recommend(ranker, None, k=8, category=category)
+    assert cold.cold_start and cold.items and {ITEMS[i] for i in cold.items} <= allowed
+    assert _recommend(ranker, _profile(USERS["a-fan"]), k=5, category="no-such-category").items == []
+
+
+def test_cold_start_returns_recent_popular_items_flagged():
+    pop = _popularity({"b2-1": 9, "a1-4": 7, "x-1": 5, "a2-2": 3})
+    ranker = _ranker()
+    recs = _recommend(ranker, None, k=3, popularity=pop, explain=True)
+    assert recs.cold_start
+    assert recs.items == ["b2-1", "a1-4", "x-1"]  # x-1 has no factors: popularity reaches it
+    assert recs.scores[0] == pytest.approx(1.0) and recs.scores == sorted(recs.scores, reverse=True)
+    assert recs.layer_weights == {"item": 0.0, "domain": 0.0, "overall": 1.0}
+    assert all(l["item"] == 0 and l["domain"] == 0 and l["overall"] == s for l, s in zip(recs.layers, recs.scores))
+    assert recs.because == [["popular now"]] * 3
+    assert _recommend(ranker, Profile(), k=2, popularity=pop).items == ["b2-1", "a1-4"]
+    in_a = _recommend(ranker, None, k=5, popularity=pop, category="rA")
+    assert in_a.items == ["a1-4", "a2-2"] and in_a.cold_start
+    assert _recommend(ranker, None, k=3, popularity=Popularity()).items == []
+
+
+def test_an_item_without_factors_is_reached_through_category_and_popularity():
+    model = _model(exclude=("x-0", "x-1", "b1-new"))
+    catalog = Catalog({**ITEMS, "b1-new": "b1"}, CATALOG.category_parent)
+    ranker = Ranker(model, catalog.category_of, catalog.root_of, RP)
+    pop = _popularity({"b1-new": 30, "a1-0": 10, "b1-1": 2})
+    profile = _profile([(f"b1-{n % 3}", "view", T0 + n * 60) for n in range(10)])
+    recs = ranker.recommend(profile, k=5, popularity=pop, now=profile.last_ts + 60, profile_params=PP, explain=True)
+    assert "b1-new" in recs.items
+    n = recs.items.index("b1-new")
+    assert recs.layers[n]["domain"] > 0 and recs.layers[n]["overall"] > 0 and recs.layers[n]["item"] == 0
+    assert any("b1" in r for r in recs.because[n])
+
+
+def test_a_user_dominated_by_one_category_gets_mostly_its_items():
+    profile = _profile([(f"b1-{n % 5}", "view", T0 + n * 60) for n in range(25)] + [("a1-1", "view", T0 + 10)])
+    recs = _recommend(_ranker(), profile, k=10, exclude_purchased=True)
+    cats = [ITEMS[i] for i in recs.items]
+    assert cats.count("b1") >= 7, cats
+    assert sum(c in ("b1", "b2") for c in cats) >= 8, cats
+
+
+def test_factor_term_discovers_unseen_items_of_the_same_taste():
+    # a user of b1 items only; with the domain and overall layers switched off, the factor term
+    # still ranks unseen rB items (b2, same root direction) above rA items
+    params = RankParams(base_weights=(1.0, 0.0, 0.0), item_own_weight=0.0)
+    profile = _profile([(f"b1-{n % 10}", "view", T0 + n) for n in range(30)])
+    recs = _recommend(_ranker(params=params), profile, k=15)
+    assert {ITEMS[i] for i in recs.items} <= {"b1", "b2"}
+    assert sum(ITEMS[i] == "b2" for i in recs.items) >= 5
+
+
+def test_works_without_a_factor_model():
+    ranker = Ranker(None, CATALOG.category_of, CATALOG.root_of, RP)
+    profile = _profile(USERS["mixed"], "mixed")
+    recs = _recommend(ranker, profile, k=6, explain=True)
+    assert len(recs) == 6 and recs.model_version is None
+    for score, layers in zip(recs.scores, recs.layers):
+        assert math.isclose(sum(layers.values()), score, rel_tol=1e-12)
+    own = [n for n, i in enumerate(recs.items) if i in profile.layers["item"]]
+    assert own and all(recs.layers[n]["item"] > 0 for n in own)  # own items come through the item layer
+    assert any(recs.layers[n]["item"] == 0 and recs.layers[n]["overall"] > 0 for n in range(len(recs)))
+    assert _recommend(ranker, None, k=2).cold_start
+
+
+def test_recommendations_are_deterministic():
+    results = []
+    for _ in range(2):
+        ranker = _ranker()
+        out = []
+        for user in sorted(USERS):
+            recs = _recommend(ranker, _profile(USERS[user], user), k=10, explain=True)
+            out.append((recs.items, recs.scores, recs.layers, recs.because))
+        results.append(out)
+    assert results[0] == results[1]
+
+
+def test_long_term_vector_matters_only_without_fresh_evidence():
+    ranker = _ranker(params=RankParams(base_weights=(1.0, 0.0, 0.0), item_own_weight=0.0))
+    long_b = np.array([0.0, 1.5, 0.0, 0.0, 0.0, 0.0])  # a long-term rB fan
+    nothing_popular = Popularity()
+    thin = _profile([("a1-0", "view", T0)])
+    recs = _recommend(ranker, thin, k=5, long_term=long_b, now=T0 + 20 * DAY, popularity=nothing_popular)
+    assert all(CATS[ITEMS[i]] == "rB" for i in recs.items)
+    rich = _profile([(f"a1-{n % 10}", "cart", T0 + n) for n in range(60)])
+    recs = _recommend(ranker, rich, k=5, long_term=long_b, popularity=nothing_popular)
+    assert all(CATS[ITEMS[i]] == "rA" for i in recs.items)
+    # a vector of another model (wrong size) is ignored, not an error
+    without = _recommend(ranker, rich, k=5, long_term=None, popularity=nothing_popular)
+    assert _recommend(ranker, rich, k=5, long_term=np.ones(3), popularity=nothing_popular).scores == without.scores
+
+
+def test_k_zero_and_small_k():
+    ranker = _ranker()
+    profile = _profile(USERS["a-fan"])
+    assert _recommend(ranker, profile, k=0).items == []
+    assert len(_recommend(ranker, profile, k=1)) == 1
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 2**31), st.integers(1, 60), st.sampled_from([0, 1, 3]), st.floats(0, 0.2))
+def test_top_indices_is_exact(seed, n, decimals, inf_share):
+    rng = np.random.default_rng(seed)
+    s = rng.standard_normal(40_000).astype(np.float32)
+    if decimals:
+        s = np.round(s, decimals)  # ties
+    s[rng.random(s.shape[0]) < inf_share] = -np.inf
+    got = _top_indices(s, n)
+    finite = np.flatnonzero(np.isfinite(s))
+    want_n = min(n, finite.shape[0])
+    assert got.shape[0] == want_n == np.unique(got).shape[0]
+    kth = np.sort(s[finite])[::-1][want_n - 1]
+    assert np.all(s[got] >= kth)
+
+
+def test_with_the_real_factor_model():
+    factors = pytest.importorskip("models.factors")
+    stand_in = _model()
+    model = factors.FactorModel(7, stand_in.item_ids, stand_in.Y, {"als": {"alpha": 3.0, "regularization": 0.2}})
+    ranker = Ranker(model, CATALOG.category_of, CATALOG.root_of, RP)
+    assert (ranker._alpha, ranker._reg) == (3.0, 0.2)  # the values the version was trained with
+    assert Ranker(model, CATALOG.category_of, CATALOG.root_of, RankParams(alpha=1.0))._alpha == 1.0
+    recs = _recommend(ranker, _profile(USERS["b-fan"]), k=8, explain=True)
+    assert len(recs) == 8 and recs.model_version == 7
+    for score, layers in zip(recs.scores, recs.layers):
+        assert math.isclose(sum(layers.values()), score, rel_tol=1e-12, abs_tol=1e-12)
+    assert sum(ITEMS[i].startswith("b") for i in recs.items) >= 6
+
+
+def test_timing_smoke():
+    result = bench_ranking(n_items=20_000, dims=32, requests=30, popularity_events=5_000)
+    print("bench_ranking (20k items x 32):", result)
+    assert set(result["latency_ms"]) >= {"p50", "p95", "p99"}
