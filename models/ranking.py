@@ -74,6 +74,7 @@ class RankParams:
     base_weights: tuple[float, float, float] = (0.5, 0.3, 0.2)
     item_own_weight: float = 1.0
     item_factor_weight: float = 1.0
+    own_saturation: float = 0.0
     blend_k0: float = 5.0
     evidence_n0: float = 5.0
     focus_floor: float = 0.5
@@ -91,7 +92,7 @@ class RankParams:
         if len(b) != 3 or any(not (math.isfinite(x) and x >= 0) for x in b) or sum(b) <= 0:
             raise ValueError(f"base_weights must be three finite numbers ≥ 0 with a positive sum, got {self.base_weights!r}")
         object.__setattr__(self, "base_weights", tuple(x / sum(b) for x in b))
-        for name in ("item_own_weight", "item_factor_weight", "blend_k0", "evidence_n0"):
+        for name in ("item_own_weight", "item_factor_weight", "own_saturation", "blend_k0", "evidence_n0"):
             v = getattr(self, name)
             if not (math.isfinite(v) and v >= 0):
                 raise ValueError(f"{name} must be a finite number ≥ 0, got {v!r}")
@@ -396,7 +397,12 @@ class Ranker:
         iw_max = max(iw.values(), default=0.0)
         dw_max = max(dw.values(), default=0.0)
         rw_max = max(rw.values(), default=0.0)
-        c_own = l_item * p.item_own_weight / iw_max if iw_max > 0 else 0.0
+        c_own = l_item * p.item_own_weight
+        kappa = p.own_saturation
+        if kappa > 0:
+            own_of = {j: w / (w + kappa) for j, w in iw.items()}
+        else:
+            own_of = {j: w / iw_max for j, w in iw.items()} if iw_max > 0 else {}
         c_fac = l_item * p.item_factor_weight
         eps = p.root_floor
 
@@ -435,7 +441,7 @@ class Ranker:
         else:
             pop_a = np.zeros(nj)
         pop_of = dict(zip(js, pop_a.tolist()))
-        own_a = np.fromiter((iw.get(j, 0.0) for j in js), np.float64, nj) * c_own
+        own_a = np.fromiter((own_of.get(j, 0.0) for j in js), np.float64, nj) * c_own
         # (dense position, category, root) of each: vectorised for the model's items
         index_get = self._index.get
         rows_a = np.fromiter((index_get(j, -1) for j in js), np.int64, nj)
@@ -501,7 +507,7 @@ class Ranker:
         rows: list[tuple[float, str, dict[str, float], dict]] = []
         for j in finalists:
             pos, ci, ri = self._resolve(j)
-            own = c_own * iw.get(j, 0.0)
+            own = c_own * own_of.get(j, 0.0)
             fac = 0.0
             if x is not None and pos >= 0:
                 fac = c_fac * float(np.dot(x, self._Y[self._perm[pos]]))

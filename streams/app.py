@@ -60,28 +60,25 @@ if settings.security_protocol != "PLAINTEXT":
     else:
         app.conf.broker_credentials = faust.SSLCredentials(_ctx)
 
-events_topic = app.topic(
-    _specs["events"].name,
-    partitions=_specs["events"].partitions,
-    key_serializer="raw",
-    value_serializer="raw",
-    config=_specs["events"].config(),
-)
-catalog_topic = app.topic(
-    _specs["catalog"].name,
-    partitions=_specs["catalog"].partitions,
-    compacting=True,
-    key_serializer="raw",
-    value_serializer="raw",
-    config=_specs["catalog"].config(),
-)
-deadletter_topic = app.topic(
-    _specs["deadletter"].name,
-    partitions=_specs["deadletter"].partitions,
-    key_serializer="raw",
-    value_serializer="json",
-    config=_specs["deadletter"].config(),
-)
+
+def _topic(key: str, value_serializer: str = "raw"):
+    """A Faust topic for one of our TopicSpecs (raw bytes in and out: the agents decode)."""
+    spec = _specs[key]
+    return app.topic(
+        spec.name,
+        partitions=spec.partitions,
+        compacting=spec.compacted,
+        key_serializer="raw",
+        value_serializer=value_serializer,
+        config=spec.config(),
+    )
+
+
+events_topic = _topic("events")
+catalog_topic = _topic("catalog")
+deadletter_topic = _topic("deadletter", value_serializer="json")
+user_factors_topic = _topic("user-factors")
+activity_topic = _topic("activity")
 
 # user_id → msgpack-encoded models.profile.Profile; written in batches by streams.state.
 # key_type/value_type bytes make Faust use the raw codec everywhere: in the changelog, in
@@ -109,15 +106,6 @@ catalog_table = app.GlobalTable(
     synchronize_all_active_partitions=True,
 )
 catalog = Catalog(CatalogTableView(catalog_table, "item"), CatalogTableView(catalog_table, "category"))
-
-user_factors_topic = app.topic(
-    _specs["user-factors"].name,
-    partitions=_specs["user-factors"].partitions,
-    key_serializer="raw",
-    value_serializer="raw",
-    config=_specs["user-factors"].config(),
-)
-activity_topic = app.topic(_specs["activity"].name, partitions=1, key_serializer="raw", value_serializer="raw", config=_specs["activity"].config())
 
 # user_id → the batch job's long-term user vector (msgpack [version, float32 bytes]), co-partitioned with events.
 user_to_vector = app.Table("user_to_vector", partitions=settings.partitions, key_type=bytes, value_type=bytes)
