@@ -54,7 +54,10 @@ class RankParams:
     base_weights        (item, domain, overall) layer weights of a fresh, focused user with
                         plenty of events; normalised to sum 1.
     item_own_weight     a_own: weight of the user's own normalised item weight ("people return
-                        to what they just looked at") inside the item layer.
+                        to what they just looked at") inside the item layer.  10 puts the
+                        user's recent items first on e-commerce logs (most carts and purchases
+                        return to a seen item), the other layers ordering and filling around
+                        them; set it near 0 for logs without revisits (MovieLens).
     item_factor_weight  a_fac: weight of the factor term x_u·y_j inside the item layer.
     blend_k0            interest regression: x_u = w·live + (1−w)·long_term, w = E/(E + k0), E the
                         user's total decayed item weight (≈ k0 recent views weigh both equally).
@@ -72,9 +75,8 @@ class RankParams:
     """
 
     base_weights: tuple[float, float, float] = (0.5, 0.3, 0.2)
-    item_own_weight: float = 1.0
+    item_own_weight: float = 10.0
     item_factor_weight: float = 1.0
-    own_saturation: float = 0.0
     blend_k0: float = 5.0
     evidence_n0: float = 5.0
     focus_floor: float = 0.5
@@ -92,7 +94,7 @@ class RankParams:
         if len(b) != 3 or any(not (math.isfinite(x) and x >= 0) for x in b) or sum(b) <= 0:
             raise ValueError(f"base_weights must be three finite numbers ≥ 0 with a positive sum, got {self.base_weights!r}")
         object.__setattr__(self, "base_weights", tuple(x / sum(b) for x in b))
-        for name in ("item_own_weight", "item_factor_weight", "own_saturation", "blend_k0", "evidence_n0"):
+        for name in ("item_own_weight", "item_factor_weight", "blend_k0", "evidence_n0"):
             v = getattr(self, name)
             if not (math.isfinite(v) and v >= 0):
                 raise ValueError(f"{name} must be a finite number ≥ 0, got {v!r}")
@@ -398,11 +400,7 @@ class Ranker:
         dw_max = max(dw.values(), default=0.0)
         rw_max = max(rw.values(), default=0.0)
         c_own = l_item * p.item_own_weight
-        kappa = p.own_saturation
-        if kappa > 0:
-            own_of = {j: w / (w + kappa) for j, w in iw.items()}
-        else:
-            own_of = {j: w / iw_max for j, w in iw.items()} if iw_max > 0 else {}
+        own_of = {j: w / iw_max for j, w in iw.items()} if iw_max > 0 else {}
         c_fac = l_item * p.item_factor_weight
         eps = p.root_floor
 

@@ -137,7 +137,9 @@ async def user_recommendations(view: web.View, request: web.Request, user_id: st
     if rankers.current.version is None and factor_feed.current is not None:
         await rankers.refresh()  # just started with a model from disk: build its ranker before answering
     ranker = rankers.current
-    now = profile.last_ts if profile is not None and profile.last_ts is not None else (popularity_feed.popularity.last_ts or time.time())
+    # Event time, not wall time: the newest event seen anywhere, so a user who went quiet while
+    # the shop moved on counts as stale (and leans on popularity).
+    now = max(t for t in (profile.last_ts if profile else None, popularity_feed.popularity.last_ts, 0.0) if t is not None) or time.time()
     recs = ranker.recommend(
         profile,
         k=k,

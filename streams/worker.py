@@ -15,6 +15,10 @@ def run_worker(settings) -> int:
     # Faust creates only its own (changelog) topics.
     asyncio.run(ensure_topics(settings))
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    # One BLAS thread: a ranking matvec must not fight the event loop for the second core.
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
     worker = faust.Worker(app, factor_feed, popularity_feed, loglevel=settings.log_level, quiet=True, redirect_stdouts=False)
     worker.execute_from_commandline()
     return 0

@@ -271,8 +271,8 @@ def test_factor_term_discovers_unseen_items_of_the_same_taste():
 def test_works_without_a_factor_model():
     ranker = Ranker(None, CATALOG.category_of, CATALOG.root_of, RP)
     profile = _profile(USERS["mixed"], "mixed")
-    recs = _recommend(ranker, profile, k=6, explain=True)
-    assert len(recs) == 6 and recs.model_version is None
+    recs = _recommend(ranker, profile, k=9, explain=True)
+    assert len(recs) == 9 and recs.model_version is None
     for score, layers in zip(recs.scores, recs.layers):
         assert math.isclose(sum(layers.values()), score, rel_tol=1e-12)
     own = [n for n, i in enumerate(recs.items) if i in profile.layers["item"]]
