@@ -1,4 +1,5 @@
-"""`strata demo`: the whole loop on one machine — broker, worker, a synthetic replay, live profiles."""
+"""`strata demo`: the whole loop on one machine — broker, worker, a synthetic replay, live
+profiles, a training run and explained recommendations."""
 from __future__ import annotations
 
 import asyncio
@@ -71,6 +72,33 @@ def _processed(settings: Settings) -> float:
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("strata_events_processed_total{"))
 
 
+def _train_and_recommend(settings: Settings, users: list[str]) -> None:
+    """One `strata train` run, then the watched users' recommendations once the worker has swapped the model in."""
+    from models.als import ALSParams
+    from streams.cli import http_get
+    from streams.trainer import train_once
+
+    print("\n── training ALS on the events topic " + "─" * 26)
+    report = asyncio.run(train_once(settings, ALSParams(factors=32, iterations=10), progress=lambda line: print("  " + line)))
+    for line in report.lines():
+        print("  " + line)
+
+    def recommendations(user: str) -> dict | None:
+        status, body = http_get(settings, f"/users/{urllib.parse.quote(user, safe='')}/recommendations?k=5&explain=1")
+        return body if status == 200 and body.get("model_version") == report.version else None
+
+    _wait_for(lambda: recommendations(users[0]), 60, f"the worker to swap in model version {report.version}")
+    for user in users:
+        body = recommendations(user)
+        if body is None:
+            continue
+        print(f"\n  top 5 for {user} (model version {body['model_version']}):")
+        for rank, item in enumerate(body["items"], 1):
+            layers = " ".join(f"{k} {v:.2f}" for k, v in item["layers"].items())
+            because = "; ".join(item.get("because", []))
+            print(f"   {rank}. {item['item_id']:<8} {item['score']:.2f}  [{layers}]  {because}")
+
+
 def run_demo(args, settings: Settings) -> int:
     from models.loaders import open_log
     from streams import kafka_local
@@ -117,9 +145,10 @@ def run_demo(args, settings: Settings) -> int:
             print("\n" + result["summary"].line())
             _wait_for(lambda: _processed(settings) >= result["summary"].sent, 120, "the worker to catch up")
         _show(settings, users, "final profiles")
+        _train_and_recommend(settings, users)
         status, health = http_get(settings, "/healthz")
         print(f"\nworker health: {health}")
-        print(f"\nTry:  curl {settings.web_url}/users/{users[0]}/profile   ·   strata profile {users[0]}   ·   curl {settings.web_url}/metrics")
+        print(f"\nTry:  curl {settings.web_url}/users/{users[0]}/profile   ·   strata recommend {users[0]}   ·   curl {settings.web_url}/metrics")
         if args.keep:
             print(f"\nThe worker (pid {proc.pid}) and the broker keep running; stop them with `kill {proc.pid}` and `strata kafka stop`.")
             return 0
