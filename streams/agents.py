@@ -3,16 +3,15 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import defaultdict
-
-from models.events import InvalidEvent, parse_event
+from models.events import Forget, InvalidEvent, parse_message
 from models.profile import Profile
+from models.ranking import RevisitRate
 from streams.app import (
     activity_topic,
     app,
     catalog,
     deadletter_topic,
-    events_topic,
+    events_route,
     popularity_feed,
     settings,
     user_factors_topic,
@@ -46,60 +45,147 @@ def deadletter_record(message, reason: str, detail: str) -> dict:
     return record
 
 
-@app.agent(events_topic, name="update_profiles")
-async def update_profiles(stream):
-    """Micro-batches of events → per-partition profile updates → one batched write per partition."""
+_MISSING = object()
+PROFILE_CACHE_SIZE = 50_000
+
+
+class ProfileCache:
+    """Decoded profiles of recently active users, exactly as last written to the store.
+
+    Decoding a profile (msgpack → dicts) was the largest single cost of the hot path in
+    py-spy; a user is usually active again within a few batches.  Entries are only ever the
+    object whose bytes were just written by this worker, so the cache never disagrees with
+    the store — except across a rebalance (the store may be recovered from the changelog,
+    partitions move), where `streams.batching` clears it, and after a failed batch, where
+    `apply_events` clears it.  LRU-bounded.
+    """
+
+    def __init__(self, size: int) -> None:
+        from collections import OrderedDict
+
+        self.size = size
+        self.entries: "OrderedDict[bytes, Profile]" = OrderedDict()
+
+    def get(self, key: bytes):
+        profile = self.entries.get(key)
+        if profile is not None:
+            self.entries.move_to_end(key)
+        return profile
+
+    def put(self, key: bytes, profile: Profile | None) -> None:
+        if profile is None:
+            self.entries.pop(key, None)
+            return
+        self.entries[key] = profile
+        self.entries.move_to_end(key)
+        if len(self.entries) > self.size:
+            self.entries.popitem(last=False)
+
+    def clear(self) -> None:
+        self.entries.clear()
+
+
+profile_cache = ProfileCache(PROFILE_CACHE_SIZE)
+events_route.on_rebalance.append(profile_cache.clear)
+
+
+@events_route
+async def apply_events(batch) -> None:
+    try:
+        await _apply_events(batch)
+    except BaseException:
+        profile_cache.clear()  # some cached profiles may hold changes that never reached the store
+        raise
+
+
+async def _apply_events(batch) -> None:
+    """One fetched batch of the events topic ({partition: [records in offset order]}) → profiles.
+
+    Called by streams.batching, which commits these offsets only after this returns, i.e. after
+    one RocksDB WriteBatch and one run of changelog sends per partition, flushed to the broker.
+    At-least-once delivery + per-user de-duplication make it exact: `Profile.seq` (the last
+    applied offset, stored in the profile itself, so in the same write as the state it
+    describes) drops redelivery after a crash; the recent event-id window drops producer
+    duplicates.  A redelivered user's profile is written again even when nothing in it
+    changes: after a crash between the store write and the changelog send the local store
+    is ahead of the changelog, and re-sending makes the changelog exact again before the
+    offsets can be committed.
+    """
     params = settings.profile
-    async for batch in stream.take_events(settings.batch_size, within=settings.batch_window_s):
-        now = time.time()
-        by_partition: dict[int, list] = defaultdict(list)
-        for event in batch:
-            message = event.message
+    now = time.time()
+    applied: list = []
+    revisits = RevisitRate()
+    flushed: list[PartitionBatch] = []
+    for tp, records in batch.items():
+        partition = tp.partition
+        writes = PartitionBatch(user_to_profile, partition)
+        vectors = None
+        profiles: dict[str, Profile | None] = {}  # None: forgotten in this batch
+        for record in records:
             try:
-                parsed = parse_event(message.value, now)
-                if message.key is None or message.key != parsed.user_id.encode():
+                parsed = parse_message(record.value, now)
+                if record.key is None or record.key != parsed.user_id.encode():
                     raise InvalidEvent("wrong_key", "the message key must be the event's user_id")
             except InvalidEvent as exc:
                 metrics.deadlettered[exc.reason] += 1
-                await deadletter_topic.send(key=message.key, value=deadletter_record(message, exc.reason, exc.detail))
+                await deadletter_topic.send(key=record.key, value=deadletter_record(record, exc.reason, exc.detail))
                 continue
-            by_partition[message.partition].append((message.offset, message.timestamp, parsed))
-
-        applied = []
-        for partition, items in by_partition.items():
-            writes = PartitionBatch(user_to_profile, partition)
-            profiles: dict[str, Profile] = {}
-            for offset, _, parsed in items:
-                profile = profiles.get(parsed.user_id)
+            user_id = parsed.user_id
+            if isinstance(parsed, Forget):
+                # Ordered with the user's events in this partition: what came before is gone,
+                # what comes after starts afresh.  Tombstones go through both changelogs.
+                profiles[user_id] = None
+                if vectors is None:
+                    vectors = PartitionBatch(user_to_vector, partition)
+                vectors.put(record.key, None)
+                log.info("forgot user %r (control record at %s:%s)", user_id, partition, record.offset)
+                continue
+            profile = profiles.get(user_id, _MISSING)
+            if profile is _MISSING:
+                profile = profile_cache.get(record.key)
                 if profile is None:
-                    raw = writes.get(parsed.user_id.encode())
-                    profile = profiles[parsed.user_id] = Profile() if raw is None else Profile.from_bytes(raw)
-                if offset <= profile.seq:  # redelivered after a restart: already applied
-                    metrics.duplicates += 1
-                    continue
-                domain, overall = catalog.layers_for(parsed.item_id, parsed.category_id)
-                if profile.learn(parsed, domain, overall, params):
-                    metrics.events[parsed.type] += 1
-                    applied.append((parsed, domain))
-                else:
-                    metrics.duplicates += 1
-                profile.seq = offset
-            for user_id, profile in profiles.items():
-                writes.put(user_id.encode(), profile.to_bytes())
-            writes.flush()
-        if applied:
-            activity = aggregate_activity(
-                (e for e, _ in applied), params.beta, popularity_feed.popularity.half_life_s, _domain_of(applied)
-            )
-            await activity_topic.send(value=activity_message(activity))
-        # The changelog must be durable before these offsets can be committed.
-        await app.producer.flush()
-        done = time.time()
-        for items in by_partition.values():
-            for _, produced_at, _ in items:
-                if produced_at:
-                    metrics.update_latency.observe(max(0.0, done - produced_at))
-        metrics.batches += 1
+                    raw = writes.get(record.key)
+                    profile = Profile() if raw is None else Profile.from_bytes(raw)
+                profiles[user_id] = profile
+            elif profile is None:
+                profile = profiles[user_id] = Profile()
+            if record.offset <= profile.seq:  # redelivered after a restart: already applied
+                metrics.duplicates += 1
+                continue
+            domain, overall = catalog.layers_for(parsed.item_id, parsed.category_id)
+            revisit = RevisitRate.observe(profile, parsed.item_id)  # before the profile learns the event
+            if profile.learn(parsed, domain, overall, params):
+                metrics.events[parsed.type] += 1
+                applied.append((parsed, domain))
+                revisits.add(*revisit)
+            else:
+                metrics.duplicates += 1
+            profile.seq = record.offset
+        for user_id, profile in profiles.items():
+            key = user_id.encode()
+            writes.put(key, None if profile is None else profile.to_bytes())
+            profile_cache.put(key, profile)
+        await writes.flush()
+        flushed.append(writes)
+        if vectors is not None:
+            await vectors.flush()
+            flushed.append(vectors)
+    if applied:
+        activity = aggregate_activity(
+            (e for e, _ in applied), params.beta, popularity_feed.popularity.half_life_s, _domain_of(applied)
+        )
+        await activity_topic.send(value=activity_message(activity, (revisits.returns, revisits.chances)))
+    # The changelog must be durable before streams.batching lets these offsets be committed.
+    await app.producer.flush()
+    for writes in flushed:
+        await writes.confirm()
+    done = time.time()
+    observe = metrics.update_latency.observe
+    for records in batch.values():
+        for record in records:
+            if record.timestamp:
+                observe(max(0.0, done - record.timestamp / 1000.0))
+    metrics.batches += 1
 
 
 def _domain_of(applied):
@@ -121,5 +207,7 @@ async def store_user_vectors(stream):
                 pb = writes[message.partition] = PartitionBatch(user_to_vector, message.partition)
             pb.put(message.key, message.value)
         for pb in writes.values():
-            pb.flush()
+            await pb.flush()
         await app.producer.flush()
+        for pb in writes.values():
+            await pb.confirm()

@@ -27,12 +27,17 @@ ENV_DOC: dict[str, tuple[str, str]] = {
     "STRATA_TOPIC_PREFIX": ("strata.", "prefix of every topic Strata creates or reads"),
     "STRATA_APP_ID": ("strata", "Faust application id and consumer group; prefixes changelog topics"),
     "STRATA_PARTITIONS": ("8", "partitions of the events topic (and so of the profile table)"),
-    "STRATA_WEB_HOST": ("127.0.0.1", "address the HTTP views listen on"),
+    "STRATA_WEB_HOST": ("127.0.0.1", "address the HTTP views listen on (0.0.0.0 for every interface)"),
     "STRATA_WEB_PORT": ("6066", "port the HTTP views listen on"),
+    "STRATA_WEB_ADVERTISED_URL": (
+        "",
+        "URL other workers use to reach this one (table_route forwarding), e.g. http://strata-0.strata:6066; "
+        "default http://STRATA_WEB_HOST:STRATA_WEB_PORT, or the host's FQDN when listening on 0.0.0.0",
+    ),
     "STRATA_DATA_DIR": ("./var/data", "worker state: RocksDB tables and local files"),
     "STRATA_LOG_LEVEL": ("info", "worker log level"),
-    "STRATA_BATCH_SIZE": ("1000", "events taken per micro-batch"),
-    "STRATA_BATCH_WINDOW_MS": ("20", "longest wait to fill a micro-batch"),
+    "STRATA_BATCH_SIZE": ("5000", "most events fetched per micro-batch of the hot path (and user vectors per batch)"),
+    "STRATA_BATCH_WINDOW_MS": ("20", "longest wait to fill a micro-batch of user vectors"),
     "STRATA_BETA": ("view=1,click=2,fav=3,cart=4,purchase=6", "behaviour weights β"),
     "STRATA_HALF_LIFE": ("item=3d,domain=14d,overall=60d", "half-life per layer (s, m, h or d)"),
     "STRATA_CAPS": ("item=200,domain=50,overall=20", "most keys kept per layer"),
@@ -84,6 +89,40 @@ def _int(env: Mapping[str, str], name: str, lo: int, hi: int) -> int:
     return value
 
 
+def _choice(env: Mapping[str, str], name: str, allowed: tuple[str, ...]) -> str:
+    value = env.get(name, ENV_DOC[name][0]).strip().lower()
+    if value not in allowed:
+        raise ConfigError(f"{name}: {value!r} is not one of {', '.join(allowed)}")
+    return value
+
+
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+_WILDCARD_HOSTS = ("0.0.0.0", "::", "[::]", "")
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def _advertised_url(text: str) -> str:
+    """'' (derive it) or http(s)://host:port with nothing after the port."""
+    if not text:
+        return ""
+    from urllib.parse import urlsplit
+
+    try:
+        url = urlsplit(text)
+        port = url.port
+    except ValueError:
+        port = None
+        url = None
+    if url is None or url.scheme not in ("http", "https") or not url.hostname or port is None or url.path not in ("", "/") or url.query:
+        raise ConfigError(f"STRATA_WEB_ADVERTISED_URL: {text!r} is not a URL like http://strata-0.strata:6066")
+    if url.hostname in ("0.0.0.0", "::"):
+        raise ConfigError("STRATA_WEB_ADVERTISED_URL: other workers cannot reach a wildcard address; give a host name or IP")
+    return text.rstrip("/")
+
+
 @dataclass(frozen=True)
 class Settings:
     kafka_bootstrap: str = "127.0.0.1:9092"
@@ -92,9 +131,10 @@ class Settings:
     partitions: int = 8
     web_host: str = "127.0.0.1"
     web_port: int = 6066
+    web_advertised_url: str = ""  # "" → derived from web_host/web_port, see `advertised_url`
     data_dir: Path = Path("./var/data")
     log_level: str = "info"
-    batch_size: int = 1000
+    batch_size: int = 5000
     batch_window_s: float = 0.02
     profile: ProfileParams = field(default_factory=ProfileParams)
     security_protocol: str = "PLAINTEXT"
@@ -106,7 +146,10 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
         env = os.environ if env is None else env
-        unknown = sorted(k for k in env if k.startswith("STRATA_") and k not in ENV_DOC and not k.startswith("STRATA_KAFKA_"))
+        # STRATA_KAFKA_* also configure the local broker script, STRATA_TEST_* the test suite (README).
+        unknown = sorted(
+            k for k in env if k.startswith("STRATA_") and k not in ENV_DOC and not k.startswith(("STRATA_KAFKA_", "STRATA_TEST_"))
+        )
         if unknown:
             raise ConfigError(f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(ENV_DOC)}")
         get = lambda name: env.get(name, ENV_DOC[name][0]).strip()  # noqa: E731
@@ -126,6 +169,17 @@ class Settings:
         if protocol not in ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"):
             raise ConfigError(f"STRATA_KAFKA_SECURITY_PROTOCOL: {protocol!r} is not one of PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL")
 
+        mechanism = get("STRATA_KAFKA_SASL_MECHANISM").upper()
+        if protocol.startswith("SASL"):
+            mechanism = mechanism or "PLAIN"
+            if mechanism not in SASL_MECHANISMS:
+                raise ConfigError(f"STRATA_KAFKA_SASL_MECHANISM: {mechanism!r} is not one of {', '.join(SASL_MECHANISMS)}")
+            if not get("STRATA_KAFKA_SASL_USERNAME"):
+                raise ConfigError(f"STRATA_KAFKA_SASL_USERNAME is required with STRATA_KAFKA_SECURITY_PROTOCOL={protocol}")
+        cafile = get("STRATA_KAFKA_SSL_CAFILE")
+        if cafile and "SSL" in protocol and not Path(cafile).expanduser().is_file():
+            raise ConfigError(f"STRATA_KAFKA_SSL_CAFILE: {cafile!r} is not a readable file")
+
         beta = {**DEFAULT_BETA, **_pairs("STRATA_BETA", get("STRATA_BETA"), EVENT_TYPES, _number)}
         half = {**DEFAULT_HALF_LIFE_S, **_pairs("STRATA_HALF_LIFE", get("STRATA_HALF_LIFE"), LAYERS, parse_duration)}
         caps = {**DEFAULT_CAPS, **_pairs("STRATA_CAPS", get("STRATA_CAPS"), LAYERS, lambda v, w: int(_number(v, w)))}
@@ -141,16 +195,17 @@ class Settings:
             partitions=_int(env, "STRATA_PARTITIONS", 1, 1024),
             web_host=get("STRATA_WEB_HOST"),
             web_port=_int(env, "STRATA_WEB_PORT", 1, 65535),
+            web_advertised_url=_advertised_url(get("STRATA_WEB_ADVERTISED_URL")),
             data_dir=Path(get("STRATA_DATA_DIR")).expanduser(),
-            log_level=get("STRATA_LOG_LEVEL").lower(),
+            log_level=_choice(env, "STRATA_LOG_LEVEL", ("debug", "info", "warning", "error", "critical")),
             batch_size=_int(env, "STRATA_BATCH_SIZE", 1, 100_000),
             batch_window_s=_int(env, "STRATA_BATCH_WINDOW_MS", 0, 10_000) / 1000.0,
             profile=params,
             security_protocol=protocol,
-            sasl_mechanism=get("STRATA_KAFKA_SASL_MECHANISM"),
+            sasl_mechanism=mechanism,
             sasl_username=get("STRATA_KAFKA_SASL_USERNAME"),
             sasl_password=env.get("STRATA_KAFKA_SASL_PASSWORD", ""),
-            ssl_cafile=get("STRATA_KAFKA_SSL_CAFILE"),
+            ssl_cafile=cafile,
         )
 
     def topic(self, name: str) -> str:
@@ -158,10 +213,29 @@ class Settings:
 
     @property
     def web_url(self) -> str:
-        return f"http://{self.web_host}:{self.web_port}"
+        """Where a client on this machine reaches the views (the bind address; loopback for a wildcard bind)."""
+        host = "127.0.0.1" if self.web_host in _WILDCARD_HOSTS else self.web_host
+        return f"http://{_url_host(host)}:{self.web_port}"
+
+    @property
+    def advertised_url(self) -> str:
+        """The URL this worker tells the group (Faust's canonical_url): `table_route` forwards a request
+        for a user to the advertised URL of the worker owning the user's partition, so it must be
+        reachable from the other workers — not 0.0.0.0, and in Kubernetes the pod's stable DNS name."""
+        if self.web_advertised_url:
+            return self.web_advertised_url
+        if self.web_host in _WILDCARD_HOSTS:
+            import socket
+
+            host = socket.getfqdn()
+            if host.startswith("localhost"):  # /etc/hosts maps the host name to loopback: the plain name is better
+                host = socket.gethostname()
+            return f"http://{_url_host(host)}:{self.web_port}"
+        return f"http://{_url_host(self.web_host)}:{self.web_port}"
 
     def aiokafka_kwargs(self) -> dict:
-        """Connection settings for plain aiokafka clients (replay, trainer, benchmarks)."""
+        """Connection settings for every plain aiokafka client we create (replay, trainer, feeds, admin,
+        benchmarks); the Faust app gets the same through `broker_credentials` (streams.app)."""
         kwargs: dict = {"bootstrap_servers": self.kafka_bootstrap, "security_protocol": self.security_protocol}
         if self.security_protocol.startswith("SASL"):
             kwargs.update(

@@ -17,6 +17,7 @@ import msgpack
 
 from models.factors import CorruptFactors, FactorAssembler, FactorModel
 from models.popularity import Popularity
+from models.ranking import RevisitRate
 from streams.config import Settings
 from streams.metrics import metrics
 from streams.topics import partitions_of, topic_specs
@@ -126,9 +127,11 @@ class FactorFeed(TopicFeed):
             await self.loop.run_in_executor(None, model.save, self.path)
 
 
-def activity_message(entries) -> bytes:
-    """One micro-batch's item activity: [(item, category, weight, ts)], pre-aggregated per item."""
-    return msgpack.packb([list(e) for e in entries], use_bin_type=True)
+def activity_message(entries, revisits: tuple[int, int] = (0, 0)) -> bytes:
+    """One micro-batch's activity: item weights [(item, category, weight, ts)], pre-aggregated per
+    item, and the batch's (returns, chances) of the revisit rate (models.ranking.RevisitRate)."""
+    returns, chances = revisits
+    return msgpack.packb({"items": [list(e) for e in entries], "returns": returns, "chances": chances}, use_bin_type=True)
 
 
 def aggregate_activity(events, beta, half_life_s: float, category_of) -> list[tuple]:
@@ -154,11 +157,18 @@ class PopularityFeed(TopicFeed):
     def __init__(self, settings: Settings, half_life_s: float, **kwargs) -> None:
         super().__init__(settings, **kwargs)
         self.popularity = Popularity(half_life_s=half_life_s)
+        self.revisits = RevisitRate()  # the shop's share of events that return to a seen item
 
     def on_record(self, record) -> None:
         try:
-            entries = msgpack.unpackb(record.value, raw=False)
-            for item, category, weight, ts in entries:
+            message = msgpack.unpackb(record.value, raw=False)
+            if isinstance(message, list):  # written before revisit counts were added
+                message = {"items": message}
+            for item, category, weight, ts in message["items"]:
                 self.popularity.learn(item, category, float(weight), float(ts))
-        except (ValueError, TypeError, msgpack.UnpackException) as exc:
+            returns, chances = int(message.get("returns", 0)), int(message.get("chances", 0))
+            if not 0 <= returns <= chances:
+                raise ValueError(f"revisit counts {returns}/{chances}")
+            self.revisits.add(returns, chances)
+        except (KeyError, ValueError, TypeError, AttributeError, msgpack.UnpackException) as exc:
             log.warning("skipping a malformed activity record at offset %s: %s", record.offset, exc)

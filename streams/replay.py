@@ -98,3 +98,24 @@ async def publish(settings: Settings, catalog_records, events, *, rate: float | 
         await producer.stop()
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+async def send_forget(settings: Settings, user_id: str) -> tuple[int, int]:
+    """Put a forget control record for `user_id` on the events topic; returns (partition, offset).
+
+    Keyed by the user, it lands in the user's partition behind every event of the user already
+    sent, so the worker applies it in order (a table delete from outside would race with a
+    batch in flight).  The raw events stay on the events topic until its retention runs out.
+    """
+    from models.events import Forget, parse_message
+
+    record = Forget(user_id, time.time())
+    parse_message(record.to_json(), time.time())  # the worker's own check: a bad id fails here, not there
+    await ensure_topics(settings)
+    producer = new_producer(settings)
+    await producer.start()
+    try:
+        metadata = await (await producer.send(topic_specs(settings)["events"].name, record.to_json(), key=user_id.encode()))
+    finally:
+        await producer.stop()
+    return metadata.partition, metadata.offset

@@ -16,7 +16,7 @@ import msgpack
 import numpy as np
 
 from models.als import ALSParams, confidence_matrix, encode_events, fit
-from models.events import InvalidEvent, parse_event
+from models.events import Forget, InvalidEvent, parse_message
 from models.factors import FactorModel, to_messages
 from streams.config import Settings
 from streams.topics import ensure_topics, partitions_of, topic_specs
@@ -47,13 +47,18 @@ class TrainReport:
 
 
 async def read_snapshot(settings: Settings):
-    """Valid events of the events topic, earliest offsets → end offsets at the start of the call."""
+    """Valid events of the events topic, earliest offsets → end offsets at the start of the call.
+
+    A forget control record drops the user's events before it (all in the same partition, so
+    read before it); the user's later events, if any, are kept.
+    """
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     topic = topic_specs(settings)["events"].name
     consumer = AIOKafkaConsumer(**settings.aiokafka_kwargs(), group_id=None, enable_auto_commit=False, max_partition_fetch_bytes=8 * 1024 * 1024, fetch_max_bytes=64 * 1024 * 1024)
     await consumer.start()
     events, skipped = [], 0
+    forgotten_before: dict[str, int] = {}  # user → index in `events` before which the user is forgotten
     try:
         partitions = await partitions_of(settings, topic)
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
@@ -71,13 +76,20 @@ async def read_snapshot(settings: Settings):
                     if record.offset >= end[tp]:
                         continue
                     try:
-                        events.append(parse_event(record.value, now))
+                        parsed = parse_message(record.value, now)
                     except InvalidEvent:
                         skipped += 1
+                        continue
+                    if isinstance(parsed, Forget):
+                        forgotten_before[parsed.user_id] = len(events)
+                    else:
+                        events.append(parsed)
                 if await consumer.position(tp) >= end[tp]:
                     remaining.discard(tp)
     finally:
         await consumer.stop()
+    if forgotten_before:
+        events = [e for i, e in enumerate(events) if i >= forgotten_before.get(e.user_id, 0)]
     return events, skipped
 
 

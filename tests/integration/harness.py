@@ -26,6 +26,28 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def broker_port_pair(start: int = 19500) -> int:
+    """A client port P for a test's own broker, with P + 1 (its controller) free as well.
+
+    Taken below Linux's ephemeral range (32768+): an ephemeral port that is free now can be
+    handed to some client socket before the broker binds it, or while the broker is stopped
+    and restarted on the same pair.
+    """
+    for port in range(start, start + 400, 2):
+        if _bindable(port) and _bindable(port + 1):
+            return port
+    raise RuntimeError(f"no two free consecutive ports in {start}-{start + 400} on 127.0.0.1")
+
+
 def wait_until(condition: Callable[[], object], timeout: float, what: str, interval: float = 0.1):
     """Poll `condition` until it returns something truthy; fail with `what` after `timeout` seconds."""
     deadline = time.monotonic() + timeout
@@ -186,3 +208,94 @@ def assert_profile_matches(body: dict, reference, params, rel: float = 1e-9) -> 
         assert got.keys() == expected.keys(), f"{layer}: keys differ: {sorted(set(got) ^ set(expected))[:5]}"
         for key, value in expected.items():
             assert abs(got[key] - value) <= rel * abs(value), f"{layer}/{key}: {got[key]} != {value}"
+
+
+async def _group_lag(settings: Settings) -> dict[int, int]:
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    from streams.topics import partitions_of, topic_specs
+
+    topic = topic_specs(settings)["events"].name
+    tps = [TopicPartition(topic, p) for p in await partitions_of(settings, topic)]
+    consumer = AIOKafkaConsumer(**settings.aiokafka_kwargs(), group_id=None, enable_auto_commit=False)
+    admin = AIOKafkaAdminClient(**settings.aiokafka_kwargs())
+    await consumer.start()
+    await admin.start()
+    try:
+        end = await consumer.end_offsets(tps)
+        committed = await admin.list_consumer_group_offsets(settings.app_id, partitions=tps)
+    finally:
+        await consumer.stop()
+        await admin.close()
+    out: dict[int, int | None] = {}
+    for tp in tps:
+        meta = committed.get(tp)
+        if meta is not None and meta.offset >= 0:
+            out[tp.partition] = end[tp] - meta.offset
+        else:  # no commit yet, or the coordinator did not answer for it (e.g. while the group rebalances)
+            out[tp.partition] = None if end[tp] else 0
+    return out
+
+
+def group_lag(settings: Settings) -> dict[int, int | None]:
+    """Per partition of the events topic: end offset − the worker group's committed offset (None: unknown)."""
+    return asyncio.run(_group_lag(settings))
+
+
+def group_caught_up(settings: Settings) -> bool:
+    """True once the worker group has committed every event on the topic (so processed and flushed it)."""
+    lag = group_lag(settings)
+    return bool(lag) and all(v == 0 for v in lag.values())
+
+
+class BackgroundReplay:
+    """`streams.replay.publish` of events at a fixed rate, in a thread, while the test does other things."""
+
+    def __init__(self, settings: Settings, events: list, rate: float | None) -> None:
+        import threading
+
+        self.summary = None
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(settings, events, rate), daemon=True)
+
+    def _run(self, settings, events, rate) -> None:
+        from streams.replay import publish as _publish
+
+        try:
+            self.summary = asyncio.run(_publish(settings, [], events, rate=rate, progress=False))
+        except BaseException as exc:  # noqa: BLE001 - re-raised in join()
+            self.error = exc
+
+    def start(self) -> "BackgroundReplay":
+        self._thread.start()
+        return self
+
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def join(self, timeout: float = 300.0):
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            raise AssertionError(f"replay still running after {timeout:.0f}s")
+        if self.error is not None:
+            raise self.error
+        return self.summary
+
+
+def all_profiles(worker: Worker, users) -> dict[str, dict]:
+    out = {}
+    for user in users:
+        status, body = worker.get(f"/users/{user}/profile")
+        assert status == 200, (user, status, body)
+        out[user] = body
+    return out
+
+
+def assert_all_profiles_match(worker: Worker, reference: dict, params) -> None:
+    """Every user of `reference` (models/ profiles) answers through the worker with the same profile (1e-9)."""
+    for user_id, profile in reference.items():
+        status, body = worker.get(f"/users/{user_id}/profile")
+        assert status == 200, (user_id, status, body)
+        assert body["events"] == profile.count, (user_id, body["events"], profile.count)
+        assert_profile_matches(body, profile, params)

@@ -5,7 +5,6 @@ The trainer gets a broker of its own, so that stopping it disturbs no other test
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 
@@ -14,30 +13,13 @@ import pytest
 from models.loaders import open_log
 from streams import kafka_local
 from streams.config import Settings
-from tests.integration.harness import isolated_env, publish, wait_until
+from tests.integration.harness import broker_port_pair, isolated_env, publish, wait_until
 
 pytestmark = pytest.mark.integration
 
 
-def _free_port_pair() -> int:
-    """A port P with P + 1 free as well (the local broker's controller listens on P + 1)."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port >= 65535:
-            continue
-        try:
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", port + 1))
-            return port
-        except OSError:
-            continue
-    raise RuntimeError("no free pair of ports on 127.0.0.1")
-
-
 def test_train_every_survives_a_broker_restart(tmp_path):
-    port = _free_port_pair()
+    port = broker_port_pair()
     broker_env = {"STRATA_KAFKA_DIR": str(tmp_path / "kafka")}
     env = isolated_env(f"127.0.0.1:{port}", "every", partitions=2)
     settings = Settings.from_env(env)

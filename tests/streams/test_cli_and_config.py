@@ -43,6 +43,12 @@ def test_bad_setting_exits_2_naming_the_variable():
     assert "STRATA_WEB_PORT" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_kafka_refuses_a_script_port_the_workers_would_not_use():
+    result = strata("kafka", "status", env={"STRATA_KAFKA_PORT": "19999", "STRATA_KAFKA_BOOTSTRAP": "127.0.0.1:9092"})
+    assert result.returncode == 2
+    assert "STRATA_KAFKA_BOOTSTRAP=127.0.0.1:19999" in result.stderr and "Traceback" not in result.stderr
+
+
 def test_unreachable_worker_exits_1_with_a_hint():
     result = strata("profile", "u1", env={"STRATA_WEB_PORT": "9"})
     assert result.returncode == 1
@@ -65,6 +71,7 @@ def test_settings_parse_the_profile_parameters():
         {"STRATA_KAFKA_BOOTSTRAP": "no-port"},
         {"STRATA_TOPIC_PREFIX": "bad prefix/"},
         {"STRATA_PARTITONS": "8"},
+        {"STRATA_LOG_LEVEL": "loud"},
     ],
 )
 def test_bad_settings_are_refused(env):

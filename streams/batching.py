@@ -1,0 +1,207 @@
+"""A batched route through Faust for the events topic.
+
+Faust delivers every consumed message to a stream as an Event, and its fetch
+loop (`Consumer._drain_messages`) wraps each delivery in `wait_first`, i.e.
+two asyncio tasks per message: measured, that caps a do-nothing agent near
+4,000 events/s on our machines (SPEC §7), whatever the agent body does.
+
+This module keeps Faust for everything it is good at — the app, topics,
+consumer group, rebalancing, table recovery, table routing, web views — and
+changes only what happens to records of *one* topic once fetched: instead of
+becoming Faust Messages/Events one by one, each fetched batch is handed, as
+plain aiokafka records grouped by partition, to one handler (the profile
+update in `streams.agents`).  Records of every other topic (table changelogs
+during recovery, user vectors, …) take Faust's own path unchanged.
+
+Offsets: the handler returns only after its store batch is written and its
+changelog sends are flushed (acknowledged by the broker); only then does the
+route record "everything up to offset o of partition p is done", and Faust's
+own commit machinery (periodic commit, commit on shutdown) commits exactly
+that through `_new_offset`.  A crash anywhere before loses nothing: the
+records are fetched again from the last commit and the handler's per-user
+de-duplication (models/profile.py `seq`) skips what the store already holds.
+
+Rebalance: a batch runs under `lock`; partition revocation takes the same lock,
+so it waits for an in-flight batch to finish (store + changelog flushed) and a
+batch never starts on a partition that is gone — records of partitions no longer
+assigned, or fetched under an older group generation, are dropped and fetched
+again from the committed offset by whichever worker owns them now.
+
+Partitions with no committed offset yet start at the earliest offset: Faust
+fetches source partitions while tables recover and drops what it fetched, and
+"seek to committed" leaves such partitions where the fetcher stopped, i.e.
+at the end — a worker started on a backlog (or restarted after a crash before
+its first commit) would otherwise silently skip it.
+
+Relies on faust-streaming 0.15's consumer internals (`_wait_next_records`,
+`_new_offset`, `_acked`, `_read_offset`), pinned in pyproject.toml.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Awaitable, Callable, Mapping, Optional, Sequence
+
+from faust.transport.consumer import CONSUMER_FETCHING
+from faust.transport.drivers.aiokafka import Consumer as _AIOKafkaConsumer
+from faust.types import TP
+
+log = logging.getLogger(__name__)
+
+BatchHandler = Callable[[Mapping[TP, Sequence]], Awaitable[None]]
+
+
+class BatchRoute:
+    """One topic whose fetched records go, a batch at a time, to `handler`."""
+
+    def __init__(self, topic: str) -> None:
+        self.topic = topic
+        self.handler: Optional[BatchHandler] = None
+        self.done: dict[TP, int] = {}  # tp → next offset to commit (all below are processed and flushed)
+        self._lock: Optional[asyncio.Lock] = None
+        self.batches = 0
+        # Called (under the lock) when partitions are revoked or assigned: derived local state
+        # (e.g. decoded-profile caches) must not outlive the assignment it was built under.
+        self.on_rebalance: list[Callable[[], None]] = []
+
+    @property
+    def lock(self) -> asyncio.Lock:
+        if self._lock is None:  # created on the worker's loop, not at import
+            self._lock = asyncio.Lock()
+        return self._lock
+
+    def __call__(self, handler: BatchHandler) -> BatchHandler:
+        """Decorator: `@route` registers the batch handler."""
+        self.handler = handler
+        return handler
+
+
+class BatchingConsumer(_AIOKafkaConsumer):
+    """Faust's aiokafka consumer with a batched route for `route.topic` (see the module doc)."""
+
+    route: BatchRoute  # set by install()
+
+    # -- fetching ------------------------------------------------------------
+    async def _drain_messages(self, fetcher) -> None:  # pragma: no cover - exercised by the integration tests
+        route = self.route
+        callback = self.callback
+        consumer_should_stop = self._stopped.is_set
+        fetcher_should_stop = fetcher._stopped.is_set
+        get_read_offset = self._read_offset.__getitem__
+        set_read_offset = self._read_offset.__setitem__
+        acks_enabled_for = self.app.topics.acks_enabled_for
+        try:
+            while not (consumer_should_stop() or fetcher_should_stop()):
+                self.diag.set_flag(CONSUMER_FETCHING)
+                records, active = await self._wait_next_records(1.0)
+                await self.sleep(0)
+                if not records or self.should_stop:
+                    continue
+                if not self.flow_active:
+                    # As Faust's getmany: records fetched while the flow is stopped (rebalance)
+                    # are dropped and the partitions go back to their committed offsets.
+                    await self.perform_seek()
+                    continue
+                generation = self.app.consumer_generation_id
+                ours: dict[TP, list] = {}
+                others: list[tuple[TP, object]] = []
+                for tp, recs in records.items():
+                    if active is not None and tp not in active and tp not in self._buffered_partitions:
+                        continue
+                    if tp.topic == route.topic:
+                        ours[tp] = recs
+                    else:
+                        others.extend((tp, r) for r in recs)
+                if ours:
+                    await self._process_batch(ours, generation)
+                # Everything else exactly as faust's _drain_messages does it, one message at a time.
+                for tp, record in others:
+                    if self.app.consumer_generation_id != generation or not self.flow_active:
+                        break
+                    message = self._to_message(tp, record)
+                    offset = message.offset
+                    r_offset = get_read_offset(tp)
+                    if r_offset is None or offset >= r_offset:
+                        gap = offset - (r_offset or 0)
+                        if gap > 1 and r_offset and acks_enabled_for(message.topic):
+                            await self._add_gap(tp, r_offset + 1, offset)
+                        await self.wait_first(callback(message), self.suspend_flow.wait())
+                        set_read_offset(tp, offset)
+                self.diag.unset_flag(CONSUMER_FETCHING)
+        except self.consumer_stopped_errors:
+            if self.transport.app.should_stop:
+                return
+            raise
+        except asyncio.CancelledError:
+            if self.transport.app.should_stop:
+                return
+            raise
+        except Exception as exc:
+            self.log.exception("Drain messages raised: %r", exc)
+            raise
+
+    async def _process_batch(self, batch: dict[TP, list], generation: int) -> None:
+        route = self.route
+        async with route.lock:
+            if self.app.consumer_generation_id != generation or not self.flow_active:
+                return  # a rebalance happened since the fetch: the new assignment re-fetches from the commits
+            assigned = self.assignment()
+            batch = {tp: recs for tp, recs in batch.items() if tp in assigned and recs}
+            if not batch:
+                return
+            await route.handler(batch)  # returns once the store batch and the changelog are flushed
+            route.batches += 1
+            monitor = self.app.monitor
+            for tp, recs in batch.items():
+                last = recs[-1].offset
+                route.done[tp] = last + 1
+                self._read_offset[tp] = last
+                self._acked[tp]  # noqa: B018 - touching the defaultdict lists tp among those with pending commits
+                monitor.track_tp_end_offset(tp, self.highwater(tp))
+
+    # -- committing ----------------------------------------------------------
+    def _new_offset(self, tp: TP) -> Optional[int]:
+        if tp.topic != self.route.topic:
+            return super()._new_offset(tp)
+        done = self.route.done.get(tp)
+        committed = self._committed_offset[tp]
+        if done is not None and (committed is None or done > committed):
+            return done
+        return None
+
+    # -- rebalancing ---------------------------------------------------------
+    async def on_partitions_revoked(self, revoked) -> None:
+        # Wait for the batch in flight (its store and changelog writes belong to
+        # partitions that may now move), then forget what we did for them.
+        async with self.route.lock:
+            for tp in revoked:
+                self.route.done.pop(tp, None)
+            for callback in self.route.on_rebalance:
+                callback()
+            await super().on_partitions_revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned, generation_id: int = 0) -> None:
+        async with self.route.lock:
+            for callback in self.route.on_rebalance:
+                callback()
+        await super().on_partitions_assigned(assigned, generation_id)
+
+    async def seek_to_committed(self) -> Mapping[TP, int]:
+        committed = await super().seek_to_committed()
+        # auto_offset_reset=earliest, enforced: a source partition without a commit starts at its beginning.
+        fresh = [tp for tp in self.assignment() if not self._is_changelog_tp(tp) and committed.get(tp) is None]
+        if fresh:
+            earliest = await self.earliest_offsets(*fresh)
+            for tp in fresh:
+                offset = earliest.get(tp)
+                if offset is not None:
+                    await self.seek(tp, offset)
+        return committed
+
+
+def install(app, topic_name: str) -> BatchRoute:
+    """Make `app`'s consumer route `topic_name` in batches; returns the route to register the handler on."""
+    route = BatchRoute(topic_name)
+    consumer_class = type("StrataConsumer", (BatchingConsumer,), {"route": route})
+    app.transport.Consumer = consumer_class
+    return route

@@ -1,0 +1,293 @@
+"""`strata bench stream`: the streaming hot path against the real broker (SPEC §7).
+
+One run, on one fresh set of topics (own app id and prefix, so it never
+touches a deployment on the same broker):
+
+1. produce the catalog and N synthetic events (keyed by user, the topic's
+   partition count from the settings);
+2. **ceiling**: a plain aiokafka consumer reads the same N events from the
+   same topic and decodes each with orjson — the raw consume rate;
+3. **throughput**: W `strata worker` processes (RocksDB tables, changelog on,
+   everything as in production) consume the backlog; the rate is read from
+   their `strata_events_processed_total` counters, from the first processed
+   event to the last (so worker start-up and table recovery are not counted);
+4. **latency**: with the workers caught up, events are produced at a fixed
+   offered rate R; the produce → profile-written (store and changelog flushed)
+   latency comes from the workers' `strata_update_latency_seconds` histogram
+   (Kafka CreateTime → after the batch's changelog flush), as the difference
+   of two scrapes.  Percentiles are interpolated inside histogram buckets
+   (1, 2.5, 5, 10, 25, 50, 100, 250 ms …), so they are as fine as the buckets;
+   `share_within_100ms` is exact.
+
+Prints the JSON of SPEC §4 and a one-line summary.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from dataclasses import replace
+from pathlib import Path
+
+from streams.config import Settings
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _scrape(url: str) -> dict[str, float]:
+    """A worker's /metrics as {series: value} (labels kept in the series name)."""
+    with urllib.request.urlopen(url + "/metrics", timeout=10) as response:
+        text = response.read().decode()
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
+
+
+def _processed(scrapes: list[dict[str, float]]) -> float:
+    return sum(v for s in scrapes for k, v in s.items() if k.startswith("strata_events_processed_total"))
+
+
+def _buckets(scrapes: list[dict[str, float]]) -> dict[float, float]:
+    """Cumulative latency histogram summed over workers: upper bound (s) → count."""
+    out: dict[float, float] = {}
+    for s in scrapes:
+        for k, v in s.items():
+            if k.startswith('strata_update_latency_seconds_bucket{le="'):
+                bound = k.split('"')[1]
+                le = float("inf") if bound == "+Inf" else float(bound)
+                out[le] = out.get(le, 0.0) + v
+    return out
+
+
+def percentiles_from_histogram(before: dict[float, float], after: dict[float, float], qs=(0.5, 0.95, 0.99)) -> dict:
+    """Percentiles (ms) of the observations between two scrapes of a cumulative histogram, linear inside a bucket."""
+    bounds = sorted(after)
+    counts = [after[b] - before.get(b, 0.0) for b in bounds]
+    total = counts[-1] if counts else 0.0
+    result: dict[str, float | None] = {}
+    for q in qs:
+        if total <= 0:
+            result[f"p{round(q * 100)}"] = None
+            continue
+        target = q * total
+        lo_bound, lo_count = 0.0, 0.0
+        value = None
+        for b, c in zip(bounds, counts):
+            if c >= target:
+                if b == float("inf"):
+                    value = lo_bound  # beyond the last finite bucket: report its bound (a lower bound)
+                else:
+                    frac = (target - lo_count) / (c - lo_count) if c > lo_count else 1.0
+                    value = lo_bound + frac * (b - lo_bound)
+                break
+            lo_bound, lo_count = b, c
+        result[f"p{round(q * 100)}"] = None if value is None else round(value * 1000.0, 2)
+    within = next((after[b] - before.get(b, 0.0) for b in bounds if b >= 0.1), 0.0)
+    result["share_within_100ms"] = round(within / total, 5) if total else None
+    result["observations"] = int(total)
+    return result
+
+
+class _WorkerProc:
+    def __init__(self, settings: Settings, env: dict[str, str], data_dir: Path, log_path: Path) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        child = {k: v for k, v in os.environ.items() if not k.startswith("STRATA_")}
+        child.update(env)
+        child.update({"STRATA_DATA_DIR": str(data_dir), "STRATA_WEB_PORT": str(self.port), "STRATA_WEB_HOST": "127.0.0.1"})
+        self.log = open(log_path, "ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "streams", "worker"], env=child, stdout=self.log, stderr=subprocess.STDOUT)
+        self.log_path = log_path
+
+    def scrape(self) -> dict[str, float]:
+        try:
+            return _scrape(self.url)
+        except OSError:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"bench worker exited with {self.proc.returncode}; log: {self.log_path}") from None
+            return {}
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+async def _raw_consume(settings: Settings, topic: str, expected: int) -> tuple[int, float]:
+    """The ceiling: plain aiokafka, all partitions assigned, orjson.loads per record."""
+    import orjson
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from streams.topics import partitions_of
+
+    consumer = AIOKafkaConsumer(
+        **settings.aiokafka_kwargs(), group_id=None, enable_auto_commit=False, auto_offset_reset="earliest",
+        max_partition_fetch_bytes=8 * 1024 * 1024, fetch_max_bytes=64 * 1024 * 1024,
+    )
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in await partitions_of(settings, topic)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        n = 0
+        loads = orjson.loads
+        started = time.perf_counter()
+        while n < expected:
+            batches = await consumer.getmany(timeout_ms=1000, max_records=10_000)
+            for records in batches.values():
+                for record in records:
+                    loads(record.value)
+                n += len(records)
+        return n, time.perf_counter() - started
+    finally:
+        await consumer.stop()
+
+
+async def _produce_at_rate(settings: Settings, topic: str, events: list[dict], rate: float) -> float:
+    """Send `events` at `rate` per second in 10 ms ticks; returns the seconds it took."""
+    import orjson
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(**settings.aiokafka_kwargs(), acks="all", linger_ms=0, enable_idempotence=True)
+    await producer.start()
+    try:
+        started = time.perf_counter()
+        sent = 0
+        pending = []
+        while sent < len(events):
+            due = min(len(events), int((time.perf_counter() - started) * rate) + 1)
+            for e in events[sent:due]:
+                pending.append(await producer.send(topic, orjson.dumps(e), key=e["user_id"].encode()))
+            sent = due
+            if len(pending) > 2000:
+                await asyncio.gather(*pending)
+                pending = []
+            await asyncio.sleep(0.01)
+        await asyncio.gather(*pending)
+        return time.perf_counter() - started
+    finally:
+        await producer.stop()
+
+
+def run_bench(base: Settings, events: int = 300_000, workers: int = 1, rate: float = 2000.0,
+              latency_events: int | None = None, users: int = 20_000, items: int = 5_000,
+              progress=print, keep: bool = False) -> dict:
+    from models.loaders import open_log
+    from streams.replay import publish
+    from streams.topics import topic_specs
+
+    app_id = f"bench-{uuid.uuid4().hex[:8]}"
+    env = {
+        "STRATA_KAFKA_BOOTSTRAP": base.kafka_bootstrap,
+        "STRATA_APP_ID": app_id,
+        "STRATA_TOPIC_PREFIX": f"{app_id}.",
+        "STRATA_PARTITIONS": str(base.partitions),
+        "STRATA_LOG_LEVEL": "warning",
+        "STRATA_BATCH_SIZE": str(base.batch_size),
+        "STRATA_BATCH_WINDOW_MS": str(int(base.batch_window_s * 1000)),
+    }
+    for key in ("STRATA_KAFKA_SECURITY_PROTOCOL", "STRATA_KAFKA_SASL_MECHANISM", "STRATA_KAFKA_SASL_USERNAME",
+                "STRATA_KAFKA_SASL_PASSWORD", "STRATA_KAFKA_SSL_CAFILE"):
+        if key in os.environ:
+            env[key] = os.environ[key]
+    settings = replace(base, app_id=app_id, topic_prefix=f"{app_id}.")
+    topic = topic_specs(settings)["events"].name
+    latency_events = int(latency_events or max(2000, rate * 10))
+
+    # Backlog events and latency events from one synthetic world (same catalog), disjoint slices.
+    source = open_log(f"users={users},items={items},events={events + latency_events}", "synthetic", seed=7)
+    all_events = list(source.events())
+    backlog, live = all_events[:events], all_events[events:]
+    progress(f"producing {len(backlog):,} events onto {topic} ({base.partitions} partitions) …")
+    summary = asyncio.run(publish(settings, list(source.catalog()), backlog, progress=False))
+    progress(f"  {summary.line()}")
+
+    progress("raw aiokafka consume (orjson.loads per record) …")
+    n_raw, raw_s = asyncio.run(_raw_consume(settings, topic, len(backlog)))
+    raw_rate = n_raw / raw_s
+    progress(f"  {n_raw:,} records in {raw_s:.2f}s = {raw_rate:,.0f}/s")
+
+    root = Path(tempfile.mkdtemp(prefix="strata-bench-"))
+    procs = [_WorkerProc(settings, env, root / f"data{i}", root / f"worker{i}.log") for i in range(workers)]
+    try:
+        progress(f"{workers} worker(s) consuming the backlog …")
+        samples: list[tuple[float, float]] = []
+        deadline = time.monotonic() + 600
+        while True:
+            scrapes = [p.scrape() for p in procs]
+            n = _processed(scrapes) if all(scrapes) else 0.0
+            now = time.perf_counter()
+            if n > 0:
+                samples.append((now, n))
+            if n >= len(backlog):
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"workers processed only {n:.0f} of {len(backlog)} events in 600 s")
+            # Not faster: every scrape costs the worker a /metrics render (a RocksDB key count).
+            time.sleep(0.25)
+        (t0, n0), (t1, n1) = samples[0], samples[-1]
+        worker_rate = (n1 - n0) / (t1 - t0) if t1 > t0 else float("nan")
+        progress(f"  {n1 - n0:,.0f} events in {t1 - t0:.2f}s = {worker_rate:,.0f}/s")
+
+        progress(f"latency: {len(live):,} events at {rate:,.0f}/s …")
+        before = _buckets([p.scrape() for p in procs])
+        took = asyncio.run(_produce_at_rate(settings, topic, live, rate))
+        target = len(backlog) + len(live)
+        deadline = time.monotonic() + 120
+        while _processed([p.scrape() for p in procs]) < target:
+            if time.monotonic() > deadline:
+                raise RuntimeError("latency phase: events not all processed within 120 s")
+            time.sleep(0.25)
+        after = _buckets([p.scrape() for p in procs])
+        latency = percentiles_from_histogram(before, after)
+        latency["offered_rate"] = rate
+        latency["achieved_offered_rate"] = round(len(live) / took, 1)
+    finally:
+        for p in procs:
+            p.stop()
+        if not keep:
+            shutil.rmtree(root, ignore_errors=True)
+
+    from streams.cli import machine_info
+
+    return {
+        "events": len(backlog),
+        "events_per_s": round(worker_rate, 1),
+        "raw_consume_per_s": round(raw_rate, 1),
+        "ratio": round(worker_rate / raw_rate, 4),
+        "latency_ms": latency,
+        "workers": workers,
+        "partitions": base.partitions,
+        "batch_size": base.batch_size,
+        "app_id": app_id,
+        "machine": machine_info(),
+    }
+
+
+def summary_line(result: dict) -> str:
+    lat = result["latency_ms"]
+    return (
+        f"stream: {result['events_per_s']:,.0f} events/s with {result['workers']} worker(s) "
+        f"({result['ratio']:.0%} of raw aiokafka {result['raw_consume_per_s']:,.0f}/s) · "
+        f"latency at {lat['offered_rate']:,.0f}/s p50 {lat['p50']} ms · p95 {lat['p95']} ms · p99 {lat['p99']} ms"
+    )
