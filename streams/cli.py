@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import sys
 import urllib.error
@@ -148,29 +149,89 @@ def cmd_recommend(args, settings: Settings) -> int:
 
 
 def cmd_bench(args, settings: Settings) -> int:
-    if args.what == "serve" and args.in_process:
-        from models.ranking import bench_ranking
+    from streams.bench import BenchError, run
 
-        result = bench_ranking(n_items=args.items, dims=args.dims, requests=args.requests)
-        result["machine"] = machine_info()
-        _emit(result, args.json)
-        lat = result.get("latency_ms", result)
-        print(f"in-process ranking, {args.items:,} items × {args.dims}: p50 {lat['p50']:.2f} ms · p99 {lat['p99']:.2f} ms", file=sys.stderr)
-        return 0
-    raise CommandError(f"`strata bench {args.what}` without --in-process is not built yet", 2)
+    try:
+        return asyncio.run(_with_broker(settings, asyncio.to_thread(run, args, settings)))
+    except BenchError as exc:
+        raise CommandError(str(exc)) from None
+
+
+def cmd_evaluate(args, settings: Settings) -> int:
+    from models import evaluation as ev
+    from models.als import ALSParams
+    from models.loaders import LoaderError, open_log
+    from models.recommenders import MODEL_NAMES
+
+    models = MODEL_NAMES if args.models == "all" else tuple(m.strip() for m in args.models.split(",") if m.strip())
+    unknown = [m for m in models if m not in MODEL_NAMES]
+    if not models or unknown:
+        raise CommandError(f"unknown model(s) {', '.join(unknown) or '(none)'}; known: {', '.join(MODEL_NAMES)}", 2)
+    for library, needed_for in (("river", "river-mf" in models and "--models river-mf"), ("matplotlib", args.plot and "--plot")):
+        if needed_for and importlib.util.find_spec(library) is None:
+            raise CommandError(f"{needed_for} needs {library}, which is not installed: pip install 'strata[eval]'", 2)
+    targets = ("view", "click", "fav", "cart", "purchase") if args.targets == "all" else tuple(t.strip() for t in args.targets.split(","))
+    if args.exclude_purchased and args.exclude_seen:
+        raise CommandError("--exclude-purchased and --exclude-seen exclude each other", 2)
+    exclude = "purchased" if args.exclude_purchased else "seen" if args.exclude_seen else "none"
+    try:
+        protocol = ev.Protocol(k=args.k, targets=targets, warmup=args.warmup, until=args.until,
+                               refit_every_s=args.refit_every, exclude=exclude, target_sample=args.target_sample)
+        rank_params = ev.parse_rank_params(args.rank_params)
+        als_params = ALSParams(factors=args.factors, iterations=args.iterations, seed=args.seed)
+        if not args.tune_sample > 0:
+            raise ValueError("--tune-sample must be greater than 0")
+        knobs = None if not args.tune_knobs else [k.strip() for k in args.tune_knobs.split(",")]
+        if knobs is not None and (not knobs or set(knobs) - set(ev.TUNING_GRID)):
+            raise ValueError(f"--tune-knobs takes some of {', '.join(ev.TUNING_GRID)}")
+        if args.tune and args.warmup < 0.5:
+            raise ValueError("--tune tunes on the first half of the events, so --warmup must be ≥ 0.5")
+        source = open_log(args.events, args.format, catalog_path=args.catalog, limit=args.limit, seed=args.seed)
+        dataset = ev.load_dataset(source)
+        if not dataset.events:
+            raise ValueError(f"{args.events}: no valid events")
+    except (ValueError, LoaderError) as exc:
+        raise CommandError(str(exc), 2) from None
+    progress = not args.no_progress
+    print(f"evaluating {dataset.name}: {len(dataset.events):,} events, {dataset.items:,} items", file=sys.stderr)
+    extra, tuning = {}, None
+    if args.tune:
+        tuned, trail = ev.tune(dataset, protocol, start=rank_params, als_params=als_params, progress=progress,
+                               target_sample=args.tune_sample, knobs=knobs, log=lambda line: print(line, file=sys.stderr))
+        extra = {"strata-tuned": tuned}
+        tuning = {"window": "warm-up: the first 1/4 of the events in time order, tested: the second 1/4", "target_sample": args.tune_sample, "knobs": knobs or list(ev.TUNING_GRID), "trail": trail,
+                  "rank_params": ev.format_rank_params(tuned)}
+    result = ev.evaluate(dataset, models, protocol, rank_params=rank_params, als_params=als_params,
+                         seed=args.seed, progress=progress, extra=extra)
+    result["parameters"] = {"rank_params": ev.format_rank_params(rank_params) or "defaults",
+                            "command": "strata " + " ".join(sys.argv[1:]) if sys.argv else None}
+    if tuning is not None:
+        result["tuning"] = tuning
+        print(f"tuned rank params: --rank-params '{tuning['rank_params']}'", file=sys.stderr)
+    print(ev.format_table(result))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+            f.write("\n")
+    if args.plot:
+        ev.plot_timeline(result, args.plot)
+    return 0
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{value} must be a fraction between 0 and 1")
+    return value
 
 
 def machine_info() -> dict:
-    import os
-    import platform
+    from streams.bench import machine_info as info
 
-    import numpy
-
-    try:
-        mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError):
-        mem = None
-    return {"cores": os.cpu_count(), "memory_bytes": mem, "python": platform.python_version(), "numpy": numpy.__version__, "platform": platform.platform()}
+    return info()
 
 
 def _emit(result: dict, path: str | None) -> None:
@@ -179,6 +240,32 @@ def _emit(result: dict, path: str | None) -> None:
         with open(path, "w") as f:
             f.write(text + "\n")
     print(text)
+
+
+def cmd_forget(args, settings: Settings) -> int:
+    from models.events import InvalidEvent
+    from streams.replay import send_forget
+
+    try:
+        partition, offset = asyncio.run(_with_broker(settings, send_forget(settings, args.user)))
+    except InvalidEvent as exc:
+        raise CommandError(f"user id: {exc.detail}", 2) from None
+    print(
+        f"forget {args.user!r}: control record at {settings.topic('events')}[{partition}]@{offset}; the worker owning the "
+        "user deletes the profile and user vector (tombstones through the changelogs), the next `strata train` "
+        "drops the user's earlier events; the raw events stay on the events topic until its retention ends"
+    )
+    return 0
+
+
+def cmd_topics(args, settings: Settings) -> int:
+    from streams.topics import check_topics
+
+    problems = asyncio.run(_with_broker(settings, check_topics(settings, create=not args.check)))
+    if problems:
+        raise CommandError("; ".join(problems))
+    print(f"topics {settings.topic_prefix}* present with the expected partition counts (events: {settings.partitions})")
+    return 0
 
 
 def cmd_demo(args, settings: Settings) -> int:
@@ -242,13 +329,62 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_recommend)
 
     p = sub.add_parser("bench", help="benchmarks (print JSON and a one-line summary)")
-    p.add_argument("what", choices=["serve"])
+    p.add_argument("what", choices=["serve", "stream", "train", "recovery"])
+    p.add_argument("--events", type=_positive_int, default=300_000, help="stream: synthetic events in the backlog")
+    p.add_argument("--workers", type=_positive_int, default=1, help="stream: worker processes in the group")
+    p.add_argument("--rate", type=_positive_float, default=2_000.0, help="stream: offered events/s of the latency phase")
     p.add_argument("--in-process", action="store_true", help="rank in this process, no HTTP")
     p.add_argument("--items", type=_positive_int, default=250_000)
     p.add_argument("--dims", type=_positive_int, default=64)
-    p.add_argument("--requests", type=_positive_int, default=500)
+    p.add_argument("--requests", type=_positive_int, help="serve: requests measured (default 500 in-process, 5000 over HTTP)")
+    p.add_argument("--url", help="serve: the worker's URL (default: STRATA_WEB_HOST/PORT)")
+    p.add_argument("--concurrency", type=_positive_int, default=16, help="serve: requests in flight")
+    p.add_argument("--k", type=_positive_int, default=10, help="serve: recommendations per request")
+    p.add_argument("--users", type=_positive_int, help="serve: ask for users PREFIX0…PREFIX(N-1) (default 1000); recovery: users (default 100000)")
+    p.add_argument("--user-prefix", default="u", help="serve: user id prefix (synthetic logs use u)")
+    p.add_argument("--log", help="train: a shipped log to fit ALS on (with --format)")
+    p.add_argument("--format", default="taobao", help="train: format of --log")
+    p.add_argument("--iterations", type=_positive_int, default=15, help="train: ALS iterations")
+    p.add_argument("--synthetic-users", type=_positive_int, default=1_000_000)
+    p.add_argument("--synthetic-items", type=_positive_int, default=250_000)
+    p.add_argument("--synthetic-events", type=int, default=10_000_000, help="train: synthetic events (0 skips)")
+    p.add_argument("--snapshot-events", type=int, default=0, help="train: also time the Kafka snapshot read of N events (needs a broker)")
     p.add_argument("--json", metavar="OUT", help="also write the JSON to this file")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("forget", help="forget a user: delete the live profile everywhere and drop them from training")
+    p.add_argument("user")
+    p.set_defaults(func=cmd_forget)
+
+    p = sub.add_parser("evaluate", help="prequential evaluation of Strata against baselines (SPEC §6)")
+    p.add_argument("--events", required=True, help="the log: a file or directory, by format")
+    p.add_argument("--format", required=True, choices=FORMATS)
+    p.add_argument("--catalog", help="catalog as NDJSON (default: derived from the log)")
+    p.add_argument("--k", type=_positive_int, default=10, help="list length K (default 10)")
+    p.add_argument("--targets", default="cart,purchase", help="event types scored, comma-separated, or 'all'")
+    p.add_argument("--warmup", type=_fraction, default=0.5, help="share of the events (in time order) that only trains (default 0.5)")
+    p.add_argument("--until", type=_fraction, default=1.0, help="stop after this share of the events (default 1)")
+    p.add_argument("--refit-every", type=_duration, default=86_400.0, help="ALS re-fit schedule in event time (default 1d)")
+    p.add_argument("--models", default="all", help="comma-separated models, or 'all'")
+    p.add_argument("--exclude-purchased", action="store_true", help="filter each user's past purchases, for every model")
+    p.add_argument("--exclude-seen", action="store_true", help="filter every item the user has seen, for every model")
+    p.add_argument("--rank-params", help="Strata's RankParams overrides, e.g. 'item_own_weight=3,base_weights=0.6/0.2/0.2'")
+    p.add_argument("--tune", action="store_true", help="tune Strata on the first half of time and add 'strata-tuned'")
+    p.add_argument("--target-sample", type=_fraction, default=1.0, help="share of the targets scored (default 1; a fixed sample by event-id hash)")
+    p.add_argument("--tune-sample", type=_fraction, default=1.0, help="share of the tuning window's targets scored (default 1; by event-id hash)")
+    p.add_argument("--tune-knobs", help="tune only these knobs (comma-separated; default all of models.evaluation.TUNING_GRID)")
+    p.add_argument("--factors", type=_positive_int, default=32, help="ALS factors (default 32)")
+    p.add_argument("--iterations", type=_positive_int, default=10, help="ALS iterations (default 10)")
+    p.add_argument("--limit", type=_positive_int, help="read at most N events of the log")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", metavar="OUT", help="write the full result as JSON")
+    p.add_argument("--plot", metavar="OUT.png", help="plot NDCG@K over time")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("topics", help="create Strata's topics (idempotent) and check their partition counts")
+    p.add_argument("--check", action="store_true", help="only check, create nothing")
+    p.set_defaults(func=cmd_topics)
 
     p = sub.add_parser("demo", help="broker, worker, a synthetic replay and live profiles on this machine")
     p.add_argument("--events", type=_positive_int, default=30_000, help="synthetic events to replay")

@@ -131,6 +131,15 @@ def _kafka_command(args: argparse.Namespace, settings: Settings) -> int:
                 file=sys.stderr,
             )
             return 2
+        script_port = os.environ.get("STRATA_KAFKA_PORT")
+        if script_port is not None and script_port.strip() != str(port):
+            print(
+                f"strata kafka: STRATA_KAFKA_PORT={script_port} disagrees with STRATA_KAFKA_BOOTSTRAP="
+                f"{settings.kafka_bootstrap}; `strata kafka` runs the broker at the port of STRATA_KAFKA_BOOTSTRAP "
+                f"so that workers find it (set STRATA_KAFKA_BOOTSTRAP=127.0.0.1:{script_port.strip()})",
+                file=sys.stderr,
+            )
+            return 2
     if args.action == "lag":
         extra.append(args.group or settings.app_id)
     elif args.group:

@@ -12,6 +12,13 @@ from collections import defaultdict
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
+GAUGE_HELP = {
+    "profiles_stored": "User profiles held in this worker's local store (its assigned partitions).",
+    "model_version": "Version of the item-factor model served (milliseconds since the epoch; 0 = none yet).",
+    "model_items": "Items with factors in the served model.",
+}
+
+
 class Histogram:
     def __init__(self, buckets=LATENCY_BUCKETS_S) -> None:
         self.buckets = tuple(buckets)
@@ -35,6 +42,7 @@ class Metrics:
         self.batches = 0
         self.update_latency = Histogram()
         self.gauges: dict[str, float] = {}
+        self.lag: dict[int, int] = {}  # events partition → lag, set by the /metrics view
 
     def render(self) -> str:
         lines = [
@@ -69,7 +77,20 @@ class Metrics:
         lines.append(f"strata_update_latency_seconds_sum {h.sum}")
         lines.append(f"strata_update_latency_seconds_count {h.count}")
         for name, value in sorted(self.gauges.items()):
+            help_text = GAUGE_HELP.get(name)
+            if help_text:
+                lines.append(f"# HELP strata_{name} {help_text}")
             lines += [f"# TYPE strata_{name} gauge", f"strata_{name} {value}"]
+        lines += [
+            "# HELP strata_consumer_lag Events not yet processed on an assigned events partition (high-water mark - next offset to process).",
+            "# TYPE strata_consumer_lag gauge",
+        ]
+        lines += [f'strata_consumer_lag{{partition="{p}"}} {n}' for p, n in sorted(self.lag.items())]
+        lines += [
+            "# HELP strata_consumer_lag_total Sum of strata_consumer_lag over this worker's partitions.",
+            "# TYPE strata_consumer_lag_total gauge",
+            f"strata_consumer_lag_total {sum(self.lag.values())}",
+        ]
         return "\n".join(lines) + "\n"
 
 

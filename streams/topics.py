@@ -78,3 +78,19 @@ async def partitions_of(settings: Settings, topic: str) -> list[int]:
         if entry.get("topic") == topic and not entry.get("error_code"):
             return sorted(p["partition"] for p in entry.get("partitions", []))
     return []
+
+
+async def check_topics(settings: Settings, create: bool = True) -> list[str]:
+    """Create missing topics (with `create`), then what is wrong: topics absent, or with another
+    partition count than their spec (the events and user-factors topics must have STRATA_PARTITIONS,
+    like the profile table's changelog, or users would be looked up on the wrong partition)."""
+    if create:
+        await ensure_topics(settings)
+    problems = []
+    for spec in topic_specs(settings).values():
+        found = await partitions_of(settings, spec.name)
+        if not found:
+            problems.append(f"topic {spec.name} does not exist")
+        elif len(found) != spec.partitions:
+            problems.append(f"topic {spec.name} has {len(found)} partitions, expected {spec.partitions}")
+    return problems

@@ -6,6 +6,7 @@ where it arrives.
 """
 from __future__ import annotations
 
+import asyncio
 import functools
 import re
 
@@ -17,32 +18,89 @@ import time
 import numpy as np
 
 from models.ranking import Ranker
-from streams.app import app, catalog, catalog_table, factor_feed, popularity_feed, rank_params, settings, user_to_profile, user_to_vector
+from streams.app import app, catalog, catalog_table, events_route, factor_feed, popularity_feed, rank_params, settings, user_to_profile, user_to_vector
 from streams.metrics import metrics
 from streams.state import count_keys, read_profile
 
 # Printable characters, 1-128 of them (SPEC §2 ids); anything else is a 400.
 _ID = re.compile(r"^[^\x00-\x1f\x7f]{1,128}$")
+_FLAG = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
+RECOMMENDATION_PARAMS = ("k", "category", "explain", "exclude_purchased")
+MAX_QUERY_CHARS = 1024
+
+
+def check_query(query, allowed: tuple[str, ...]) -> str | None:
+    """The reason a query string is refused (unknown, repeated or oversized parameters), or None."""
+    if sum(len(k) + len(v) for k, v in query.items()) > MAX_QUERY_CHARS:
+        return f"the query string is longer than {MAX_QUERY_CHARS} characters"
+    for name in query.keys():
+        if name not in allowed:
+            return f"unknown query parameter {name[:40]!r}; known: {', '.join(allowed)}"
+        if len(query.getall(name)) > 1:
+            return f"query parameter {name!r} given more than once"
+    return None
+
+
+def flag(query, name: str, default: bool) -> bool:
+    """A yes/no query parameter (1/0, true/false, yes/no); ValueError otherwise."""
+    text = query.get(name)
+    if text is None:
+        return default
+    try:
+        return _FLAG[text.lower()]
+    except KeyError:
+        raise ValueError(f"{name} must be one of 1, 0, true, false, yes, no; got {text[:40]!r}") from None
 
 
 def error(view: web.View, status: int, message: str) -> web.Response:
     return view.json({"error": message, "status": status}, status=status)
 
 
-def checked_user(handler):
-    """Answer 400 for a malformed user id before the request is routed anywhere."""
+def parse_recommendation_query(query) -> dict:
+    """k, category, explain, exclude_purchased from a query string; ValueError says what is wrong."""
+    problem = check_query(query, RECOMMENDATION_PARAMS)
+    if problem:
+        raise ValueError(problem)
+    k_text = query.get("k", "10")
+    if not (k_text.isascii() and k_text.isdigit() and len(k_text) <= 4):
+        raise ValueError(f"k must be a whole number from 1 to 1000, got {k_text[:40]!r}")
+    k = int(k_text)
+    if not 1 <= k <= 1000:
+        raise ValueError(f"k must be from 1 to 1000, got {k}")
+    category = query.get("category")
+    if category is not None and not _ID.match(category):
+        raise ValueError("category must be 1-128 printable characters")
+    return {"k": k, "category": category, "explain": flag(query, "explain", False),
+            "exclude_purchased": flag(query, "exclude_purchased", True)}
 
-    @functools.wraps(handler)
-    async def wrapper(view: web.View, request: web.Request, user_id: str):
-        if not _ID.match(user_id):
-            return error(view, 400, "user_id must be 1-128 printable characters")
-        return await handler(view, request, user_id=user_id)
 
-    return wrapper
+def checked_user(allowed_query: tuple[str, ...] = (), parse=None):
+    """Answer 400 for a malformed user id or query string where the request arrives, before
+    `table_route` forwards it anywhere."""
+
+    def decorate(handler):
+        @functools.wraps(handler)
+        async def wrapper(view: web.View, request: web.Request, user_id: str):
+            if not _ID.match(user_id):
+                return error(view, 400, "user_id must be 1-128 printable characters")
+            try:
+                if parse is not None:
+                    parse(request.query)
+                else:
+                    problem = check_query(request.query, allowed_query)
+                    if problem:
+                        raise ValueError(problem)
+            except ValueError as exc:
+                return error(view, 400, str(exc))
+            return await handler(view, request, user_id=user_id)
+
+        return wrapper
+
+    return decorate
 
 
 @app.page("/users/{user_id}/profile")
-@checked_user
+@checked_user()
 @app.table_route(table=user_to_profile, match_info="user_id")
 async def user_profile(view: web.View, request: web.Request, user_id: str) -> web.Response:
     profile = read_profile(user_to_profile, user_id)
@@ -69,8 +127,12 @@ async def healthz(view: web.View, request: web.Request) -> web.Response:
     body = {
         "status": "ok" if recovered and not app.rebalancing else "starting",
         "app_id": settings.app_id,
+        "advertised_url": str(app.conf.canonical_url),  # where table_route sends this worker's users
         "partitions": sorted(tp.partition for tp in assignment if tp.topic == settings.topic("events")),
         "catalog_entries": count_keys(catalog_table) if recovered else 0,
+        # Whether the popularity (and revisit-rate) and item-factor feeds have read their topics up
+        # to where they ended at start-up; until then a worker serves from what it has read so far.
+        "feeds_caught_up": {"activity": popularity_feed.caught_up, "item-factors": factor_feed.caught_up},
         "layers": list(LAYERS),
     }
     return view.json(body, status=200 if body["status"] == "ok" else 503)
@@ -78,8 +140,56 @@ async def healthz(view: web.View, request: web.Request) -> web.Response:
 
 @app.page("/metrics")
 async def prometheus(view: web.View, request: web.Request) -> web.Response:
-    metrics.gauges["profiles_stored"] = count_keys(user_to_profile) if app.tables.recovery.completed.is_set() else 0
+    recovered = app.tables.recovery.completed.is_set()
+    metrics.gauges["profiles_stored"] = profiles_stored() if recovered else 0
+    model = factor_feed.current
+    metrics.gauges["model_version"] = model.version if model is not None else 0
+    metrics.gauges["model_items"] = len(model) if model is not None else 0
+    metrics.lag = await consumer_lag()
     return view.text(metrics.render(), content_type="text/plain; version=0.0.4")
+
+
+def profiles_stored() -> int:
+    """Profiles in the local store of this worker's active partitions (a RocksDB key scan, not counting
+    Faust's per-partition offset key; revoked partitions' files may linger on disk and are not counted)."""
+    store = user_to_profile.data
+    topic = user_to_profile.changelog_topic.get_topic_name()
+    active = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == topic}
+    offset_key = getattr(store, "offset_key", None)
+    return sum(1 for partition, db in list(store._dbs.items()) if partition in active for key in db.keys() if key != offset_key)
+
+
+async def consumer_lag() -> dict[int, int]:
+    """Per assigned partition of the events topic: the broker's end offset (asked now, so right
+    while fetching is paused for recovery; the last fetch's high-water mark if the broker does not
+    answer within 2 s) minus the next offset this worker has to process (processed and flushed,
+    else its committed offset).  Kafka's view of the same, from committed offsets: `strata kafka lag`."""
+    consumer = getattr(app, "_consumer", None)
+    if consumer is None:
+        return {}
+    topic = settings.topic("events")
+    tps = [tp for tp in consumer.assignment() if tp.topic == topic]
+    if not tps:
+        return {}
+    try:
+        ends = dict(await asyncio.wait_for(consumer.highwaters(*tps), 2.0))
+    except Exception:  # noqa: BLE001 - a broker hiccup must not fail the scrape
+        ends = {}
+    out: dict[int, int] = {}
+    for tp in tps:
+        end = ends.get(tp)
+        if end is None:
+            try:
+                end = consumer.highwater(tp)
+            except Exception:  # noqa: BLE001 - not fetched yet
+                end = None
+        if end is None:
+            continue
+        done = events_route.done.get(tp)
+        if done is None:
+            done = consumer._committed_offset.get(tp) or 0
+        out[tp.partition] = max(0, end - done)
+    return out
 
 
 class _Rankers:
@@ -117,21 +227,14 @@ def _long_term(user_id: str, version) -> np.ndarray | None:
 
 
 @app.page("/users/{user_id}/recommendations")
-@checked_user
+@checked_user(parse=parse_recommendation_query)
 @app.table_route(table=user_to_profile, match_info="user_id")
 async def user_recommendations(view: web.View, request: web.Request, user_id: str) -> web.Response:
-    query = request.query
     try:
-        k = int(query.get("k", "10"))
-    except ValueError:
-        return error(view, 400, f"k must be a whole number from 1 to 1000, got {query.get('k')!r:.40}")
-    if not 1 <= k <= 1000:
-        return error(view, 400, f"k must be from 1 to 1000, got {k}")
-    category = query.get("category")
-    if category is not None and not _ID.match(category):
-        return error(view, 400, "category must be 1-128 printable characters")
-    explain = query.get("explain", "0").lower() in ("1", "true", "yes")
-    exclude = query.get("exclude_purchased", "1").lower() not in ("0", "false", "no")
+        options = parse_recommendation_query(request.query)  # checked before routing too (checked_user)
+    except ValueError as exc:
+        return error(view, 400, str(exc))
+    k, category, explain, exclude = options["k"], options["category"], options["explain"], options["exclude_purchased"]
 
     profile = read_profile(user_to_profile, user_id)
     if rankers.current.version is None and factor_feed.current is not None:
@@ -151,6 +254,7 @@ async def user_recommendations(view: web.View, request: web.Request, user_id: st
         explain=explain,
         profile_params=settings.profile,
         user_id=user_id,
+        revisit_rate=popularity_feed.revisits.rate,
     )
     body = recs.to_dict()
     body["model_version"] = ranker.version

@@ -19,6 +19,9 @@ def run_worker(settings) -> int:
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(1)
+    # Bind (STRATA_WEB_HOST) and advertised URL are two settings: the group learns each worker's
+    # canonical URL from its assignment metadata and table_route forwards requests there.
+    app.conf.canonical_url = settings.advertised_url
     worker = faust.Worker(app, factor_feed, popularity_feed, loglevel=settings.log_level, quiet=True, redirect_stdouts=False)
     worker.execute_from_commandline()
     return 0

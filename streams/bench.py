@@ -1,0 +1,398 @@
+"""`strata bench stream|serve|train|recovery`: the benchmarks of SPEC §7.
+
+Every bench prints one JSON object (with `machine`: cores, memory, Python, library versions) on
+stdout, writes it to `--json OUT` if asked, and a one-line summary on stderr.  Figures measured on
+a shared 2-core machine are noisy; docs/RESULTS.md records them with the command, machine and date.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+from streams.config import Settings
+
+LIBRARIES = ("faust-streaming", "aiokafka", "rocksdict", "numpy", "scipy", "implicit", "aiohttp", "orjson", "msgpack")
+
+
+class BenchError(Exception):
+    """A benchmark that cannot run (no worker, no model, bad sizes): one line, exit status 1."""
+
+
+def machine_info() -> dict:
+    """Cores, memory, Python and the versions of the libraries on the measured paths."""
+    from importlib import metadata
+
+    try:
+        mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        mem = None
+    libraries = {}
+    for name in LIBRARIES:
+        try:
+            libraries[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            libraries[name] = None
+    try:
+        affinity = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        affinity = None
+    try:
+        load = [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        load = None
+    return {
+        "cores": os.cpu_count(),
+        "usable_cores": affinity,
+        "memory_bytes": mem,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "numpy": np.__version__,
+        "libraries": libraries,
+        "load_average_at_start": load,
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def percentiles_ms(samples_s: list[float]) -> dict:
+    a = np.asarray(samples_s, dtype=np.float64) * 1000.0
+    return {q: round(float(np.percentile(a, p)), 3) for q, p in (("p50", 50), ("p95", 95), ("p99", 99))} | {"max": round(float(a.max()), 3)}
+
+
+# -- serve over HTTP -------------------------------------------------------------------------------
+
+
+def _get_json(url: str, timeout: float = 10.0) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, {}
+    except (urllib.error.URLError, ConnectionError, TimeoutError, ValueError) as exc:
+        raise BenchError(f"no Strata worker answers at {url} ({getattr(exc, 'reason', exc)}); start one with `strata worker`") from None
+
+
+async def _serve_http(base: str, users: list[str], requests: int, concurrency: int, k: int, warmup: int) -> dict:
+    import aiohttp
+
+    rng = random.Random(0)
+    paths = [f"/users/{u}/recommendations?k={k}" for u in users]
+    latencies: list[float] = []
+    errors: dict[int, int] = {}
+
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(base, connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as session:
+
+        async def run(n: int, record: bool) -> float:
+            queue = [paths[rng.randrange(len(paths))] for _ in range(n)]
+            queue.reverse()
+
+            async def client() -> None:
+                while queue:
+                    path = queue.pop()
+                    t0 = time.perf_counter()
+                    async with session.get(path) as response:
+                        await response.read()
+                        status = response.status
+                    took = time.perf_counter() - t0
+                    if record:
+                        if status == 200:
+                            latencies.append(took)
+                        else:
+                            errors[status] = errors.get(status, 0) + 1
+
+            started = time.perf_counter()
+            await asyncio.gather(*(client() for _ in range(concurrency)))
+            return time.perf_counter() - started
+
+        await run(warmup, record=False)  # connections, caches; same concurrency
+        elapsed = await run(requests, record=True)
+    return {"latencies": latencies, "errors": errors, "elapsed": elapsed}
+
+
+def bench_serve_http(settings: Settings, *, url: str | None, users: int, user_prefix: str, requests: int,
+                     concurrency: int, k: int, warmup: int = 200) -> dict:
+    """Recommendation requests over HTTP against a running worker, `concurrency` at a time, for users
+    `{user_prefix}0 … {user_prefix}{users-1}` in random order.  Needs a loaded model."""
+    base = (url or settings.web_url).rstrip("/")
+    status, health = _get_json(base + "/healthz")
+    if status != 200:
+        raise BenchError(f"the worker at {base} is not ready (/healthz {status})")
+    status, probe = _get_json(f"{base}/users/{user_prefix}0/recommendations?k={k}")
+    if status != 200:
+        raise BenchError(f"{base}/users/{user_prefix}0/recommendations answered {status}")
+    if probe.get("model_version") is None:
+        raise BenchError(f"the worker at {base} serves no factor model yet: run `strata train` first")
+    ids = [f"{user_prefix}{n}" for n in range(users)]
+    run = asyncio.run(_serve_http(base, ids, requests, concurrency, k, warmup))
+    ok = len(run["latencies"])
+    if not ok:
+        raise BenchError(f"no request succeeded: {run['errors']}")
+    return {
+        "requests": ok,
+        "errors": run["errors"],
+        "req_per_s": round(ok / run["elapsed"], 1),
+        "latency_ms": percentiles_ms(run["latencies"]),
+        "concurrency": concurrency,
+        "k": k,
+        "users": users,
+        "url": base,
+        "model_version": probe.get("model_version"),
+        "worker_partitions": health.get("partitions"),
+        "note": "client and worker share the machine's cores",
+        "machine": machine_info(),
+    }
+
+
+# -- train -----------------------------------------------------------------------------------------
+
+
+def _fit_seconds(user_codes, item_codes, type_codes, ts, shape, params) -> dict:
+    from models.als import confidence_matrix, fit
+    from models.profile import ProfileParams
+
+    t0 = time.perf_counter()
+    Cui = confidence_matrix(user_codes, item_codes, type_codes, ts, params=ProfileParams(), as_of=float(ts.max()), alpha=params.alpha, shape=shape)
+    t1 = time.perf_counter()
+    fit(Cui, params)
+    t2 = time.perf_counter()
+    return {"matrix_s": round(t1 - t0, 3), "fit_s": round(t2 - t1, 3), "nnz": int(Cui.nnz)}
+
+
+def bench_train_log(path: str, fmt: str, params) -> dict:
+    from models.als import encode_events
+    from models.events import parse_event
+    from models.loaders import open_log
+
+    t0 = time.perf_counter()
+    source = open_log(path, fmt)
+    events = [parse_event(e, time.time()) for e in source.events()]
+    enc = encode_events(events)
+    load_s = time.perf_counter() - t0
+    out = {"log": str(path), "format": fmt, "events": len(enc.ts), "users": len(enc.user_ids), "items": len(enc.item_ids), "load_s": round(load_s, 3)}
+    out.update(_fit_seconds(enc.user_codes, enc.item_codes, enc.type_codes, enc.ts, (len(enc.user_ids), len(enc.item_ids)), params))
+    return out
+
+
+def bench_train_synthetic(users: int, items: int, events: int, params, seed: int = 0) -> dict:
+    """ALS on the synthetic generator's stream (numpy chunks, no dicts): users × items × events."""
+    from models.synthetic import SyntheticConfig, build_world, iter_chunks
+
+    config = SyntheticConfig(users=users, items=items, events=events, seed=seed)
+    t0 = time.perf_counter()
+    world = build_world(config)
+    cols: dict[str, list] = {"user": [], "item": [], "type": [], "ts": []}
+    for chunk in iter_chunks(config, world):
+        for name in cols:
+            cols[name].append(getattr(chunk, name))
+    u, i, t, ts = (np.concatenate(cols[n]) for n in ("user", "item", "type", "ts"))
+    gen_s = time.perf_counter() - t0
+    out = {"users": users, "items": items, "events": int(len(u)), "generate_s": round(gen_s, 3),
+           "users_seen": int(np.unique(u).size), "items_seen": int(np.unique(i).size)}
+    out.update(_fit_seconds(u, i, t.astype(np.int64), ts.astype(np.float64), (users, items), params))
+    return out
+
+
+def bench_snapshot_read(settings: Settings, events: int, users: int, items: int) -> dict:
+    """Produce `events` synthetic events to a throwaway topic prefix, then time `strata train`'s
+    snapshot read (streams.trainer.read_snapshot) of them."""
+    from models.loaders import open_log
+    from streams.replay import publish
+    from streams.trainer import read_snapshot
+
+    tag = f"bench-snap-{uuid.uuid4().hex[:8]}"
+    env = {"STRATA_KAFKA_BOOTSTRAP": settings.kafka_bootstrap, "STRATA_APP_ID": tag, "STRATA_TOPIC_PREFIX": f"{tag}.",
+           "STRATA_PARTITIONS": str(settings.partitions)}
+    s = Settings.from_env(env)
+    source = open_log(f"users={users},items={items},events={events}", "synthetic")
+    asyncio.run(publish(s, [], source.events(), progress=False))
+    t0 = time.perf_counter()
+    read, skipped = asyncio.run(read_snapshot(s))
+    took = time.perf_counter() - t0
+    if len(read) != events:
+        raise BenchError(f"snapshot read {len(read)} events of {events} produced")
+    return {"events": events, "seconds": round(took, 3), "events_per_s": round(events / took, 1), "topic_prefix": s.topic_prefix}
+
+
+# -- recovery --------------------------------------------------------------------------------------
+
+
+class _Worker:
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.env, self.log_path, self.proc = env, log_path, None
+        self.url = Settings.from_env(env).web_url
+
+    def start(self) -> None:
+        child = {k: v for k, v in os.environ.items() if not k.startswith("STRATA_")} | self.env
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "streams", "worker"], env=child, stdout=self.log, stderr=subprocess.STDOUT)
+
+    def get(self, path: str) -> tuple[int, object]:
+        try:
+            with urllib.request.urlopen(self.url + path, timeout=10) as response:
+                body = response.read()
+                return response.status, (json.loads(body) if path != "/metrics" else body.decode())
+        except urllib.error.HTTPError as exc:
+            return exc.code, {}
+        except (urllib.error.URLError, ConnectionError, TimeoutError, ValueError):
+            return 0, {}
+
+    def metric(self, name: str) -> float:
+        status, text = self.get("/metrics")
+        if status != 200:
+            return -1.0
+        return sum(float(line.rsplit(" ", 1)[1]) for line in str(text).splitlines() if line.startswith(name + " ") or line.startswith(name + "{"))
+
+    def wait(self, condition, timeout: float, what: str) -> float:
+        started = time.monotonic()
+        while time.monotonic() - started < timeout:
+            if self.proc.poll() is not None:
+                raise BenchError(f"worker exited ({self.proc.returncode}) while waiting for {what}; log {self.log_path}")
+            if condition():
+                return time.monotonic() - started
+            time.sleep(0.1)
+        raise BenchError(f"timed out after {timeout:.0f}s waiting for {what}; log {self.log_path}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+
+def bench_recovery(settings: Settings, users: int, events: int, partitions: int, keep: bool = False) -> dict:
+    """Replay `events` synthetic events of `users` users into a fresh worker, stop it, delete its data
+    dir, start it again and time until /healthz is ok and every profile is back (from the changelog)."""
+    from models.loaders import open_log
+    from streams.replay import publish
+
+    tag = f"bench-recovery-{uuid.uuid4().hex[:8]}"
+    root = Path(tempfile.mkdtemp(prefix="strata-bench-recovery-"))
+    env = {"STRATA_KAFKA_BOOTSTRAP": settings.kafka_bootstrap, "STRATA_APP_ID": tag, "STRATA_TOPIC_PREFIX": f"{tag}.",
+           "STRATA_PARTITIONS": str(partitions), "STRATA_DATA_DIR": str(root / "data"), "STRATA_LOG_LEVEL": "warning",
+           "STRATA_WEB_PORT": str(_free_port())}
+    for key in ("STRATA_KAFKA_SECURITY_PROTOCOL", "STRATA_KAFKA_SASL_MECHANISM", "STRATA_KAFKA_SASL_USERNAME",
+                "STRATA_KAFKA_SASL_PASSWORD", "STRATA_KAFKA_SSL_CAFILE"):
+        if key in os.environ:
+            env[key] = os.environ[key]
+    s = Settings.from_env(env)
+    source = open_log(f"users={users},items={max(2_000, users // 2)},events={events}", "synthetic")
+    worker = _Worker(env, root / "worker.log")
+    try:
+        worker.start()
+        worker.wait(lambda: worker.get("/healthz")[0] == 200, 120, "the first start")
+        print(f"replaying {events:,} events of {users:,} users …", file=sys.stderr)
+        summary = asyncio.run(publish(s, list(source.catalog()), source.events(), progress=False))
+        worker.wait(lambda: worker.metric("strata_events_processed_total") >= summary.sent, 1800, "the replay to be processed")
+        worker.wait(lambda: worker.metric("strata_consumer_lag_total") == 0, 300, "lag 0")
+        profiles = int(worker.metric("strata_profiles_stored"))
+        worker.stop()
+        shutil.rmtree(root / "data")
+        print(f"{profiles:,} profiles stored; data dir deleted, restarting …", file=sys.stderr)
+        started = time.monotonic()
+        worker.start()
+        ready = worker.wait(lambda: worker.get("/healthz")[0] == 200, 1800, "recovery from the changelog")
+        worker.wait(lambda: worker.metric("strata_profiles_stored") == profiles, 60, "every profile back")
+        total = time.monotonic() - started
+    finally:
+        worker.stop()
+        if not keep:
+            shutil.rmtree(root, ignore_errors=True)
+    return {"profiles": profiles, "events": summary.sent, "partitions": partitions, "ready_s": round(ready, 2),
+            "recovery_s": round(total, 2), "profiles_per_s": round(profiles / total, 1), "topic_prefix": s.topic_prefix,
+            "note": "worker start (process, Faust, group join) included", "machine": machine_info()}
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# -- the command -----------------------------------------------------------------------------------
+
+
+def _emit(result: dict, path: str | None) -> None:
+    text = json.dumps(result, indent=2)
+    if path:
+        with open(path, "w") as f:
+            f.write(text + "\n")
+    print(text)
+
+
+def run(args, settings: Settings) -> int:
+    """`strata bench WHAT`: run it, print the JSON and the summary line."""
+    say = lambda line: print(line, file=sys.stderr)  # noqa: E731
+    if args.what == "stream":
+        from streams.bench_stream import run_bench, summary_line
+
+        result = run_bench(settings, events=args.events, workers=args.workers, rate=args.rate, progress=say)
+        _emit(result, args.json)
+        say(summary_line(result))
+    elif args.what == "serve" and args.in_process:
+        from models.ranking import bench_ranking
+
+        result = bench_ranking(n_items=args.items, dims=args.dims, requests=args.requests or 500)
+        result["machine"] = machine_info()
+        _emit(result, args.json)
+        lat = result.get("latency_ms", result)
+        say(f"in-process ranking, {args.items:,} items × {args.dims}: p50 {lat['p50']:.2f} ms · p99 {lat['p99']:.2f} ms")
+    elif args.what == "serve":
+        result = bench_serve_http(settings, url=args.url, users=args.users or 1000, user_prefix=args.user_prefix,
+                                  requests=args.requests or 5000, concurrency=args.concurrency, k=args.k)
+        _emit(result, args.json)
+        lat = result["latency_ms"]
+        say(f"serve over HTTP ({result['url']}, concurrency {args.concurrency}): {result['req_per_s']:,.0f} req/s · "
+            f"p50 {lat['p50']} ms · p95 {lat['p95']} ms · p99 {lat['p99']} ms · errors {sum(result['errors'].values())}")
+    elif args.what == "train":
+        from models.als import ALSParams
+
+        params = ALSParams(factors=args.dims, iterations=args.iterations)
+        result: dict = {"als": {"factors": params.factors, "iterations": params.iterations, "alpha": params.alpha,
+                                "regularization": params.regularization}}
+        if args.log:
+            say(f"ALS on {args.log} ({args.format}) …")
+            result["log"] = bench_train_log(args.log, args.format, params)
+        if args.synthetic_events:
+            say(f"ALS on synthetic {args.synthetic_users:,} users × {args.synthetic_items:,} items × {args.synthetic_events:,} events …")
+            result["synthetic"] = bench_train_synthetic(args.synthetic_users, args.synthetic_items, args.synthetic_events, params)
+        if args.snapshot_events:
+            say(f"snapshot read of {args.snapshot_events:,} events from {settings.kafka_bootstrap} …")
+            result["snapshot_read"] = bench_snapshot_read(settings, args.snapshot_events, users=50_000, items=100_000)
+        result["machine"] = machine_info()
+        _emit(result, args.json)
+        parts = []
+        if "log" in result:
+            parts.append(f"{Path(result['log']['log']).name}: {result['log']['events']:,} events fit {result['log']['fit_s']} s")
+        if "synthetic" in result:
+            r = result["synthetic"]
+            parts.append(f"synthetic {r['users']:,}×{r['items']:,}×{r['events']:,}: fit {r['fit_s']} s (matrix {r['matrix_s']} s)")
+        if "snapshot_read" in result:
+            parts.append(f"snapshot read {result['snapshot_read']['events_per_s']:,.0f} events/s")
+        say("train: " + " · ".join(parts))
+    elif args.what == "recovery":
+        result = bench_recovery(settings, users=args.users or 100_000, events=args.events, partitions=settings.partitions)
+        _emit(result, args.json)
+        say(f"recovery: {result['profiles']:,} profiles from the changelog (data dir deleted) in {result['recovery_s']} s "
+            f"(ready after {result['ready_s']} s) · {result['profiles_per_s']:,.0f} profiles/s")
+    return 0

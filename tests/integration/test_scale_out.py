@@ -1,0 +1,143 @@
+"""Two workers in one group (same STRATA_APP_ID, own data dirs and ports) split the partitions; every
+profile and recommendation request answers correctly through either worker (`table_route` forwards
+to the owner's advertised URL); kill -9 one and the other takes over every partition from the
+changelog with the same state; start it again and the partitions are split again.
+
+Worker b binds 0.0.0.0 and advertises http://localhost:PORT: forwarding goes to the advertised URL
+(STRATA_WEB_ADVERTISED_URL), not to the bind address — the split Kubernetes needs.
+"""
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from models.catalog import Catalog
+from models.events import parse_event
+from models.loaders import open_log
+from models.profile import build_profiles
+from tests.integration.harness import (
+    Worker,
+    assert_all_profiles_match,
+    free_port,
+    group_caught_up,
+    isolated_env,
+    publish,
+    wait_until,
+)
+
+pytestmark = pytest.mark.integration
+
+PARTITIONS = 4
+ALL = list(range(PARTITIONS))
+
+
+def owned(worker: Worker) -> list[int] | None:
+    status, body = worker.get("/healthz")
+    return body.get("partitions") if status == 200 and body.get("status") == "ok" else None
+
+
+def split_between(*workers: Worker) -> bool:
+    """Every worker is ready, owns at least one partition, and together they own each exactly once."""
+    parts = [owned(w) for w in workers]
+    if any(not p for p in parts):
+        return False
+    flat = sorted(p for ps in parts for p in ps)
+    return flat == ALL
+
+
+def recommendations(worker: Worker, users: list[str]) -> dict[str, dict]:
+    out = {}
+    for user in users:
+        status, body = worker.get(f"/users/{user}/recommendations?k=5&explain=1")
+        assert status == 200, (worker.url, user, status, body)
+        out[user] = body
+    return out
+
+
+def assert_same_recommendations(got: dict, expected: dict) -> None:
+    for user, body in expected.items():
+        g = got[user]
+        assert g["model_version"] == body["model_version"], user
+        assert [i["item_id"] for i in g["items"]] == [i["item_id"] for i in body["items"]], user
+        for a, b in zip(g["items"], body["items"]):
+            assert abs(a["score"] - b["score"]) <= 1e-9 * max(1.0, abs(b["score"])), (user, a, b)
+
+
+def train(worker: Worker) -> None:
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STRATA_")}
+    env.update(worker.env)
+    result = subprocess.run([sys.executable, "-m", "streams", "train", "--factors", "8", "--iterations", "3"],
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+
+
+def model_version(worker: Worker):
+    return worker.get("/users/__probe__/recommendations?k=1")[1].get("model_version")
+
+
+def test_two_workers_split_forward_take_over_and_rebalance_back(kafka, tmp_path):
+    source = open_log("users=400,items=1500,events=12000", "synthetic", seed=11)
+    catalog_records = list(source.catalog())
+    events = list(source.events())
+    users = sorted({e["user_id"] for e in events})
+    env = isolated_env(kafka, "scale", partitions=PARTITIONS)
+    port_b = free_port()
+    env_b = {**env, "STRATA_WEB_HOST": "0.0.0.0", "STRATA_WEB_ADVERTISED_URL": f"http://localhost:{port_b}"}
+
+    a = Worker(env, tmp_path / "data-a")
+    b = Worker(env_b, tmp_path / "data-b", port=port_b)
+    try:
+        a.start(timeout=60)
+        publish(a.settings, catalog_records, [])
+        wait_until(lambda: a.get("/healthz")[1].get("catalog_entries", 0) >= len(catalog_records), 60, "catalog loaded")
+        b.start(timeout=90)
+        wait_until(lambda: split_between(a, b), 120, f"a and b to split the partitions (a {owned(a)}, b {owned(b)})")
+        assert b.get("/healthz")[1]["advertised_url"] == f"http://localhost:{port_b}"  # not the 0.0.0.0 bind address
+        assert a.get("/healthz")[1]["advertised_url"] == a.url
+
+        summary = publish(a.settings, [], events)
+        assert summary.sent == len(events)
+        wait_until(lambda: group_caught_up(a.settings), 180, "the group to commit every event")
+        assert a.metric("strata_events_processed_total") + b.metric("strata_events_processed_total") == len(events)
+        assert a.metric("strata_events_processed_total") > 0 and b.metric("strata_events_processed_total") > 0
+
+        params = a.settings.profile
+        reference = build_profiles((parse_event(e, time.time()) for e in events), Catalog.from_records(catalog_records), params)
+        # Each worker holds only its partitions' profiles, yet answers for every user: forwarding.
+        assert 0 < a.metric("strata_profiles_stored") < len(users)
+        assert a.metric("strata_profiles_stored") + b.metric("strata_profiles_stored") == len(users)
+        assert_all_profiles_match(a, reference, params)
+        assert_all_profiles_match(b, reference, params)
+
+        train(a)
+        wait_until(lambda: model_version(a) is not None and model_version(a) == model_version(b), 60, "both to serve the model")
+        wait_until(lambda: all(w.get("/healthz")[1].get("feeds_caught_up", {}).values() for w in (a, b)), 60, "the feeds to catch up")
+        before = recommendations(a, users)
+        assert_same_recommendations(recommendations(b, users), before)
+
+        # kill -9 b: after the session timeout a takes over b's partitions from the changelog.
+        b.stop(signal.SIGKILL)
+        wait_until(lambda: owned(a) == ALL, 120, f"a to own every partition (owns {owned(a)})")
+        assert a.metric("strata_profiles_stored") == len(users)
+        assert_all_profiles_match(a, reference, params)
+        assert_same_recommendations(recommendations(a, users), before)
+
+        # b comes back with its old data dir: the partitions are split again, answers unchanged.
+        b = Worker(env_b, tmp_path / "data-b", port=port_b)
+        b.start(timeout=120)
+        wait_until(lambda: split_between(a, b), 120, f"the partitions to rebalance back (a {owned(a)}, b {owned(b)})")
+        # b's popularity counts (the overall layer of every score) come from re-reading the activity topic.
+        wait_until(lambda: all(b.get("/healthz")[1].get("feeds_caught_up", {}).values()), 60, "b's feeds to catch up")
+        assert_all_profiles_match(b, reference, params)
+        assert_all_profiles_match(a, reference, params)
+        assert_same_recommendations(recommendations(b, users), before)
+        assert a.metric("strata_profiles_stored") + b.metric("strata_profiles_stored") == len(users)
+    finally:
+        b.stop()
+        a.stop()

@@ -1,0 +1,43 @@
+"""The benchmarks' plumbing: machine info with library versions, percentiles, clear failures."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from streams.bench import machine_info, percentiles_ms
+
+
+def test_machine_info_names_cores_memory_python_and_library_versions():
+    info = machine_info()
+    assert info["cores"] >= 1 and info["memory_bytes"] > 0 and info["python"].count(".") == 2
+    assert info["libraries"]["faust-streaming"].startswith("0.15")
+    assert info["libraries"]["aiokafka"] and info["libraries"]["rocksdict"] and info["libraries"]["implicit"]
+
+
+def test_percentiles_are_in_milliseconds():
+    p = percentiles_ms([0.001] * 98 + [0.1, 0.2])
+    assert p["p50"] == 1.0 and p["max"] == 200.0 and 1.0 <= p["p99"] <= 200.0
+
+
+def test_serve_without_a_worker_exits_1_with_a_hint():
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STRATA_")}
+    result = subprocess.run([sys.executable, "-m", "streams", "bench", "serve", "--url", "http://127.0.0.1:9"],
+                            capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 1, result
+    assert "strata worker" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_train_bench_on_a_tiny_synthetic_log_reports_fit_seconds(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STRATA_")}
+    out = tmp_path / "train.json"
+    result = subprocess.run([sys.executable, "-m", "streams", "bench", "train", "--synthetic-users", "200", "--synthetic-items", "500",
+                             "--synthetic-events", "5000", "--iterations", "2", "--dims", "8", "--json", str(out)],
+                            capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    import json
+
+    body = json.loads(out.read_text())
+    assert body["synthetic"]["events"] == 5000 and body["synthetic"]["fit_s"] > 0
+    assert body["als"]["factors"] == 8 and body["machine"]["libraries"]
+    assert "train: synthetic 200×500×5,000" in result.stderr

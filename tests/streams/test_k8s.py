@@ -1,0 +1,181 @@
+"""Schema-level checks of the Kubernetes manifests in deploy/k8s (parsed with PyYAML; no cluster, no Docker)."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from streams.config import ENV_DOC
+
+yaml = pytest.importorskip("yaml")
+
+K8S = Path(__file__).resolve().parents[2] / "deploy" / "k8s"
+API_VERSIONS = {"ConfigMap": "v1", "Secret": "v1", "Service": "v1", "StatefulSet": "apps/v1", "Job": "batch/v1", "CronJob": "batch/v1"}
+NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+def documents() -> list[dict]:
+    docs = []
+    for path in sorted(K8S.glob("*.yaml")):
+        if path.name == "kustomization.yaml":
+            continue
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc:
+                doc["__file__"] = path.name
+                docs.append(doc)
+    return docs
+
+
+DOCS = documents()
+
+
+def one(kind: str, pred=lambda d: True) -> dict:
+    found = [d for d in DOCS if d["kind"] == kind and pred(d)]
+    assert len(found) == 1, f"expected one {kind}, found {len(found)}"
+    return found[0]
+
+
+def pod_spec(doc: dict) -> dict:
+    if doc["kind"] == "CronJob":
+        return doc["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    return doc["spec"]["template"]["spec"]
+
+
+def config() -> dict:
+    return one("ConfigMap")["data"]
+
+
+def env_of(container: dict) -> dict[str, str]:
+    """The container's effective STRATA_* settings: the ConfigMaps it loads, then its own env."""
+    out: dict[str, str] = {}
+    for source in container.get("envFrom", []):
+        if "configMapRef" in source:
+            out.update(one("ConfigMap", lambda d: d["metadata"]["name"] == source["configMapRef"]["name"])["data"])
+    for var in container.get("env", []):
+        out[var["name"]] = var.get("value", "<from>")
+    return out
+
+
+def test_every_document_has_kind_api_version_and_a_valid_name():
+    kinds = {d["kind"] for d in DOCS}
+    assert {"ConfigMap", "Service", "StatefulSet", "Job", "CronJob"} <= kinds
+    for d in DOCS:
+        assert d["apiVersion"] == API_VERSIONS[d["kind"]], (d["__file__"], d["kind"], d["apiVersion"])
+        assert NAME.match(d["metadata"]["name"]), d["metadata"]["name"]
+
+
+def test_kustomization_lists_every_manifest_but_the_secret_example():
+    listed = set(yaml.safe_load((K8S / "kustomization.yaml").read_text())["resources"])
+    files = {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml", "secret.example.yaml"}
+    assert listed == files
+
+
+def test_every_container_is_complete_and_its_settings_exist():
+    for d in DOCS:
+        if d["kind"] not in ("StatefulSet", "Job", "CronJob"):
+            continue
+        spec = pod_spec(d)
+        assert spec["containers"], d["__file__"]
+        for c in spec["containers"]:
+            assert c["name"] and c["image"], d["__file__"]
+            assert c["args"][0] in ("worker", "train", "topics"), c["args"]
+            for var in c.get("env", []):
+                assert var["name"].startswith("POD_") or var["name"] in ENV_DOC, f"{d['__file__']}: {var['name']} is not a setting"
+                assert ("value" in var) != ("valueFrom" in var), var
+    for name in config():
+        assert name in ENV_DOC, f"ConfigMap key {name} is not a setting of streams/config.py"
+    secret = one("Secret")
+    assert set(secret["stringData"]) <= set(ENV_DOC)
+
+
+def test_settings_in_the_manifests_parse():
+    from streams.config import Settings
+
+    for d in DOCS:
+        if d["kind"] in ("StatefulSet", "Job", "CronJob"):
+            for c in pod_spec(d)["containers"]:
+                env = {k: v.replace("$(POD_NAME)", "strata-0").replace("$(POD_NAMESPACE)", "shop")
+                       for k, v in env_of(c).items() if k.startswith("STRATA_")}
+                Settings.from_env(env)
+
+
+def test_workers_are_a_statefulset_with_a_volume_at_the_data_dir():
+    sts = one("StatefulSet")
+    spec = sts["spec"]
+    labels = spec["template"]["metadata"]["labels"]
+    assert spec["selector"]["matchLabels"].items() <= labels.items()
+    assert spec["replicas"] >= 2
+    (worker,) = spec["template"]["spec"]["containers"]
+    env = env_of(worker)
+    claims = {c["metadata"]["name"]: c for c in spec["volumeClaimTemplates"]}
+    mounts = {m["name"]: m["mountPath"] for m in worker["volumeMounts"]}
+    data = [name for name, path in mounts.items() if path == env["STRATA_DATA_DIR"]]
+    assert data and data[0] in claims, (mounts, env["STRATA_DATA_DIR"])
+    assert claims[data[0]]["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert claims[data[0]]["spec"]["resources"]["requests"]["storage"]
+
+
+def test_headless_service_gives_each_pod_the_url_it_advertises():
+    sts = one("StatefulSet")
+    service = one("Service", lambda d: d["metadata"]["name"] == sts["spec"]["serviceName"])
+    assert service["spec"]["clusterIP"] == "None"
+    labels = sts["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= labels.items()
+    (worker,) = sts["spec"]["template"]["spec"]["containers"]
+    env = env_of(worker)
+    port = int(env["STRATA_WEB_PORT"])
+    assert any(p["containerPort"] == port for p in worker["ports"])
+    assert env["STRATA_WEB_HOST"] == "0.0.0.0"  # reachable from the other pods
+    url = env["STRATA_WEB_ADVERTISED_URL"]
+    assert url == f"http://$(POD_NAME).{service['metadata']['name']}.$(POD_NAMESPACE).svc.cluster.local:{port}"
+    # $(VAR) expands only from variables defined earlier in the list.
+    names = [v["name"] for v in worker["env"]]
+    for ref in re.findall(r"\$\((\w+)\)", url):
+        assert names.index(ref) < names.index("STRATA_WEB_ADVERTISED_URL"), ref
+    probe = worker["readinessProbe"]["httpGet"]
+    assert probe["path"] == "/healthz" and probe["port"] in ("http", port)
+
+
+def test_topics_job_and_trainer_share_the_workers_partition_count():
+    """One STRATA_PARTITIONS (the ConfigMap's) everywhere: the topics job creates the events and
+    user-factors topics with it and the workers' changelogs get it; nobody overrides it."""
+    partitions = int(config()["STRATA_PARTITIONS"])
+    assert partitions >= 1
+    job = one("Job")
+    (creator,) = pod_spec(job)["containers"]
+    assert creator["args"] == ["topics"]
+    assert pod_spec(job)["restartPolicy"] in ("OnFailure", "Never")
+    for d in DOCS:
+        if d["kind"] in ("StatefulSet", "Job", "CronJob"):
+            for c in pod_spec(d)["containers"]:
+                env = env_of(c)
+                assert int(env["STRATA_PARTITIONS"]) == partitions, d["__file__"]
+                assert env["STRATA_APP_ID"] == config()["STRATA_APP_ID"] and env["STRATA_TOPIC_PREFIX"] == config()["STRATA_TOPIC_PREFIX"]
+                assert env["STRATA_KAFKA_BOOTSTRAP"] == config()["STRATA_KAFKA_BOOTSTRAP"]
+
+
+def test_topics_job_uses_the_topic_specs():
+    """The job's `strata topics` creates what streams.topics specifies with that partition count."""
+    from streams.config import Settings
+    from streams.topics import topic_specs
+
+    specs = topic_specs(Settings.from_env({"STRATA_PARTITIONS": config()["STRATA_PARTITIONS"]}))
+    assert specs["events"].partitions == specs["user-factors"].partitions == int(config()["STRATA_PARTITIONS"])
+
+
+def test_trainer_is_a_cronjob_one_run_at_a_time():
+    cron = one("CronJob")
+    fields = cron["spec"]["schedule"].split()
+    assert len(fields) == 5
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+    spec = pod_spec(cron)
+    assert spec["restartPolicy"] in ("OnFailure", "Never")
+    (trainer,) = spec["containers"]
+    assert trainer["args"][0] == "train" and "--every" not in trainer["args"]  # the schedule is the CronJob's
+
+
+def test_pods_run_as_non_root():
+    for d in DOCS:
+        if d["kind"] in ("StatefulSet", "Job", "CronJob"):
+            assert pod_spec(d)["securityContext"]["runAsNonRoot"] is True, d["__file__"]
