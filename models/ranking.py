@@ -98,11 +98,11 @@ class RankParams:
                         ablation: the kept layers' weights are rescaled to sum to 1.
     """
 
-    base_weights: tuple[float, float, float] = (0.5, 0.3, 0.2)
+    base_weights: tuple[float, float, float] = (0.6, 0.2, 0.2)
     item_own_weight: float = 100.0
     item_factor_weight: float = 1.0
     blend_k0: float = 5.0
-    evidence_n0: float = 5.0
+    evidence_n0: float = 1.0
     focus_floor: float = 0.5
     root_floor: float = 0.1
     popularity_half_life_s: float = DAY

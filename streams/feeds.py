@@ -131,7 +131,7 @@ def activity_message(entries, revisits: tuple[int, int] = (0, 0)) -> bytes:
     """One micro-batch's activity: item weights [(item, category, weight, ts)], pre-aggregated per
     item, and the batch's (returns, chances) of the revisit rate (models.ranking.RevisitRate)."""
     returns, chances = revisits
-    return msgpack.packb({"items": [list(e) for e in entries], "returns": returns, "chances": chances}, use_bin_type=True)
+    return msgpack.packb({"items": entries, "returns": returns, "chances": chances}, use_bin_type=True)  # tuples pack as arrays
 
 
 def aggregate_activity(events, beta, half_life_s: float, category_of) -> list[tuple]:

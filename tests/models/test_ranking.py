@@ -245,9 +245,11 @@ def test_an_item_without_factors_is_reached_through_category_and_popularity():
     ranker = Ranker(model, catalog.category_of, catalog.root_of, RP)
     pop = _popularity({"b1-new": 30, "a1-0": 10, "b1-1": 2})
     profile = _profile([(f"b1-{n % 3}", "view", T0 + n * 60) for n in range(10)])
-    recs = ranker.recommend(profile, k=5, popularity=pop, now=profile.last_ts + 60, profile_params=PP, explain=True)
+    recs = ranker.recommend(profile, k=20, popularity=pop, now=profile.last_ts + 60, profile_params=PP, explain=True)
     assert "b1-new" in recs.items
     n = recs.items.index("b1-new")
+    # without factors it still leads every item outside the user's category, popular a1-0 included
+    assert all(ITEMS.get(j) == "b1" for j in recs.items[:n]), recs.items
     assert recs.layers[n]["domain"] > 0 and recs.layers[n]["overall"] > 0 and recs.layers[n]["item"] == 0
     assert any("b1" in r for r in recs.because[n])
 
