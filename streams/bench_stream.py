@@ -268,7 +268,7 @@ def run_bench(base: Settings, events: int = 300_000, workers: int = 1, rate: flo
         if not keep:
             shutil.rmtree(root, ignore_errors=True)
 
-    from streams.cli import machine_info
+    from streams.bench import machine_info
 
     return {
         "events": len(backlog),

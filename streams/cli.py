@@ -228,20 +228,6 @@ def _fraction(text: str) -> float:
     return value
 
 
-def machine_info() -> dict:
-    from streams.bench import machine_info as info
-
-    return info()
-
-
-def _emit(result: dict, path: str | None) -> None:
-    text = json.dumps(result, indent=2)
-    if path:
-        with open(path, "w") as f:
-            f.write(text + "\n")
-    print(text)
-
-
 def cmd_forget(args, settings: Settings) -> int:
     from models.events import InvalidEvent
     from streams.replay import send_forget

@@ -7,18 +7,9 @@ import shutil
 import pytest
 
 from models.loaders import open_log
-from tests.integration.harness import READY_TIMEOUT_S, Worker, isolated_env, publish, wait_until
+from tests.integration.harness import READY_TIMEOUT_S, Worker, all_profiles, isolated_env, publish, wait_until
 
 pytestmark = pytest.mark.integration
-
-
-def all_profiles(worker: Worker, users: list[str]) -> dict[str, dict]:
-    out = {}
-    for user in users:
-        status, body = worker.get(f"/users/{user}/profile")
-        assert status == 200, (user, status, body)
-        out[user] = body
-    return out
 
 
 def test_profiles_survive_restart_with_and_without_local_state(kafka, tmp_path):
