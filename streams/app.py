@@ -142,6 +142,18 @@ catalog = Catalog(*_catalog_views)
 user_to_vector = app.Table(
     "user_to_vector", partitions=settings.partitions, key_type=bytes, value_type=bytes, extra_topic_configs=CHANGELOG_CONFIG
 )
+# These recover from their changelogs in batches (streams.batching), not one message at a time;
+# a recovered catalog batch must empty the hot path's lookup caches like any applied change.
+events_route.recovered_tables.update({user_to_profile.name, user_to_vector.name, catalog_table.name})
+
+
+def _catalog_recovered(table) -> None:
+    if table is catalog_table:
+        for view in _catalog_views:
+            view.invalidate()
+
+
+events_route.on_recovered.append(_catalog_recovered)
 
 rank_params = RankParams()
 # Derived state every worker holds in full, rebuilt from its topic on start (see streams.feeds).

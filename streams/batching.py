@@ -10,8 +10,10 @@ consumer group, rebalancing, table recovery, table routing, web views — and
 changes only what happens to records of *one* topic once fetched: instead of
 becoming Faust Messages/Events one by one, each fetched batch is handed, as
 plain aiokafka records grouped by partition, to one handler (the profile
-update in `streams.agents`).  Records of every other topic (table changelogs
-during recovery, user vectors, …) take Faust's own path unchanged.
+update in `streams.agents`).  While a partition of the route's own tables
+recovers, its changelog records are likewise written in one RocksDB batch per
+fetch (`_recover_batch`).  Records of every other topic (the catalog, user
+vectors, …) take Faust's own path unchanged.
 
 Offsets: the handler returns only after its store batch is written and its
 changelog sends are flushed (acknowledged by the broker); only then does the
@@ -45,6 +47,7 @@ from typing import Awaitable, Callable, Mapping, Optional, Sequence
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers.aiokafka import Consumer as _AIOKafkaConsumer
 from faust.types import TP
+from rocksdict import WriteBatch
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +63,11 @@ class BatchRoute:
         self.done: dict[TP, int] = {}  # tp → next offset to commit (all below are processed and flushed)
         self._lock: Optional[asyncio.Lock] = None
         self.batches = 0
+        # Tables whose changelog records, while their partition actively recovers, are
+        # written in batches (see BatchingConsumer._recover_batch) instead of one by one.
+        self.recovered_tables: set[str] = set()
+        self.recovered_records = 0
+        self.on_recovered: list[Callable[[object], None]] = []  # called with the table after each batch
         # Called (under the lock) when partitions are revoked or assigned: derived local state
         # (e.g. decoded-profile caches) must not outlive the assignment it was built under.
         self.on_rebalance: list[Callable[[], None]] = []
@@ -110,7 +118,7 @@ class BatchingConsumer(_AIOKafkaConsumer):
                         continue
                     if tp.topic == route.topic:
                         ours[tp] = recs
-                    else:
+                    elif not (recs and self._recover_batch(tp, recs, generation)):
                         others.extend((tp, r) for r in recs)
                 if ours:
                     await self._process_batch(ours, generation)
@@ -158,6 +166,47 @@ class BatchingConsumer(_AIOKafkaConsumer):
                 self._read_offset[tp] = last
                 self._acked[tp]  # noqa: B018 - touching the defaultdict lists tp among those with pending commits
                 monitor.track_tp_end_offset(tp, self.highwater(tp))
+
+    # -- recovery --------------------------------------------------------------
+    def _recover_batch(self, tp: TP, records: list, generation: int) -> bool:
+        """Apply a fetched run of an actively recovering changelog partition of one of the
+        route's tables in one RocksDB write; False leaves the records to Faust's own path.
+
+        Faust's recovery takes changelog records one message at a time through its stream
+        machinery (≈ 4,000 records/s here).  This does what its `apply_changelog_batch` does —
+        puts and deletes, then the persisted offset — and advances the recovery's offset for
+        the partition, from which Faust decides that recovery is complete.
+        """
+        recovery = self.app.tables.recovery
+        if not recovery.in_recovery or tp not in recovery.active_tps:
+            return False
+        table = recovery.tp_to_table.get(tp)
+        if table is None or table.name not in self.route.recovered_tables:
+            return False
+        if self.app.consumer_generation_id != generation or not self.flow_active:
+            return True  # fetched under an old assignment: recovery restarts from the persisted offset
+        seen = recovery.active_offsets.get(tp)
+        batch = WriteBatch(raw_mode=True)
+        last = None
+        for record in records:
+            if seen is not None and record.offset <= seen:
+                continue
+            if record.value is None:
+                batch.delete(record.key)
+            else:
+                batch.put(record.key, record.value)
+            last = record.offset
+        if last is None:
+            return True
+        store = table.data
+        store._db_for_partition(tp.partition).write(batch)
+        store.set_persisted_offset(tp, last)
+        recovery.active_offsets[tp] = last
+        self._read_offset[tp] = last
+        self.route.recovered_records += len(records)
+        for callback in self.route.on_recovered:
+            callback(table)
+        return True
 
     # -- committing ----------------------------------------------------------
     def _new_offset(self, tp: TP) -> Optional[int]:

@@ -16,6 +16,7 @@ GAUGE_HELP = {
     "profiles_stored": "User profiles held in this worker's local store (its assigned partitions).",
     "model_version": "Version of the item-factor model served (milliseconds since the epoch; 0 = none yet).",
     "model_items": "Items with factors in the served model.",
+    "changelog_records_recovered": "Profile and user-vector changelog records this process restored in batches since it started.",
 }
 
 

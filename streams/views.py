@@ -145,6 +145,7 @@ async def prometheus(view: web.View, request: web.Request) -> web.Response:
     model = factor_feed.current
     metrics.gauges["model_version"] = model.version if model is not None else 0
     metrics.gauges["model_items"] = len(model) if model is not None else 0
+    metrics.gauges["changelog_records_recovered"] = events_route.recovered_records
     metrics.lag = await consumer_lag()
     return view.text(metrics.render(), content_type="text/plain; version=0.0.4")
 

@@ -46,6 +46,8 @@ def test_profiles_survive_restart_with_and_without_local_state(kafka, tmp_path):
     try:
         took = worker.start(timeout=READY_TIMEOUT_S)
         assert all_profiles(worker, users) == before
+        # restored by the batched recovery route, at least one changelog record per user
+        assert worker.metric("strata_changelog_records_recovered") >= len(users)
     finally:
         worker.stop()
     print(f"restart from the changelog: ready in {took:.1f}s")
