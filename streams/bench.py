@@ -188,6 +188,37 @@ def bench_train_log(path: str, fmt: str, params) -> dict:
     return out
 
 
+def bench_profile_size(path: str, fmt: str, params) -> dict:
+    """Encoded profile sizes (SPEC §7: ≤ 4 KiB at the default caps) after every event of a log,
+    built in-process with models/ exactly as the workers store them."""
+    import numpy as np
+
+    from models.catalog import Catalog
+    from models.events import parse_event
+    from models.loaders import open_log
+    from models.profile import build_profiles
+
+    from models.loaders import LoaderError
+
+    try:
+        source = open_log(path, fmt)
+        catalog = Catalog.from_records(list(source.catalog()))
+        now = time.time()
+        profiles = build_profiles((parse_event(e, now) for e in source.events()), catalog, params)
+    except LoaderError as exc:
+        raise BenchError(str(exc)) from None
+    if not profiles:
+        raise BenchError(f"{path}: no valid events")
+    sizes = np.array([len(p.to_bytes()) for p in profiles.values()])
+    capped = [len(p.to_bytes()) for p in profiles.values() if len(p.layers["item"]) >= params.caps["item"]]
+    return {
+        "log": str(path), "format": fmt, "users": len(profiles), "caps": dict(params.caps),
+        "bytes": {"p50": int(np.percentile(sizes, 50)), "p99": int(np.percentile(sizes, 99)), "max": int(sizes.max())},
+        "share_within_4KiB": round(float(np.mean(sizes <= 4096)), 4),
+        "users_at_item_cap": len(capped), "max_bytes_at_item_cap": max(capped) if capped else None,
+    }
+
+
 def bench_train_synthetic(users: int, items: int, events: int, params, seed: int = 0) -> dict:
     """ALS on the synthetic generator's stream (numpy chunks, no dicts): users × items × events."""
     from models.synthetic import SyntheticConfig, build_world, iter_chunks
@@ -390,6 +421,16 @@ def run(args, settings: Settings) -> int:
         if "snapshot_read" in result:
             parts.append(f"snapshot read {result['snapshot_read']['events_per_s']:,.0f} events/s")
         say("train: " + " · ".join(parts))
+    elif args.what == "profiles":
+        if not args.log:
+            raise BenchError("bench profiles needs --log PATH (and --format)")
+        result = bench_profile_size(args.log, args.format, settings.profile)
+        result["machine"] = machine_info()
+        _emit(result, args.json)
+        b = result["bytes"]
+        say(f"profiles: {result['users']:,} users of {Path(args.log).name} · p50 {b['p50']:,} B · p99 {b['p99']:,} B · "
+            f"max {b['max']:,} B · {result['share_within_4KiB']:.1%} within 4 KiB · at the item cap: "
+            f"{result['users_at_item_cap']:,} users, max {result['max_bytes_at_item_cap'] or 0:,} B")
     elif args.what == "recovery":
         result = bench_recovery(settings, users=args.users or 100_000, events=args.events, partitions=settings.partitions)
         _emit(result, args.json)

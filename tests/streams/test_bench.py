@@ -41,3 +41,20 @@ def test_train_bench_on_a_tiny_synthetic_log_reports_fit_seconds(tmp_path):
     assert body["synthetic"]["events"] == 5000 and body["synthetic"]["fit_s"] > 0
     assert body["als"]["factors"] == 8 and body["machine"]["libraries"]
     assert "train: synthetic 200×500×5,000" in result.stderr
+
+
+def test_profile_size_bench_measures_what_the_workers_store():
+    from models.catalog import Catalog
+    from models.events import parse_event
+    from models.loaders import open_log
+    from models.profile import ProfileParams, build_profiles
+    from streams.bench import bench_profile_size
+
+    params = ProfileParams(caps={"item": 20, "domain": 10, "overall": 5})
+    result = bench_profile_size("users=40,items=300,events=3000", "synthetic", params)
+    source = open_log("users=40,items=300,events=3000", "synthetic")
+    profiles = build_profiles((parse_event(e, 2e9) for e in source.events()), Catalog.from_records(list(source.catalog())), params)
+    sizes = sorted(len(p.to_bytes()) for p in profiles.values())
+    assert result["users"] == len(profiles)
+    assert result["bytes"]["max"] == sizes[-1]
+    assert result["users_at_item_cap"] == sum(len(p.layers["item"]) >= 20 for p in profiles.values()) > 0
