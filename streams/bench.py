@@ -320,10 +320,7 @@ def bench_recovery(settings: Settings, users: int, events: int, partitions: int,
     env = {"STRATA_KAFKA_BOOTSTRAP": settings.kafka_bootstrap, "STRATA_APP_ID": tag, "STRATA_TOPIC_PREFIX": f"{tag}.",
            "STRATA_PARTITIONS": str(partitions), "STRATA_DATA_DIR": str(root / "data"), "STRATA_LOG_LEVEL": "warning",
            "STRATA_WEB_PORT": str(_free_port())}
-    for key in ("STRATA_KAFKA_SECURITY_PROTOCOL", "STRATA_KAFKA_SASL_MECHANISM", "STRATA_KAFKA_SASL_USERNAME",
-                "STRATA_KAFKA_SASL_PASSWORD", "STRATA_KAFKA_SSL_CAFILE"):
-        if key in os.environ:
-            env[key] = os.environ[key]
+    env.update(settings.security_env())
     s = Settings.from_env(env)
     source = open_log(f"users={users},items={max(2_000, users // 2)},events={events}", "synthetic")
     worker = _Worker(env, root / "worker.log")

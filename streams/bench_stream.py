@@ -206,10 +206,7 @@ def run_bench(base: Settings, events: int = 300_000, workers: int = 1, rate: flo
         "STRATA_BATCH_SIZE": str(base.batch_size),
         "STRATA_BATCH_WINDOW_MS": str(int(base.batch_window_s * 1000)),
     }
-    for key in ("STRATA_KAFKA_SECURITY_PROTOCOL", "STRATA_KAFKA_SASL_MECHANISM", "STRATA_KAFKA_SASL_USERNAME",
-                "STRATA_KAFKA_SASL_PASSWORD", "STRATA_KAFKA_SSL_CAFILE"):
-        if key in os.environ:
-            env[key] = os.environ[key]
+    env.update(base.security_env())
     settings = replace(base, app_id=app_id, topic_prefix=f"{app_id}.")
     topic = topic_specs(settings)["events"].name
     latency_events = int(latency_events or max(2000, rate * 10))

@@ -233,6 +233,16 @@ class Settings:
             return f"http://{_url_host(host)}:{self.web_port}"
         return f"http://{_url_host(self.web_host)}:{self.web_port}"
 
+    def security_env(self) -> dict[str, str]:
+        """The Kafka security settings as environment variables, for a child process (e.g. a
+        benchmark's workers) that must reach the same cluster."""
+        env = {"STRATA_KAFKA_SECURITY_PROTOCOL": self.security_protocol}
+        for name, value in (("STRATA_KAFKA_SASL_MECHANISM", self.sasl_mechanism), ("STRATA_KAFKA_SASL_USERNAME", self.sasl_username),
+                            ("STRATA_KAFKA_SASL_PASSWORD", self.sasl_password), ("STRATA_KAFKA_SSL_CAFILE", self.ssl_cafile)):
+            if value:
+                env[name] = value
+        return env
+
     def aiokafka_kwargs(self) -> dict:
         """Connection settings for every plain aiokafka client we create (replay, trainer, feeds, admin,
         benchmarks); the Faust app gets the same through `broker_credentials` (streams.app)."""

@@ -158,3 +158,13 @@ def test_views_listen_on_loopback_unless_configured():
 def test_bad_advertised_urls_are_refused(url):
     with pytest.raises(ConfigError, match="STRATA_WEB_ADVERTISED_URL"):
         Settings.from_env({"STRATA_WEB_ADVERTISED_URL": url})
+
+
+def test_security_env_gives_a_child_process_the_same_settings():
+    if not Path(CA).is_file():
+        pytest.skip(f"{CA} absent")
+    parent = Settings.from_env({**SASL_SSL, "STRATA_KAFKA_SSL_CAFILE": CA})
+    child = Settings.from_env({"STRATA_KAFKA_BOOTSTRAP": parent.kafka_bootstrap, **parent.security_env()})
+    assert (child.security_protocol, child.sasl_mechanism, child.sasl_username, child.sasl_password, child.ssl_cafile) == (
+        "SASL_SSL", "SCRAM-SHA-512", "strata", "s3cret", CA)
+    assert Settings.from_env({}).security_env() == {"STRATA_KAFKA_SECURITY_PROTOCOL": "PLAINTEXT"}
