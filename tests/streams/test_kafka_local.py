@@ -7,37 +7,20 @@ the normal cache (fetched from Maven Central on the very first run).
 from __future__ import annotations
 
 import asyncio
-import socket
 import uuid
 
 import pytest
 
 from streams import kafka_local
+from tests.integration.harness import broker_port_pair
 
 pytestmark = pytest.mark.integration
-
-
-def _free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def _port_pair(start: int = 19392) -> int:
-    """A client port p with p and p + 1 (the controller) both free on loopback."""
-    for port in range(start, start + 200, 2):
-        if _free(port) and _free(port + 1):
-            return port
-    pytest.fail(f"no two free consecutive ports in {start}-{start + 200}")
 
 
 @pytest.fixture
 def broker(tmp_path):
     """(port, env) for a broker that the test starts; always stopped afterwards."""
-    port = _port_pair()
+    port = broker_port_pair(start=19392)
     env = {
         "STRATA_KAFKA_DIR": str(tmp_path / "kafka"),
         "STRATA_KAFKA_CONTROLLER_PORT": str(port + 1),
