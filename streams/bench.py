@@ -262,9 +262,11 @@ def bench_snapshot_read(settings: Settings, events: int, users: int, items: int)
 # -- recovery --------------------------------------------------------------------------------------
 
 
-class _Worker:
+class BenchWorker:
+    """A `strata worker` subprocess of a benchmark, with its own environment, log and metrics."""
+
     def __init__(self, env: dict[str, str], log_path: Path) -> None:
-        self.env, self.log_path, self.proc = env, log_path, None
+        self.env, self.log_path, self.proc, self.log = env, log_path, None, None
         self.url = Settings.from_env(env).web_url
 
     def start(self) -> None:
@@ -282,11 +284,27 @@ class _Worker:
         except (urllib.error.URLError, ConnectionError, TimeoutError, ValueError):
             return 0, {}
 
-    def metric(self, name: str) -> float:
+    def scrape(self) -> dict[str, float]:
+        """The worker's /metrics as {series: value} (labels kept in the series name); {} while it
+        does not answer; BenchError once the process has exited."""
+        if self.proc is not None and self.proc.poll() is not None:
+            raise BenchError(f"worker exited ({self.proc.returncode}); log {self.log_path}")
         status, text = self.get("/metrics")
         if status != 200:
+            return {}
+        out: dict[str, float] = {}
+        for line in str(text).splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                out[name] = float(value)
+        return out
+
+    def metric(self, name: str) -> float:
+        """Sum of a metric over its labels; -1 while the worker does not answer."""
+        series = self.scrape()
+        if not series:
             return -1.0
-        return sum(float(line.rsplit(" ", 1)[1]) for line in str(text).splitlines() if line.startswith(name + " ") or line.startswith(name + "{"))
+        return sum(v for k, v in series.items() if k == name or k.startswith(name + "{"))
 
     def wait(self, condition, timeout: float, what: str) -> float:
         started = time.monotonic()
@@ -307,6 +325,9 @@ class _Worker:
                 self.proc.kill()
                 self.proc.wait()
         self.proc = None
+        if self.log is not None:
+            self.log.close()
+            self.log = None
 
 
 def bench_recovery(settings: Settings, users: int, events: int, partitions: int, keep: bool = False) -> dict:
@@ -319,11 +340,11 @@ def bench_recovery(settings: Settings, users: int, events: int, partitions: int,
     root = Path(tempfile.mkdtemp(prefix="strata-bench-recovery-"))
     env = {"STRATA_KAFKA_BOOTSTRAP": settings.kafka_bootstrap, "STRATA_APP_ID": tag, "STRATA_TOPIC_PREFIX": f"{tag}.",
            "STRATA_PARTITIONS": str(partitions), "STRATA_DATA_DIR": str(root / "data"), "STRATA_LOG_LEVEL": "warning",
-           "STRATA_WEB_PORT": str(_free_port())}
+           "STRATA_WEB_PORT": str(free_port())}
     env.update(settings.security_env())
     s = Settings.from_env(env)
     source = open_log(f"users={users},items={max(2_000, users // 2)},events={events}", "synthetic")
-    worker = _Worker(env, root / "worker.log")
+    worker = BenchWorker(env, root / "worker.log")
     try:
         worker.start()
         worker.wait(lambda: worker.get("/healthz")[0] == 200, 120, "the first start")
@@ -349,7 +370,8 @@ def bench_recovery(settings: Settings, users: int, events: int, partitions: int,
             "note": "worker start (process, Faust, group join) included", "machine": machine_info()}
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A free TCP port on loopback, for a benchmark worker's HTTP views."""
     import socket
 
     with socket.socket() as sock:

@@ -24,38 +24,15 @@ Prints the JSON of SPEC §4 and a one-line summary.
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 import uuid
 from dataclasses import replace
 from pathlib import Path
 
+from streams.bench import BenchError, BenchWorker, free_port
 from streams.config import Settings
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _scrape(url: str) -> dict[str, float]:
-    """A worker's /metrics as {series: value} (labels kept in the series name)."""
-    with urllib.request.urlopen(url + "/metrics", timeout=10) as response:
-        text = response.read().decode()
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            out[name] = float(value)
-    return out
 
 
 def _processed(scrapes: list[dict[str, float]]) -> float:
@@ -101,36 +78,6 @@ def percentiles_from_histogram(before: dict[float, float], after: dict[float, fl
     result["share_within_100ms"] = round(within / total, 5) if total else None
     result["observations"] = int(total)
     return result
-
-
-class _WorkerProc:
-    def __init__(self, settings: Settings, env: dict[str, str], data_dir: Path, log_path: Path) -> None:
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        child = {k: v for k, v in os.environ.items() if not k.startswith("STRATA_")}
-        child.update(env)
-        child.update({"STRATA_DATA_DIR": str(data_dir), "STRATA_WEB_PORT": str(self.port), "STRATA_WEB_HOST": "127.0.0.1"})
-        self.log = open(log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "streams", "worker"], env=child, stdout=self.log, stderr=subprocess.STDOUT)
-        self.log_path = log_path
-
-    def scrape(self) -> dict[str, float]:
-        try:
-            return _scrape(self.url)
-        except OSError:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"bench worker exited with {self.proc.returncode}; log: {self.log_path}") from None
-            return {}
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
 
 
 async def _raw_consume(settings: Settings, topic: str, expected: int) -> tuple[int, float]:
@@ -225,8 +172,14 @@ def run_bench(base: Settings, events: int = 300_000, workers: int = 1, rate: flo
     progress(f"  {n_raw:,} records in {raw_s:.2f}s = {raw_rate:,.0f}/s")
 
     root = Path(tempfile.mkdtemp(prefix="strata-bench-"))
-    procs = [_WorkerProc(settings, env, root / f"data{i}", root / f"worker{i}.log") for i in range(workers)]
+    procs = [
+        BenchWorker({**env, "STRATA_DATA_DIR": str(root / f"data{i}"), "STRATA_WEB_PORT": str(free_port()),
+                     "STRATA_WEB_HOST": "127.0.0.1"}, root / f"worker{i}.log")
+        for i in range(workers)
+    ]
     try:
+        for p in procs:
+            p.start()
         progress(f"{workers} worker(s) consuming the backlog …")
         samples: list[tuple[float, float]] = []
         deadline = time.monotonic() + 600
@@ -239,7 +192,7 @@ def run_bench(base: Settings, events: int = 300_000, workers: int = 1, rate: flo
             if n >= len(backlog):
                 break
             if time.monotonic() > deadline:
-                raise RuntimeError(f"workers processed only {n:.0f} of {len(backlog)} events in 600 s")
+                raise BenchError(f"workers processed only {n:.0f} of {len(backlog)} events in 600 s")
             # Not faster: every scrape costs the worker a /metrics render (a RocksDB key count).
             time.sleep(0.25)
         (t0, n0), (t1, n1) = samples[0], samples[-1]
@@ -253,7 +206,7 @@ def run_bench(base: Settings, events: int = 300_000, workers: int = 1, rate: flo
         deadline = time.monotonic() + 120
         while _processed([p.scrape() for p in procs]) < target:
             if time.monotonic() > deadline:
-                raise RuntimeError("latency phase: events not all processed within 120 s")
+                raise BenchError("latency phase: events not all processed within 120 s")
             time.sleep(0.25)
         after = _buckets([p.scrape() for p in procs])
         latency = percentiles_from_histogram(before, after)
