@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import OrderedDict
+
 from models.events import Forget, InvalidEvent, parse_message
 from models.profile import Profile
 from models.ranking import RevisitRate
@@ -61,10 +63,8 @@ class ProfileCache:
     """
 
     def __init__(self, size: int) -> None:
-        from collections import OrderedDict
-
         self.size = size
-        self.entries: "OrderedDict[bytes, Profile]" = OrderedDict()
+        self.entries: OrderedDict[bytes, Profile] = OrderedDict()
 
     def get(self, key: bytes):
         profile = self.entries.get(key)

@@ -151,13 +151,10 @@ async def prometheus(view: web.View, request: web.Request) -> web.Response:
 
 
 def profiles_stored() -> int:
-    """Profiles in the local store of this worker's active partitions (a RocksDB key scan, not counting
-    Faust's per-partition offset key; revoked partitions' files may linger on disk and are not counted)."""
-    store = user_to_profile.data
+    """Profiles in the local store of this worker's active partitions (revoked partitions' files may
+    linger on disk and are not counted)."""
     topic = user_to_profile.changelog_topic.get_topic_name()
-    active = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == topic}
-    offset_key = getattr(store, "offset_key", None)
-    return sum(1 for partition, db in list(store._dbs.items()) if partition in active for key in db.keys() if key != offset_key)
+    return count_keys(user_to_profile, {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == topic})
 
 
 async def consumer_lag() -> dict[int, int]:
