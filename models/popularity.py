@@ -74,8 +74,8 @@ class _Pool:
             insort(keys, entry)
             ranks[key] = new
 
-    def rebuild(self, scope: Mapping[str, list[float]], half_life: float) -> None:
-        ranked = sorted((-rank_of(w, t, half_life), k) for k, (w, t) in scope.items())
+    def rebuild(self, ws: Mapping[str, float], ts: Mapping[str, float], half_life: float) -> None:
+        ranked = sorted((-rank_of(w, ts[k], half_life), k) for k, w in ws.items())
         self.keys = ranked[: self.cap]
         self.ranks = {k: -r for r, k in self.keys}
 
@@ -97,7 +97,11 @@ class Popularity:
             raise ValueError(f"pool_size must be ≥ 1, got {pool_size!r}")
         self.half_life_s = float(half_life_s)
         self.pool_size = int(pool_size)
-        self._scopes: dict[str | None, dict[str, list[float]]] = {_GLOBAL: {}}
+        # scope → item → weight as of _t[scope][item]; two dicts of floats rather than one of
+        # (w, t) pairs, which the garbage collector would walk on every full collection
+        # (see models.profile.Profile).
+        self._w: dict[str | None, dict[str, float]] = {_GLOBAL: {}}
+        self._t: dict[str | None, dict[str, float]] = {_GLOBAL: {}}
         self._pools: dict[str | None, _Pool] = {_GLOBAL: _Pool(self.pool_size)}
         self._sorted: dict[str | None, list[tuple[float, str]]] = {}  # lazily rebuilt full views
         self.events = 0
@@ -117,20 +121,22 @@ class Popularity:
 
     def _add(self, scope_key: str | None, item_id: str, beta: float, ts: float) -> None:
         h = self.half_life_s
-        scope = self._scopes.get(scope_key)
-        if scope is None:
-            scope = self._scopes[scope_key] = {}
+        ws = self._w.get(scope_key)
+        if ws is None:
+            ws = self._w[scope_key] = {}
+            self._t[scope_key] = {}
             self._pools[scope_key] = _Pool(self.pool_size)
-        entry = scope.get(item_id)
-        if entry is None:
-            entry = scope[item_id] = [beta, ts]
-        elif ts >= entry[1]:
-            entry[0] = entry[0] * 2.0 ** (-(ts - entry[1]) / h) + beta
-            entry[1] = ts
+        times = self._t[scope_key]
+        t = times.get(item_id)
+        if t is None:
+            w, t = beta, ts
+        elif ts >= t:
+            w, t = ws[item_id] * 2.0 ** (-(ts - t) / h) + beta, ts
         else:
-            entry[0] += beta * 2.0 ** (-(entry[1] - ts) / h)
-        w = entry[0]
-        self._pools[scope_key].raise_rank(item_id, (math.log2(w) if w > 0 else -math.inf) + entry[1] / h)
+            w = ws[item_id] + beta * 2.0 ** (-(t - ts) / h)
+        ws[item_id] = w
+        times[item_id] = t
+        self._pools[scope_key].raise_rank(item_id, (math.log2(w) if w > 0 else -math.inf) + t / h)
         if self._sorted:
             self._sorted.pop(scope_key, None)
 
@@ -139,17 +145,19 @@ class Popularity:
         if other.half_life_s != self.half_life_s:
             raise ValueError("cannot merge popularity kept with different half-lives")
         h = self.half_life_s
-        for scope_key, theirs in other._scopes.items():
-            mine = self._scopes.setdefault(scope_key, {})
-            for key, (w2, t2) in theirs.items():
-                entry = mine.get(key)
-                if entry is None:
-                    mine[key] = [w2, t2]
-                elif t2 >= entry[1]:
-                    entry[0] = entry[0] * 2.0 ** (-(t2 - entry[1]) / h) + w2
-                    entry[1] = t2
+        for scope_key, their_w in other._w.items():
+            their_t = other._t[scope_key]
+            ws = self._w.setdefault(scope_key, {})
+            times = self._t.setdefault(scope_key, {})
+            for key, w2 in their_w.items():
+                t2 = their_t[key]
+                t = times.get(key)
+                if t is None:
+                    ws[key], times[key] = w2, t2
+                elif t2 >= t:
+                    ws[key], times[key] = ws[key] * 2.0 ** (-(t2 - t) / h) + w2, t2
                 else:
-                    entry[0] += w2 * 2.0 ** (-(entry[1] - t2) / h)
+                    ws[key] += w2 * 2.0 ** (-(t - t2) / h)
         self.events += other.events
         if other.last_ts is not None and (self.last_ts is None or other.last_ts > self.last_ts):
             self.last_ts = other.last_ts
@@ -157,39 +165,39 @@ class Popularity:
 
     def _rebuild(self) -> None:
         self._pools = {}
-        for scope_key, scope in self._scopes.items():
+        for scope_key, ws in self._w.items():
             pool = self._pools[scope_key] = _Pool(self.pool_size)
-            pool.rebuild(scope, self.half_life_s)
+            pool.rebuild(ws, self._t[scope_key], self.half_life_s)
         self._sorted = {}
 
     # -- reading -----------------------------------------------------------
     def __len__(self) -> int:
-        return len(self._scopes[_GLOBAL])
+        return len(self._w[_GLOBAL])
 
     def categories(self) -> list[str]:
-        return [k for k in self._scopes if k is not _GLOBAL]  # type: ignore[misc]
+        return [k for k in self._w if k is not _GLOBAL]  # type: ignore[misc]
 
     def score(self, item_id: str, as_of: float, category: str | None = None) -> float:
         """pop(item, as_of), globally or within `category`; 0 for an unseen item."""
-        entry = self._scopes.get(category, {}).get(item_id)
-        if entry is None:
+        t = self._t.get(category, {}).get(item_id)
+        if t is None:
             return 0.0
-        return entry[0] * 2.0 ** (-(as_of - entry[1]) / self.half_life_s)
+        return self._w[category][item_id] * 2.0 ** (-(as_of - t) / self.half_life_s)
 
     def rank(self, item_id: str, category: str | None = None) -> float:
         """The clock-free rank log2(w) + t/H (−inf for an unseen item)."""
-        entry = self._scopes.get(category, {}).get(item_id)
-        if entry is None:
+        t = self._t.get(category, {}).get(item_id)
+        if t is None:
             return -math.inf
-        return rank_of(entry[0], entry[1], self.half_life_s)
+        return rank_of(self._w[category][item_id], t, self.half_life_s)
 
     def ranks(self, items: Iterable[str]) -> list[float]:
         """Global ranks of many items at once (−inf for unseen ones)."""
-        scope, h, ninf = self._scopes[_GLOBAL], self.half_life_s, -math.inf
+        ws, ts, h, ninf = self._w[_GLOBAL], self._t[_GLOBAL], self.half_life_s, -math.inf
         out = []
         for j in items:
-            e = scope.get(j)
-            out.append(ninf if e is None or e[0] <= 0 else math.log2(e[0]) + e[1] / h)
+            w = ws.get(j, 0.0)
+            out.append(ninf if w <= 0 else math.log2(w) + ts[j] / h)
         return out
 
     def max_rank(self, category: str | None = None) -> float:
@@ -224,7 +232,7 @@ class Popularity:
             return
         for r, k in pool.keys:
             yield k, -r
-        if len(pool.keys) < len(self._scopes[category]):
+        if len(pool.keys) < len(self._w[category]):
             for r, k in self._full(category)[len(pool.keys):]:
                 yield k, -r
 
@@ -238,8 +246,8 @@ class Popularity:
         view = self._sorted.get(category)
         if view is None:
             h = self.half_life_s
-            scope = self._scopes.get(category, {})
-            view = self._sorted[category] = sorted((-rank_of(w, t, h), k) for k, (w, t) in scope.items())
+            ws, ts = self._w.get(category, {}), self._t.get(category, {})
+            view = self._sorted[category] = sorted((-rank_of(w, ts[k], h), k) for k, w in ws.items())
         return view
 
     # -- persistence -------------------------------------------------------
@@ -251,22 +259,22 @@ class Popularity:
             "pool_size": self.pool_size,
             "events": self.events,
             "last_ts": self.last_ts,
-            "items": {k: [w, t] for k, (w, t) in self._scopes[_GLOBAL].items()},
-            "categories": {
-                c: {k: [w, t] for k, (w, t) in scope.items()}
-                for c, scope in self._scopes.items()
-                if c is not _GLOBAL
-            },
+            "items": self._pairs(_GLOBAL),
+            "categories": {c: self._pairs(c) for c in self._w if c is not _GLOBAL},
         }
+
+    def _pairs(self, scope_key: str | None) -> dict[str, list[float]]:
+        ts = self._t[scope_key]
+        return {k: [w, ts[k]] for k, w in self._w[scope_key].items()}
 
     @classmethod
     def from_dict(cls, data: Mapping) -> "Popularity":
         if data.get("version", 1) != 1:
             raise ValueError(f"unknown popularity encoding version {data.get('version')}")
         pop = cls(data["half_life_s"], data.get("pool_size", DEFAULT_POOL))
-        pop._scopes = {_GLOBAL: {k: [float(w), float(t)] for k, (w, t) in data["items"].items()}}
-        for c, scope in data.get("categories", {}).items():
-            pop._scopes[c] = {k: [float(w), float(t)] for k, (w, t) in scope.items()}
+        for c, pairs in [(_GLOBAL, data["items"]), *data.get("categories", {}).items()]:
+            pop._w[c] = {k: float(w) for k, (w, _) in pairs.items()}
+            pop._t[c] = {k: float(t) for k, (_, t) in pairs.items()}
         pop.events = int(data.get("events", 0))
         pop.last_ts = data.get("last_ts")
         pop._rebuild()

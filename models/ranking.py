@@ -192,7 +192,7 @@ def layer_weights(
     No profile / no events: (0, 0, 1).
     """
     pp = profile_params or ProfileParams()
-    if profile is None or profile.count <= 0 or not profile.layers["item"] or profile.last_ts is None:
+    if profile is None or profile.count <= 0 or not profile.w["item"] or profile.last_ts is None:
         return {"item": 0.0, "domain": 0.0, "overall": 1.0}
     return _layer_weights(profile, profile.weights("domain", pp, now), params, now, pp)
 
@@ -250,7 +250,7 @@ class RevisitRate:
         """(returns, chances) that one event on `item_id` adds, given the profile before it."""
         if profile is None or profile.count <= 0:
             return 0, 0
-        return int(item_id in profile.layers["item"]), 1
+        return int(item_id in profile.w["item"]), 1
 
     def add(self, returns: int, chances: int) -> None:
         """Merge counts observed elsewhere (another worker's batch, via the activity topic)."""
@@ -281,7 +281,7 @@ def repeat_propensity(
     if params.repeat_prior is None:
         return 1.0
     rho0 = params.repeat_prior if prior is None else prior
-    keys = len(profile.layers["item"])
+    keys = len(profile.w["item"])
     if keys >= profile_params.caps["item"]:
         return rho0
     n = profile.count
@@ -505,7 +505,7 @@ class Ranker:
         """
         if k <= 0:
             return Recommendations(user_id, model_version=self.version)
-        if profile is None or profile.count <= 0 or not profile.layers["item"] or profile.last_ts is None:
+        if profile is None or profile.count <= 0 or not profile.w["item"] or profile.last_ts is None:
             return self._cold(k, popularity, category, explain, user_id)
         p = self.params
         pp = profile_params
@@ -523,14 +523,14 @@ class Ranker:
         own_of = {j: w / iw_max for j, w in iw.items()} if iw_max > 0 else {}
         if p.recency_weight > 0 and own_of:
             a_rec, h_rec = p.recency_weight, p.recency_half_life_s
-            item_layer = profile.layers["item"]
+            item_time = profile.t["item"]
             if p.recency_rank:
-                by_time = sorted(own_of, key=lambda j: (-item_layer[j][1], j))
+                by_time = sorted(own_of, key=lambda j: (-item_time[j], j))
                 for r, j in enumerate(by_time):
                     own_of[j] += a_rec / (1.0 + r)
             else:
                 for j in own_of:
-                    own_of[j] += a_rec * 2.0 ** (-max(0.0, now - item_layer[j][1]) / h_rec)
+                    own_of[j] += a_rec * 2.0 ** (-max(0.0, now - item_time[j]) / h_rec)
         c_fac = l_item * p.item_factor_weight
         eps = p.root_floor
 

@@ -210,7 +210,7 @@ def bench_profile_size(path: str, fmt: str, params) -> dict:
     if not profiles:
         raise BenchError(f"{path}: no valid events")
     sizes = np.array([len(p.to_bytes()) for p in profiles.values()])
-    capped = [len(p.to_bytes()) for p in profiles.values() if len(p.layers["item"]) >= params.caps["item"]]
+    capped = [len(p.to_bytes()) for p in profiles.values() if len(p.w["item"]) >= params.caps["item"]]
     return {
         "log": str(path), "format": fmt, "users": len(profiles), "caps": dict(params.caps),
         "bytes": {"p50": int(np.percentile(sizes, 50)), "p99": int(np.percentile(sizes, 99)), "max": int(sizes.max())},

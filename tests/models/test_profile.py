@@ -97,6 +97,34 @@ def test_bytes_round_trip(events):
     assert q == p
 
 
+def _v1_bytes(p: Profile) -> bytes:
+    """The first encoding, as workers before the columnar one wrote it to stores and changelogs."""
+    import msgpack
+
+    flat = [[x for k in p.w[l] for x in (k, p.w[l][k], p.t[l][k])] for l in LAYERS]
+    purchases = [x for kv in p.purchases.items() for x in kv]
+    return msgpack.packb([1, flat, purchases, p.count, p.last_ts, list(p.recent_ids), p.seq], use_bin_type=True)
+
+
+@given(events_st)
+def test_the_first_encoding_still_reads(events):
+    p = _profile(events)
+    assert Profile.from_bytes(_v1_bytes(p)) == p
+
+
+def test_profile_state_is_invisible_to_the_garbage_collector():
+    """A worker caches tens of thousands of profiles; a full collection must not walk their entries."""
+    import gc
+
+    p = _profile([Event(f"e{i}", "u", f"i{i}", "view", T0 + i, f"c{i % 6}") for i in range(50)])
+    from array import array
+
+    q = Profile.from_bytes(p.to_bytes())
+    for profile in (p, q):
+        assert not any(gc.is_tracked(d) for d in (*profile.w.values(), *profile.t.values(), profile.purchases))
+        assert isinstance(profile.recent_ids, array)  # raw machine words: nothing for the collector to visit
+
+
 def test_purchases_are_bounded_and_keep_the_latest():
     params = ProfileParams(max_purchases=3)
     evs = [Event(f"e{i}", "u", f"i{i}", "purchase", T0 + i, None) for i in range(10)]

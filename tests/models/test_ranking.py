@@ -279,7 +279,7 @@ def test_works_without_a_factor_model():
     assert len(recs) == 9 and recs.model_version is None
     for score, layers in zip(recs.scores, recs.layers):
         assert math.isclose(sum(layers.values()), score, rel_tol=1e-12)
-    own = [n for n, i in enumerate(recs.items) if i in profile.layers["item"]]
+    own = [n for n, i in enumerate(recs.items) if i in profile.w["item"]]
     assert own and all(recs.layers[n]["item"] > 0 for n in own)  # own items come through the item layer
     assert any(recs.layers[n]["item"] == 0 and recs.layers[n]["overall"] > 0 for n in range(len(recs)))
     assert _recommend(ranker, None, k=2).cold_start

@@ -75,14 +75,14 @@ def test_propensity_is_a_probability(items, prior, learned):
 def test_a_user_who_never_revisits_is_shown_new_items():
     ranker = _ranker()
     explorer = profile_of(["a1-0", "a1-1", "a1-2", "a1-3", "a1-4", "a1-5"])
-    own = set(explorer.layers["item"])
+    own = set(explorer.w["item"])
     recs = _recommend(ranker, explorer, k=4, revisit_rate=0.0)
     assert recs.items[0] not in own and len(own & set(recs.items)) <= 1  # the penalty is soft
     hard = _ranker(params=RankParams(seen_penalty=10.0))
     assert not own & set(_recommend(hard, explorer, k=4, revisit_rate=0.0).items)
     # the same history, from a population that comes back to items, keeps them first
     recs = _recommend(ranker, explorer, k=4, revisit_rate=1.0)
-    assert set(recs.items) <= set(explorer.layers["item"])
+    assert set(recs.items) <= set(explorer.w["item"])
 
 
 def test_the_item_just_looked_at_comes_first():

@@ -57,4 +57,4 @@ def test_profile_size_bench_measures_what_the_workers_store():
     sizes = sorted(len(p.to_bytes()) for p in profiles.values())
     assert result["users"] == len(profiles)
     assert result["bytes"]["max"] == sizes[-1]
-    assert result["users_at_item_cap"] == sum(len(p.layers["item"]) >= 20 for p in profiles.values()) > 0
+    assert result["users_at_item_cap"] == sum(len(p.w["item"]) >= 20 for p in profiles.values()) > 0
