@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -29,8 +29,11 @@ class InvalidEvent(ValueError):
         self.detail = detail
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
+class Event(NamedTuple):
+    """A validated behaviour event.  A named tuple rather than a frozen dataclass: building
+    one is ~5x cheaper (it happens for every event on every path), and tuples of plain
+    values are invisible to the garbage collector."""
+
     event_id: str
     user_id: str
     item_id: str

@@ -193,14 +193,12 @@ def test_cli_end_to_end(capsys, tmp_path):
 
 
 def test_tuning_never_looks_at_the_second_half():
-    from dataclasses import replace as dc_replace
-
     from models.evaluation import tune
 
     events = small_log(300)
     mid = events[0].ts + (events[-1].ts - events[0].ts) / 2
     # a different second half: every later event goes to another item
-    other = [e if e.ts <= mid else dc_replace(e, item_id="i39" if e.item_id != "i39" else "i0") for e in events]
+    other = [e if e.ts <= mid else e._replace(item_id="i39" if e.item_id != "i39" else "i0") for e in events]
     grid = {"item_own_weight": (1.0, 100.0), "recency_rank": (True, False)}
     kw = dict(grid=grid, als_params=ALS)
     a = tune(Dataset("a", events, CATALOG), Protocol(k=5), **kw)
