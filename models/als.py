@@ -30,6 +30,7 @@ alone.
 from __future__ import annotations
 
 import math
+from array import array
 from dataclasses import dataclass
 from typing import Iterable, NamedTuple, Sequence
 
@@ -101,38 +102,87 @@ class EncodedEvents(NamedTuple):
     ts: np.ndarray  # float64
 
 
-def encode_events(events: Iterable[Event], dedupe: bool = True) -> EncodedEvents:
-    """Turn events into code arrays (ids numbered in order of first appearance).
+class EventColumns:
+    """Builds `EncodedEvents` one event at a time, without keeping the events.
 
-    With `dedupe`, a repeated (user, event_id) counts once, as the profile's
-    duplicate filter would have it (the profile only remembers a user's last
-    few ids, so a duplicate arriving much later is counted there twice).
+    Ids are numbered in order of first appearance.  With `dedupe`, a repeated
+    (user, event_id) counts once, as the profile's duplicate filter would have it
+    (the profile only remembers a user's last few ids, so a duplicate arriving much
+    later is counted there twice).  `forget(user)` drops the user's events added so
+    far (a privacy control record): the user continues under a fresh code, and the
+    old code's rows go at `encoded()`.
     """
-    users: dict[str, int] = {}
-    items: dict[str, int] = {}
-    seen: set[tuple[str, str]] = set()
-    u_codes: list[int] = []
-    i_codes: list[int] = []
-    t_codes: list[int] = []
-    ts: list[float] = []
+
+    def __init__(self, dedupe: bool = True) -> None:
+        self.dedupe = dedupe
+        self._users: dict[str, int] = {}  # user → current code
+        self._user_of: list[str] = []  # code → user (forgotten codes included)
+        self._items: dict[str, int] = {}
+        self._seen: set[tuple[int, str]] = set()  # (user code, event id)
+        self._forgotten: list[int] = []
+        # arrays, not lists: compact, and nothing in them for the garbage collector to visit
+        self._u = array("i")
+        self._i = array("i")
+        self._t = array("b")
+        self._ts = array("d")
+
+    def __len__(self) -> int:
+        return len(self._ts)
+
+    def add(self, event: Event) -> bool:
+        """Append one event; False for a duplicate (with `dedupe`)."""
+        u = self._users.get(event.user_id)
+        if u is None:
+            u = self._users[event.user_id] = len(self._user_of)
+            self._user_of.append(event.user_id)
+        if self.dedupe:
+            key = (u, event.event_id)
+            if key in self._seen:
+                return False
+            self._seen.add(key)
+        i = self._items.get(event.item_id)
+        if i is None:
+            i = self._items[event.item_id] = len(self._items)
+        self._u.append(u)
+        self._i.append(i)
+        self._t.append(TYPE_CODE[event.type])
+        self._ts.append(event.ts)
+        return True
+
+    def forget(self, user_id: str) -> None:
+        u = self._users.pop(user_id, None)
+        if u is not None:
+            self._forgotten.append(u)
+
+    def encoded(self) -> EncodedEvents:
+        u = np.array(self._u, dtype=np.int32)
+        i = np.array(self._i, dtype=np.int32)
+        t = np.array(self._t, dtype=np.int8)
+        ts = np.array(self._ts, dtype=np.float64)
+        user_ids, item_ids = list(self._user_of), list(self._items)
+        if self._forgotten:
+            keep = ~np.isin(u, np.asarray(self._forgotten, dtype=np.int32))
+            u, i, t, ts = u[keep], i[keep], t[keep], ts[keep]
+            u, user_ids = _renumber(u, user_ids)
+            i, item_ids = _renumber(i, item_ids)
+        return EncodedEvents(user_ids, item_ids, u, i, t, ts)
+
+
+def _renumber(codes: np.ndarray, ids: list[str]) -> tuple[np.ndarray, list[str]]:
+    """Codes 0..k−1 for the ids still in use, in order of first appearance in `codes`."""
+    used, first = np.unique(codes, return_index=True)
+    order = used[np.argsort(first, kind="stable")]
+    remap = np.full(len(ids), -1, np.int32)
+    remap[order] = np.arange(len(order), dtype=np.int32)
+    return remap[codes], [ids[c] for c in order.tolist()]
+
+
+def encode_events(events: Iterable[Event], dedupe: bool = True) -> EncodedEvents:
+    """Turn events into code arrays (see `EventColumns`)."""
+    columns = EventColumns(dedupe)
     for e in events:
-        if dedupe:
-            key = (e.user_id, e.event_id)
-            if key in seen:
-                continue
-            seen.add(key)
-        u_codes.append(users.setdefault(e.user_id, len(users)))
-        i_codes.append(items.setdefault(e.item_id, len(items)))
-        t_codes.append(TYPE_CODE[e.type])
-        ts.append(e.ts)
-    return EncodedEvents(
-        list(users),
-        list(items),
-        np.asarray(u_codes, dtype=np.int32),
-        np.asarray(i_codes, dtype=np.int32),
-        np.asarray(t_codes, dtype=np.int8),
-        np.asarray(ts, dtype=np.float64),
-    )
+        columns.add(e)
+    return columns.encoded()
 
 
 def event_weights(type_codes: np.ndarray, ts: np.ndarray, params: ProfileParams, as_of: float) -> np.ndarray:

@@ -254,8 +254,8 @@ def bench_snapshot_read(settings: Settings, events: int, users: int, items: int)
     t0 = time.perf_counter()
     read, skipped = asyncio.run(read_snapshot(s))
     took = time.perf_counter() - t0
-    if len(read) != events:
-        raise BenchError(f"snapshot read {len(read)} events of {events} produced")
+    if len(read.ts) != events:
+        raise BenchError(f"snapshot read {len(read.ts)} events of {events} produced")
     return {"events": events, "seconds": round(took, 3), "events_per_s": round(events / took, 1), "topic_prefix": s.topic_prefix}
 
 

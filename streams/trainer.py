@@ -8,14 +8,16 @@ the snapshot's last event time.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import msgpack
 import numpy as np
 
-from models.als import ALSParams, confidence_matrix, encode_events, fit
+from models.als import ALSParams, EncodedEvents, EventColumns, confidence_matrix, fit
 from models.events import Forget, InvalidEvent, parse_message
 from models.factors import FactorModel, to_messages
 from streams.config import Settings
@@ -46,51 +48,67 @@ class TrainReport:
         ]
 
 
-async def read_snapshot(settings: Settings):
-    """Valid events of the events topic, earliest offsets → end offsets at the start of the call.
+async def read_snapshot(settings: Settings) -> tuple[EncodedEvents, int]:
+    """Valid events of the events topic, earliest offsets → end offsets at the start of the call,
+    as training columns (`models.als.EventColumns`), and the number of invalid records skipped.
 
     A forget control record drops the user's events before it (all in the same partition, so
-    read before it); the user's later events, if any, are kept.
+    read before it); the user's later events, if any, are kept.  Events are validated by the
+    workers' own `parse_message`, so training sees exactly what the profiles saw.
     """
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     topic = topic_specs(settings)["events"].name
     consumer = AIOKafkaConsumer(**settings.aiokafka_kwargs(), group_id=None, enable_auto_commit=False, max_partition_fetch_bytes=8 * 1024 * 1024, fetch_max_bytes=64 * 1024 * 1024)
+    columns, skipped = EventColumns(), 0
     await consumer.start()
-    events, skipped = [], 0
-    forgotten_before: dict[str, int] = {}  # user → index in `events` before which the user is forgotten
     try:
         partitions = await partitions_of(settings, topic)
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
         if not tps:
-            return [], 0
+            return columns.encoded(), 0
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         end = await consumer.end_offsets(tps)
         remaining = {tp for tp in tps if end[tp] > await consumer.position(tp)}
         now = time.time()
-        while remaining:
-            batches = await consumer.getmany(*remaining, timeout_ms=1000, max_records=50_000)
-            for tp, records in batches.items():
-                for record in records:
-                    if record.offset >= end[tp]:
-                        continue
-                    try:
-                        parsed = parse_message(record.value, now)
-                    except InvalidEvent:
-                        skipped += 1
-                        continue
-                    if isinstance(parsed, Forget):
-                        forgotten_before[parsed.user_id] = len(events)
-                    else:
-                        events.append(parsed)
-                if await consumer.position(tp) >= end[tp]:
-                    remaining.discard(tp)
+        add, forget = columns.add, columns.forget
+        with gc_paused():
+            while remaining:
+                batches = await consumer.getmany(*remaining, timeout_ms=1000, max_records=50_000)
+                for tp, records in batches.items():
+                    stop = end[tp]
+                    for record in records:
+                        if record.offset >= stop:
+                            break
+                        try:
+                            parsed = parse_message(record.value, now)
+                        except InvalidEvent:
+                            skipped += 1
+                            continue
+                        if type(parsed) is Forget:
+                            forget(parsed.user_id)
+                        else:
+                            add(parsed)
+                    if await consumer.position(tp) >= stop:
+                        remaining.discard(tp)
     finally:
         await consumer.stop()
-    if forgotten_before:
-        events = [e for i, e in enumerate(events) if i >= forgotten_before.get(e.user_id, 0)]
-    return events, skipped
+    return columns.encoded(), skipped
+
+
+@contextmanager
+def gc_paused():
+    """No garbage collection while millions of short-lived records pass through: each full
+    collection would walk every object alive, and the read creates no garbage cycles worth
+    collecting before it ends."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def user_vector_message(version: int, vector: np.ndarray) -> bytes:
@@ -108,13 +126,12 @@ async def train_once(settings: Settings, params: ALSParams, progress=print) -> T
     report = TrainReport()
     await ensure_topics(settings)
     t0 = time.perf_counter()
-    events, report.skipped = await read_snapshot(settings)
+    enc, report.skipped = await read_snapshot(settings)
     report.seconds["read"] = time.perf_counter() - t0
-    if not events:
+    if not len(enc.ts):
         raise NothingToTrain(f"no valid events on {settings.topic('events')}: replay some first (`strata replay …`)")
 
     t1 = time.perf_counter()
-    enc = encode_events(events)
     as_of = float(enc.ts.max())
     Cui = confidence_matrix(enc.user_codes, enc.item_codes, enc.type_codes, enc.ts, params=settings.profile, as_of=as_of, alpha=params.alpha)
     report.seconds["matrix"] = time.perf_counter() - t1

@@ -10,6 +10,7 @@ from hypothesis import given, settings, strategies as st
 
 from models.als import (
     ALSParams,
+    EventColumns,
     confidence_matrix,
     encode_events,
     fit,
@@ -92,6 +93,34 @@ def test_confidence_is_one_plus_alpha_times_the_uncapped_profile_weight(events, 
         for i, w in weights.items():
             c = dense[enc.user_ids.index(u), enc.item_ids.index(i)]
             assert math.isclose(c, 1 + alpha * w, rel_tol=1e-9, abs_tol=1e-9)
+
+
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["u1", "u2", "u3", "forget"]), st.integers(0, 4), st.integers(0, 6), st.sampled_from(["u1", "u2", "u3"])),
+        max_size=40,
+    )
+)
+def test_forget_drops_exactly_the_users_earlier_events(ops):
+    """The snapshot reader's columns: a forgotten user's events before the forget are gone,
+    later ones count (even a redelivered id), and ids left without events are not listed."""
+    columns, kept = EventColumns(), []
+    for n, (who, item, eid, target) in enumerate(ops):
+        if who == "forget":
+            columns.forget(target)
+            kept = [e for e in kept if e.user_id != target]
+            continue
+        e = Event(f"e{eid}", who, f"i{item}", "view", T0 + n)
+        columns.add(e)
+        kept.append(e)
+    assert _same(columns.encoded(), encode_events(kept))
+
+
+def _same(a, b) -> bool:
+    return (
+        a.user_ids == b.user_ids and a.item_ids == b.item_ids
+        and all(np.array_equal(x, y) for x, y in zip(a[2:], b[2:]))
+    )
 
 
 def test_duplicate_event_ids_count_once_like_the_profile():
