@@ -37,55 +37,11 @@ from typing import Iterable, NamedTuple, Sequence
 import numpy as np
 import scipy.sparse as sp
 
+from models.als_params import ALSParams
 from models.events import EVENT_TYPES, Event
 from models.profile import ProfileParams
 
 TYPE_CODE = {t: i for i, t in enumerate(EVENT_TYPES)}
-
-
-def _is_int(x) -> bool:
-    return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
-
-
-def _is_real(x) -> bool:
-    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, (bool, np.bool_))
-
-
-@dataclass(frozen=True)
-class ALSParams:
-    """Everything a training run depends on besides the data."""
-
-    factors: int = 64
-    regularization: float = 0.05
-    alpha: float = 10.0
-    iterations: int = 15
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if not _is_int(self.factors) or not 1 <= self.factors <= 4096:
-            raise ValueError(f"factors must be an integer in 1..4096, got {self.factors!r}")
-        if not _is_real(self.regularization) or not (math.isfinite(self.regularization) and self.regularization > 0):
-            raise ValueError(f"regularization must be a finite number > 0, got {self.regularization!r}")
-        if not _is_real(self.alpha) or not (math.isfinite(self.alpha) and self.alpha >= 0):
-            raise ValueError(f"alpha must be a finite number ≥ 0, got {self.alpha!r}")
-        if not _is_int(self.iterations) or self.iterations < 1:
-            raise ValueError(f"iterations must be an integer ≥ 1, got {self.iterations!r}")
-        if not _is_int(self.seed) or self.seed < 0:
-            raise ValueError(f"seed must be an integer ≥ 0, got {self.seed!r}")
-        object.__setattr__(self, "factors", int(self.factors))
-        object.__setattr__(self, "regularization", float(self.regularization))
-        object.__setattr__(self, "alpha", float(self.alpha))
-        object.__setattr__(self, "iterations", int(self.iterations))
-        object.__setattr__(self, "seed", int(self.seed))
-
-    def as_dict(self) -> dict:
-        return {
-            "factors": self.factors,
-            "regularization": self.regularization,
-            "alpha": self.alpha,
-            "iterations": self.iterations,
-            "seed": self.seed,
-        }
 
 
 # -- confidence ----------------------------------------------------------------

@@ -94,7 +94,7 @@ class BatchTrainer:
 
     def __init__(self, world: World, params: als.ALSParams | None = None) -> None:
         self.world = world
-        self.params = params or als.ALSParams(factors=32, iterations=10)
+        self.params = params or als.ALSParams()
         self._events: list[Event] = []
         self._snapshot: Snapshot | None = None
         self.fits = 0

@@ -402,11 +402,12 @@ def run(args, settings: Settings) -> int:
     elif args.what == "serve" and args.in_process:
         from models.ranking import bench_ranking
 
-        result = bench_ranking(n_items=args.items, dims=args.dims, requests=args.requests or 500)
+        dims = args.dims or 64
+        result = bench_ranking(n_items=args.items, dims=dims, requests=args.requests or 500)
         result["machine"] = machine_info()
         _emit(result, args.json)
         lat = result.get("latency_ms", result)
-        say(f"in-process ranking, {args.items:,} items × {args.dims}: p50 {lat['p50']:.2f} ms · p99 {lat['p99']:.2f} ms")
+        say(f"in-process ranking, {args.items:,} items × {dims}: p50 {lat['p50']:.2f} ms · p99 {lat['p99']:.2f} ms")
     elif args.what == "serve":
         result = bench_serve_http(settings, url=args.url, users=args.users or 1000, user_prefix=args.user_prefix,
                                   requests=args.requests or 5000, concurrency=args.concurrency, k=args.k)
@@ -417,7 +418,7 @@ def run(args, settings: Settings) -> int:
     elif args.what == "train":
         from models.als import ALSParams
 
-        params = ALSParams(factors=args.dims, iterations=args.iterations)
+        params = ALSParams(factors=args.dims or ALSParams().factors, iterations=args.iterations)
         result: dict = {"als": {"factors": params.factors, "iterations": params.iterations, "alpha": params.alpha,
                                 "regularization": params.regularization}}
         if args.log:

@@ -15,7 +15,10 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
+from models.als_params import ALSParams
 from streams.config import ConfigError, Settings, parse_duration
+
+ALS_DEFAULTS = ALSParams()
 
 
 class CommandError(Exception):
@@ -296,10 +299,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="fit ALS on a snapshot of the events topic and publish the factors")
     p.add_argument("--every", type=_duration, help="repeat on this schedule (e.g. 15m, 1h); survives broker hiccups")
-    p.add_argument("--factors", type=_positive_int, default=64)
-    p.add_argument("--regularization", type=float, default=0.05)
-    p.add_argument("--alpha", type=float, default=10.0, help="confidence c = 1 + alpha * w")
-    p.add_argument("--iterations", type=_positive_int, default=15)
+    p.add_argument("--factors", type=_positive_int, default=ALS_DEFAULTS.factors, help="(default %(default)s)")
+    p.add_argument("--regularization", type=float, default=ALS_DEFAULTS.regularization, help="(default %(default)s)")
+    p.add_argument("--alpha", type=float, default=ALS_DEFAULTS.alpha, help="confidence c = 1 + alpha * w (default %(default)s)")
+    p.add_argument("--iterations", type=_positive_int, default=ALS_DEFAULTS.iterations, help="(default %(default)s)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_train)
 
@@ -321,7 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rate", type=_positive_float, default=2_000.0, help="stream: offered events/s of the latency phase")
     p.add_argument("--in-process", action="store_true", help="rank in this process, no HTTP")
     p.add_argument("--items", type=_positive_int, default=250_000)
-    p.add_argument("--dims", type=_positive_int, default=64)
+    p.add_argument("--dims", type=_positive_int, help=f"serve: factors of the in-process model (default 64, SPEC §7); train: ALS factors (default {ALS_DEFAULTS.factors})")
     p.add_argument("--requests", type=_positive_int, help="serve: requests measured (default 500 in-process, 5000 over HTTP)")
     p.add_argument("--url", help="serve: the worker's URL (default: STRATA_WEB_HOST/PORT)")
     p.add_argument("--concurrency", type=_positive_int, default=16, help="serve: requests in flight")
@@ -330,7 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--user-prefix", default="u", help="serve: user id prefix (synthetic logs use u)")
     p.add_argument("--log", help="train: a shipped log to fit ALS on; profiles: the log whose profiles are measured (with --format)")
     p.add_argument("--format", default="taobao", help="train, profiles: format of --log")
-    p.add_argument("--iterations", type=_positive_int, default=15, help="train: ALS iterations")
+    p.add_argument("--iterations", type=_positive_int, default=ALS_DEFAULTS.iterations, help=f"train: ALS iterations (default {ALS_DEFAULTS.iterations})")
     p.add_argument("--synthetic-users", type=_positive_int, default=1_000_000)
     p.add_argument("--synthetic-items", type=_positive_int, default=250_000)
     p.add_argument("--synthetic-events", type=int, default=10_000_000, help="train: synthetic events (0 skips)")
@@ -359,8 +362,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target-sample", type=_fraction, default=1.0, help="share of the targets scored (default 1; a fixed sample by event-id hash)")
     p.add_argument("--tune-sample", type=_fraction, default=1.0, help="share of the tuning window's targets scored (default 1; by event-id hash)")
     p.add_argument("--tune-knobs", help="tune only these knobs (comma-separated; default all of models.evaluation.TUNING_GRID)")
-    p.add_argument("--factors", type=_positive_int, default=32, help="ALS factors (default 32)")
-    p.add_argument("--iterations", type=_positive_int, default=10, help="ALS iterations (default 10)")
+    p.add_argument("--factors", type=_positive_int, default=ALS_DEFAULTS.factors, help=f"ALS factors (default {ALS_DEFAULTS.factors})")
+    p.add_argument("--iterations", type=_positive_int, default=ALS_DEFAULTS.iterations, help=f"ALS iterations (default {ALS_DEFAULTS.iterations})")
     p.add_argument("--limit", type=_positive_int, help="read at most N events of the log")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", metavar="OUT", help="write the full result as JSON")

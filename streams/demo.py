@@ -84,7 +84,7 @@ def _train_and_recommend(settings: Settings, users: list[str]) -> None:
     from streams.trainer import train_once
 
     print("\n── training ALS on the events topic " + "─" * 26)
-    report = asyncio.run(train_once(settings, ALSParams(factors=32, iterations=10), progress=lambda line: print("  " + line)))
+    report = asyncio.run(train_once(settings, ALSParams(), progress=lambda line: print("  " + line)))
     for line in report.lines():
         print("  " + line)
 
