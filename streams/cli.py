@@ -155,6 +155,8 @@ def cmd_bench(args, settings: Settings) -> int:
     from streams.bench import BenchError, run
 
     try:
+        if args.what == "serve" and args.in_process:
+            return run(args, settings)  # on the main thread, as a worker ranks: no broker involved
         return asyncio.run(_with_broker(settings, asyncio.to_thread(run, args, settings)))
     except BenchError as exc:
         raise CommandError(str(exc)) from None
