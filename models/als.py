@@ -81,9 +81,6 @@ class EventColumns:
         self._t = array("b")
         self._ts = array("d")
 
-    def __len__(self) -> int:
-        return len(self._ts)
-
     def add(self, event: Event) -> bool:
         """Append one event; False for a duplicate (with `dedupe`)."""
         u = self._users.get(event.user_id)
