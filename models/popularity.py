@@ -216,6 +216,19 @@ class Popularity:
             keys = self._full(category)[:n]
         return [k for _, k in keys], [-r for r, _ in keys]
 
+    def in_top(self, item_id: str, n: int, category: str | None = None) -> bool:
+        """Whether `item_id` is among the n most popular items of a scope (O(1) for n ≤ pool_size)."""
+        if n <= 0:
+            return False
+        if n > self.pool_size:
+            return item_id in self.top_rank_map(n, category)
+        pool = self._pools.get(category)
+        rank = pool.ranks.get(item_id) if pool is not None else None
+        if rank is None:
+            return False
+        keys = pool.keys
+        return len(keys) <= n or (-rank, item_id) <= keys[n - 1]
+
     def top_rank_map(self, n: int, category: str | None = None) -> dict[str, float]:
         """`top_ranked` as one dict item → rank (best first; one pass over the pool)."""
         if n <= 0:

@@ -62,7 +62,8 @@ class RankParams:
     """Every knob of the scorer (the evaluation of SPEC §6 picks the defaults).
 
     base_weights        (item, domain, overall) layer weights of a fresh, focused user with
-                        plenty of events; normalised to sum 1.
+                        plenty of events; normalised to sum 1.  b_domain : b_overall is only
+                        the prior of the domain share μ the shop's stream teaches (`ShopRates`).
     item_own_weight     a_own: weight of the user's own normalised item weight ("people return
                         to what they just looked at") inside the item layer.  It is scaled per
                         user by the revisit propensity ρ_u (see `repeat_prior`): 100·ρ_u puts a
@@ -172,6 +173,7 @@ def layer_weights(
     params: RankParams,
     now: float,
     profile_params: ProfileParams | None = None,
+    domain_share: float | None = None,
 ) -> dict[str, float]:
     """How much each layer counts for this user now; the three weights sum to 1.
 
@@ -181,26 +183,32 @@ def layer_weights(
         fresh_L  = 2^(−Δ / H_L)                 (H_item, H_domain: the profile half-lives)
         evidence = n / (n + n0)
         focus    = exp(−Σ_c p_c ln p_c)⁻¹ = 1 / (effective number of categories) ∈ (0, 1]
+        μ        = the shop's domain share (`ShopRates.domain_share`, learned online), or
+                   b_domain / (b_domain + b_overall) when none is given
 
-        λ_item    = b_item   · fresh_item   · evidence
-        λ_domain  = b_domain · fresh_domain · evidence · (ρ + (1−ρ) · focus)   (0 with no categories)
-        λ_overall = 1 − λ_item − λ_domain     (= b_overall + everything the finer layers gave up)
+        λ_item    = b_item · fresh_item · evidence
+        λ_domain  = (1 − λ_item) · μ · fresh_domain · (ρ + (1−ρ) · focus)   (0 with no categories)
+        λ_overall = 1 − λ_item − λ_domain
 
-    So rich, fresh, focused activity keeps the weight on item and domain; a
-    sparse (few events), stale (Δ ≫ half-lives) or exploratory (many even
-    categories) user slides towards overall, i.e. root interest × popularity.
+    So rich, fresh activity keeps the weight on the item layer, and what it leaves — all
+    the more for a sparse (few events) or stale (Δ ≫ half-lives) user — goes to the
+    user's categories or to popularity in the proportion the shop's own stream says
+    predicts the next item better (μ); an exploratory user (many even categories) and a
+    stale one slide from domain towards overall, i.e. root interest × popularity.
     No profile / no events: (0, 0, 1).
     """
     pp = profile_params or ProfileParams()
     if profile is None or profile.count <= 0 or not profile.w["item"] or profile.last_ts is None:
         return {"item": 0.0, "domain": 0.0, "overall": 1.0}
-    return _layer_weights(profile, profile.weights("domain", pp, now), params, now, pp)
+    return _layer_weights(profile, profile.weights("domain", pp, now), params, now, pp, domain_share)
 
 
 def _layer_weights(
-    profile: Profile, domain: Mapping[str, float], params: RankParams, now: float, pp: ProfileParams
+    profile: Profile, domain: Mapping[str, float], params: RankParams, now: float, pp: ProfileParams,
+    domain_share: float | None = None,
 ) -> dict[str, float]:
-    b_item, b_domain, _ = params.base_weights
+    b_item = params.base_weights[0]
+    mu = _prior_domain_share(params) if domain_share is None else min(1.0, max(0.0, float(domain_share)))
     dt = max(0.0, now - float(profile.last_ts or now))
     fresh_item = 2.0 ** (-dt / pp.half_life_s["item"])
     fresh_domain = 2.0 ** (-dt / pp.half_life_s["domain"])
@@ -213,7 +221,7 @@ def _layer_weights(
         entropy = -sum(w / total * math.log(w / total) for w in domain.values() if w > 0)
         focus = math.exp(-entropy)
         rho = params.focus_floor
-        lam_domain = b_domain * fresh_domain * evidence * (rho + (1.0 - rho) * focus)
+        lam_domain = (1.0 - lam_item) * mu * fresh_domain * (rho + (1.0 - rho) * focus)
     lam = {"item": lam_item, "domain": lam_domain, "overall": max(0.0, 1.0 - lam_item - lam_domain)}
     if len(params.layers) < len(LAYERS):
         return _keep_layers(lam, params.layers)
@@ -226,40 +234,139 @@ def _keep_layers(lam: dict[str, float], kept: tuple[str, ...]) -> dict[str, floa
     return {l: (lam[l] / total if total > 0 else 1.0 / len(kept)) if l in kept else 0.0 for l in LAYERS}
 
 
-# -- revisit propensity --------------------------------------------------------
-class RevisitRate:
-    """The population's revisit rate ρ0, learned online: the share of events (after a user's
-    first) that return to an item of the user's item layer.
+# -- what the whole shop's stream says -------------------------------------------
+SHARE_STRENGTH = 2.0  # pseudo-events behind the prior domain share b_domain / (b_domain + b_overall)
+SHARE_BUCKETS = 5  # users' event counts 1, 2–3, 4–7, 8–15, 16+ (`share_bucket`)
 
-    Call `learn(profile, item_id)` with the profile *before* it learns the event.
-    Laplace-smoothed, so it starts at ½ and needs no tuning per log: about
-    0.3–0.6 on e-commerce logs, 0 on MovieLens (no item is rated twice).
+
+class ShopRates:
+    """Two rates of the whole shop, learned online from every event; no tuning per log.
+
+    - ρ0, the revisit rate: the share of events (after a user's first) that return to an item
+      of the user's item layer.  Laplace-smoothed, so it starts at ½: about 0.3–0.6 on
+      e-commerce logs, 0 on MovieLens (no item is rated twice).
+    - μ, the domain share: how the weight the item layer leaves is split between the domain
+      and the overall layer (see `layer_weights`).  A fair race between the two layers'
+      candidate pools of equal size: a *domain hit* is an event whose item is among the
+      `category_pool` most popular items of one of the user's `pool_categories` top
+      categories, an *overall hit* one whose item is among the shop's
+      `pool_categories · category_pool` most popular items, and
+
+          μ_b = (domain hits_b + m·μ0) / (domain hits_b + overall hits_b + m),  μ0 = b_domain / (b_domain + b_overall)
+
+      counted apart for users with 1, 2–3, 4–7, 8–15 and 16+ earlier events (bucket b): how
+      much a user's categories say depends on how much of the user was seen.  Where
+      categories are fine and shoppers stay in theirs (Taobao: μ ≈ 0.85 from the first event
+      on) the domain layer gets the weight; where a few broad categories say little until a
+      user has rated many films (MovieLens genres: μ ≈ 0.2 after one rating, 0.5 after 20)
+      the overall layer keeps it.
+
+    Kept as counts, not rates, so each worker counts its micro-batch (`observe` + `add`) and
+    the activity feed adds every worker's counts up: the same rates as learning every event
+    in one place.  Call `learn`/`observe` with the profile *before* it learns the event.
     """
 
-    __slots__ = ("returns", "chances")
+    __slots__ = ("returns", "chances", "domain_hits", "overall_hits")
 
     def __init__(self) -> None:
         self.returns = 0
         self.chances = 0
+        self.domain_hits = [0] * SHARE_BUCKETS
+        self.overall_hits = [0] * SHARE_BUCKETS
 
-    def learn(self, profile: Profile | None, item_id: str) -> None:
-        self.add(*self.observe(profile, item_id))
+    def learn(self, profile: Profile | None, item_id: str, category: str | None, popularity: Popularity,
+              params: RankParams, profile_params: ProfileParams) -> None:
+        self.add(self.observe(profile, item_id, category, popularity, params, profile_params))
 
     @staticmethod
-    def observe(profile: Profile | None, item_id: str) -> tuple[int, int]:
-        """(returns, chances) that one event on `item_id` adds, given the profile before it."""
+    def observe(profile: Profile | None, item_id: str, category: str | None, popularity: Popularity,
+                params: RankParams, profile_params: ProfileParams) -> tuple[int, int, int, int, int]:
+        """(returns, chances, share bucket, domain hit, overall hit) that one event on `item_id`
+        (in `category`, its domain key) adds, given the user's profile before it and the
+        shop's popularity."""
         if profile is None or profile.count <= 0:
-            return 0, 0
-        return int(item_id in profile.w["item"]), 1
+            return 0, 0, 0, 0, 0
+        per_category, categories = params.category_pool, params.pool_categories
+        returns = int(item_id in profile.w["item"])
+        overall = int(popularity.in_top(item_id, per_category * categories))
+        domain = int(
+            category is not None
+            and popularity.in_top(item_id, per_category, category)
+            and _among_top_categories(profile, category, categories, profile_params)
+        )
+        return returns, 1, share_bucket(profile.count), domain, overall
 
-    def add(self, returns: int, chances: int) -> None:
-        """Merge counts observed elsewhere (another worker's batch, via the activity topic)."""
+    def add(self, observed: tuple[int, int, int, int, int]) -> None:
+        """Count what `observe` saw."""
+        returns, chances, bucket, domain, overall = observed
         self.returns += returns
         self.chances += chances
+        self.domain_hits[bucket] += domain
+        self.overall_hits[bucket] += overall
+
+    def merge(self, other: "ShopRates") -> None:
+        """Add counts taken elsewhere (another worker's batch, via the activity topic)."""
+        self.returns += other.returns
+        self.chances += other.chances
+        for b in range(SHARE_BUCKETS):
+            self.domain_hits[b] += other.domain_hits[b]
+            self.overall_hits[b] += other.overall_hits[b]
+
+    def to_dict(self) -> dict:
+        return {"returns": self.returns, "chances": self.chances,
+                "domain_hits": list(self.domain_hits), "overall_hits": list(self.overall_hits)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> "ShopRates":
+        """The inverse of `to_dict`; missing counts are 0.  ValueError on impossible counts."""
+        rates = cls()
+        rates.returns, rates.chances = int(data.get("returns", 0)), int(data.get("chances", 0))
+        if not 0 <= rates.returns <= rates.chances:
+            raise ValueError(f"revisit counts {rates.returns}/{rates.chances}")
+        for name in ("domain_hits", "overall_hits"):
+            counts = [int(c) for c in data.get(name, ())] or [0] * SHARE_BUCKETS
+            if len(counts) != SHARE_BUCKETS or min(counts) < 0:
+                raise ValueError(f"{name} must be {SHARE_BUCKETS} counts ≥ 0, got {counts!r:.80}")
+            setattr(rates, name, counts)
+        return rates
 
     @property
-    def rate(self) -> float:
+    def revisit_rate(self) -> float:
         return (self.returns + 1.0) / (self.chances + 2.0)
+
+    def domain_share(self, params: RankParams, profile: Profile | None) -> float:
+        """μ for this user (by their event count), smoothed towards the base weights' split."""
+        b = share_bucket(profile.count if profile is not None else 1)
+        d, o = self.domain_hits[b], self.overall_hits[b]
+        return (d + SHARE_STRENGTH * _prior_domain_share(params)) / (d + o + SHARE_STRENGTH)
+
+
+def share_bucket(count: int) -> int:
+    """The users' event-count bucket of the domain share: 1, 2–3, 4–7, 8–15, 16+ → 0…4."""
+    return min(max(int(count), 1).bit_length() - 1, SHARE_BUCKETS - 1)
+
+
+def _among_top_categories(profile: Profile, category: str, n: int, pp: ProfileParams) -> bool:
+    """Whether `category` is one of the user's n heaviest domain keys (by decayed weight; the
+    clock-free rank log2(w) + t/H orders them the same at any time)."""
+    ws = profile.w["domain"]
+    w = ws.get(category)
+    if w is None or w <= 0 or n <= 0:
+        return False
+    ts, h = profile.t["domain"], pp.half_life_s["domain"]
+    mine = math.log2(w) + ts[category] / h
+    above = 0
+    for key, other in ws.items():
+        if other > 0 and math.log2(other) + ts[key] / h > mine:
+            above += 1
+            if above >= n:
+                return False
+    return True
+
+
+def _prior_domain_share(params: RankParams) -> float:
+    _, b_domain, b_overall = params.base_weights
+    return b_domain / (b_domain + b_overall) if b_domain + b_overall > 0 else 0.0
 
 
 def repeat_propensity(
@@ -275,7 +382,7 @@ def repeat_propensity(
 
     Once the item layer has hit its cap, keys were dropped and n − m_keys
     over-counts returns, so the prior alone is used.  `prior` (e.g. a learned
-    `RevisitRate.rate`) replaces the configured ρ0.  1 when `params.repeat_prior`
+    `ShopRates.revisit_rate`) replaces the configured ρ0.  1 when `params.repeat_prior`
     is None (the own-item weight then applies unscaled).
     """
     if params.repeat_prior is None:
@@ -497,11 +604,12 @@ class Ranker:
         profile_params: ProfileParams,
         user_id: str | None = None,
         revisit_rate: float | None = None,
+        domain_share: float | None = None,
     ) -> Recommendations:
         """The top-k items for `profile` at time `now` (see the module docstring for the score).
 
-        `revisit_rate`: the population's ρ0 learned online (`RevisitRate.rate`), used in
-        place of `params.repeat_prior` when given.
+        `revisit_rate`, `domain_share`: the shop's ρ0 and μ learned online (`ShopRates`), used
+        in place of `params.repeat_prior` and of the base weights' split when given.
         """
         if k <= 0:
             return Recommendations(user_id, model_version=self.version)
@@ -512,7 +620,7 @@ class Ranker:
         iw = profile.weights("item", pp, now)
         dw = profile.weights("domain", pp, now)
         rw = profile.weights("overall", pp, now)
-        lam = _layer_weights(profile, dw, p, now, pp)
+        lam = _layer_weights(profile, dw, p, now, pp, domain_share)
         l_item, l_dom, l_over = lam["item"], lam["domain"], lam["overall"]
         iw_max = max(iw.values(), default=0.0)
         dw_max = max(dw.values(), default=0.0)
@@ -895,7 +1003,7 @@ __all__ = [
     "LAYERS",
     "RankParams",
     "Ranker",
-    "RevisitRate",
+    "ShopRates",
     "Recommendations",
     "bench_ranking",
     "blend_user_vector",

@@ -45,7 +45,7 @@ from models.events import Event
 from models.factors import FactorModel
 from models.popularity import DAY, Popularity
 from models.profile import Profile, ProfileParams
-from models.ranking import Ranker, RankParams, RevisitRate
+from models.ranking import Ranker, RankParams, ShopRates
 
 
 # -- what every model may know besides the events ---------------------------------
@@ -218,13 +218,17 @@ class StrataModel(Recommender):
         self.state = LiveState(world, self.params.popularity_half_life_s)
         self.snapshot: Snapshot | None = None
         self.ranker = self._ranker(None)
-        self.revisits = RevisitRate()
+        self.shop = ShopRates()
 
     def _ranker(self, model: FactorModel | None) -> Ranker:
         return Ranker(model, self.world.category_of, self.world.catalog.root_of, self.params)
 
     def learn_one(self, event: Event) -> None:
-        self.revisits.learn(self.state.profiles.get(event.user_id), event.item_id)
+        domain, _ = self.world.layers_for(event)
+        self.shop.learn(
+            self.state.profiles.get(event.user_id), event.item_id, domain, self.state.popularity,
+            self.params, self.world.profile_params,
+        )
         self.state.learn(event)
 
     def refit(self, now: float) -> None:
@@ -239,7 +243,7 @@ class StrataModel(Recommender):
         recs = self.ranker.recommend(
             profile, k=k, popularity=self.state.popularity, now=now, exclude_purchased=False,
             long_term=long_term, profile_params=self.world.profile_params, user_id=user_id,
-            revisit_rate=self.revisits.rate,
+            revisit_rate=self.shop.revisit_rate, domain_share=self.shop.domain_share(self.params, profile),
         )
         return _fill(list(recs.items), list(recs.scores), k, self.state)
 

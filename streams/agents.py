@@ -7,7 +7,7 @@ from collections import OrderedDict
 
 from models.events import Forget, InvalidEvent, parse_message
 from models.profile import Profile
-from models.ranking import RevisitRate
+from models.ranking import ShopRates
 from streams.app import (
     activity_topic,
     app,
@@ -15,6 +15,7 @@ from streams.app import (
     deadletter_topic,
     events_route,
     popularity_feed,
+    rank_params,
     settings,
     user_factors_topic,
     user_to_profile,
@@ -114,7 +115,8 @@ async def _apply_events(batch) -> None:
     params = settings.profile
     now = time.time()
     applied: list = []
-    revisits = RevisitRate()
+    shop = ShopRates()  # this batch's counts; the activity feed adds up every worker's
+    popularity = popularity_feed.popularity
     flushed: list[PartitionBatch] = []
     for tp, records in batch.items():
         partition = tp.partition
@@ -153,11 +155,12 @@ async def _apply_events(batch) -> None:
                 metrics.duplicates += 1
                 continue
             domain, overall = catalog.layers_for(parsed.item_id, parsed.category_id)
-            revisit = RevisitRate.observe(profile, parsed.item_id)  # before the profile learns the event
+            # before the profile learns the event
+            seen = ShopRates.observe(profile, parsed.item_id, domain, popularity, rank_params, params)
             if profile.learn(parsed, domain, overall, params):
                 metrics.events[parsed.type] += 1
                 applied.append((parsed, domain))
-                revisits.add(*revisit)
+                shop.add(seen)
             else:
                 metrics.duplicates += 1
             profile.seq = record.offset
@@ -172,9 +175,9 @@ async def _apply_events(batch) -> None:
             flushed.append(vectors)
     if applied:
         activity = aggregate_activity(
-            (e for e, _ in applied), params.beta, popularity_feed.popularity.half_life_s, _domain_of(applied)
+            (e for e, _ in applied), params.beta, popularity.half_life_s, _domain_of(applied)
         )
-        await activity_topic.send(value=activity_message(activity, (revisits.returns, revisits.chances)))
+        await activity_topic.send(value=activity_message(activity, shop))
     # The changelog must be durable before streams.batching lets these offsets be committed.
     await app.producer.flush()
     for writes in flushed:

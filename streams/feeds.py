@@ -17,7 +17,7 @@ import msgpack
 
 from models.factors import CorruptFactors, FactorAssembler, FactorModel
 from models.popularity import Popularity
-from models.ranking import RevisitRate
+from models.ranking import ShopRates
 from streams.config import Settings
 from streams.metrics import metrics
 from streams.topics import partitions_of, topic_specs
@@ -127,11 +127,11 @@ class FactorFeed(TopicFeed):
             await self.loop.run_in_executor(None, model.save, self.path)
 
 
-def activity_message(entries, revisits: tuple[int, int] = (0, 0)) -> bytes:
+def activity_message(entries, shop: ShopRates | None = None) -> bytes:
     """One micro-batch's activity: item weights [(item, category, weight, ts)], pre-aggregated per
-    item, and the batch's (returns, chances) of the revisit rate (models.ranking.RevisitRate)."""
-    returns, chances = revisits
-    return msgpack.packb({"items": entries, "returns": returns, "chances": chances}, use_bin_type=True)  # tuples pack as arrays
+    item, and the batch's counts behind the shop's rates (models.ranking.ShopRates)."""
+    counts = shop.to_dict() if shop is not None else {}
+    return msgpack.packb({"items": entries, **counts}, use_bin_type=True)  # tuples pack as arrays
 
 
 def aggregate_activity(events, beta, half_life_s: float, category_of) -> list[tuple]:
@@ -157,18 +157,16 @@ class PopularityFeed(TopicFeed):
     def __init__(self, settings: Settings, half_life_s: float, **kwargs) -> None:
         super().__init__(settings, **kwargs)
         self.popularity = Popularity(half_life_s=half_life_s)
-        self.revisits = RevisitRate()  # the shop's share of events that return to a seen item
+        self.shop = ShopRates()  # the shop's revisit rate and domain share, from every worker's counts
 
     def on_record(self, record) -> None:
         try:
             message = msgpack.unpackb(record.value, raw=False)
-            if isinstance(message, list):  # written before revisit counts were added
+            if isinstance(message, list):  # written before the shop's counts were added
                 message = {"items": message}
+            counts = ShopRates.from_dict(message)  # checked before anything is applied
             for item, category, weight, ts in message["items"]:
                 self.popularity.learn(item, category, float(weight), float(ts))
-            returns, chances = int(message.get("returns", 0)), int(message.get("chances", 0))
-            if not 0 <= returns <= chances:
-                raise ValueError(f"revisit counts {returns}/{chances}")
-            self.revisits.add(returns, chances)
+            self.shop.merge(counts)
         except (KeyError, ValueError, TypeError, AttributeError, msgpack.UnpackException) as exc:
             log.warning("skipping a malformed activity record at offset %s: %s", record.offset, exc)

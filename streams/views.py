@@ -130,7 +130,7 @@ async def healthz(view: web.View, request: web.Request) -> web.Response:
         "advertised_url": str(app.conf.canonical_url),  # where table_route sends this worker's users
         "partitions": sorted(tp.partition for tp in assignment if tp.topic == settings.topic("events")),
         "catalog_entries": count_keys(catalog_table) if recovered else 0,
-        # Whether the popularity (and revisit-rate) and item-factor feeds have read their topics up
+        # Whether the popularity (and shop-rate) and item-factor feeds have read their topics up
         # to where they ended at start-up; until then a worker serves from what it has read so far.
         "feeds_caught_up": {"activity": popularity_feed.caught_up, "item-factors": factor_feed.caught_up},
         "layers": list(LAYERS),
@@ -252,7 +252,8 @@ async def user_recommendations(view: web.View, request: web.Request, user_id: st
         explain=explain,
         profile_params=settings.profile,
         user_id=user_id,
-        revisit_rate=popularity_feed.revisits.rate,
+        revisit_rate=popularity_feed.shop.revisit_rate,
+        domain_share=popularity_feed.shop.domain_share(rank_params, profile),
     )
     body = recs.to_dict()
     body["model_version"] = ranker.version

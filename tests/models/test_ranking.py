@@ -138,18 +138,24 @@ def test_fresh_user_leans_on_fine_layers_and_a_stale_one_on_overall():
     week = layer_weights(profile, RP, profile.last_ts + 7 * DAY, PP)
     stale = layer_weights(profile, RP, profile.last_ts + 90 * DAY, PP)
     assert fresh["item"] > week["item"] > stale["item"]
-    assert fresh["domain"] > week["domain"] > stale["domain"]
     assert fresh["overall"] < week["overall"] < stale["overall"]
+    # the domain layer (H = 14 d) takes over part of what the item layer (3 d) gives up, and
+    # passes it on to overall as it fades in turn
+    assert week["domain"] > stale["domain"]
+    share = [lam["domain"] / (1.0 - lam["item"]) for lam in (fresh, week, stale)]
+    assert share[0] > share[1] > share[2]
     assert stale["overall"] > 0.9
     # a fresh, focused, busy user keeps (almost) the base weights
     assert fresh["item"] == pytest.approx(RP.base_weights[0] * 30 / (30 + RP.evidence_n0), rel=1e-3)
 
 
-def test_more_evidence_moves_weight_to_the_fine_layers():
+def test_more_evidence_moves_weight_to_the_item_layer():
     few = _profile([("a1-1", "view", T0)])
     many = _profile([(f"a1-{n % 10}", "view", T0 - 10 + n / 10) for n in range(100)])
     lf, lm = layer_weights(few, RP, T0, PP), layer_weights(many, RP, T0, PP)
-    assert lm["item"] > lf["item"] and lm["domain"] > lf["domain"] and lm["overall"] < lf["overall"]
+    assert lm["item"] > lf["item"] and lm["domain"] < lf["domain"] and lm["overall"] < lf["overall"]
+    # what the item layer leaves is split alike: both users are fresh and focused on a1
+    assert lf["domain"] / lf["overall"] == pytest.approx(lm["domain"] / lm["overall"])
 
 
 # -- interest regression -----------------------------------------------------------------

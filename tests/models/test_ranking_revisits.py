@@ -6,7 +6,7 @@ from hypothesis import given, strategies as st
 
 from models.events import Event
 from models.profile import Profile, ProfileParams
-from models.ranking import RankParams, RevisitRate, repeat_propensity
+from models.ranking import RankParams, repeat_propensity
 from tests.models.test_ranking import CATALOG, ITEMS, T0, _recommend, _ranker
 
 PP = ProfileParams()
@@ -18,35 +18,6 @@ def profile_of(items: list[str], gap: float = 60.0, user: str = "u") -> Profile:
         domain, overall = CATALOG.layers_for(item, None)
         p.learn(Event(f"{user}-{n}", user, item, "view", T0 + n * gap), domain, overall, PP)
     return p
-
-
-def test_revisit_rate_counts_returns_to_the_item_layer():
-    rate = RevisitRate()
-    assert rate.rate == 0.5  # Laplace: no evidence yet
-    p = Profile()
-    for n, item in enumerate(["a1-0", "a1-1", "a1-0", "a1-0"]):
-        rate.learn(p, item)  # before the profile learns the event
-        domain, overall = CATALOG.layers_for(item, None)
-        p.learn(Event(str(n), "u", item, "view", T0 + n), domain, overall, PP)
-    assert (rate.returns, rate.chances) == (2, 3)  # the first event is no chance to return
-    assert rate.rate == pytest.approx(3 / 5)
-
-
-@given(st.lists(st.lists(st.sampled_from(["a1-0", "a1-1", "a2-0", "b1-0", "b2-0", "x-0"]), max_size=8), max_size=5))
-def test_revisit_counts_merge_across_batches(users):
-    """Workers count a batch's (returns, chances) and the activity feed adds them up: the same
-    rate as learning every event in one place."""
-    whole, merged = RevisitRate(), RevisitRate()
-    for u, items in enumerate(users):
-        p = Profile()
-        batch = RevisitRate()
-        for n, item in enumerate(items):
-            whole.learn(p, item)
-            batch.add(*RevisitRate.observe(p, item))
-            domain, overall = CATALOG.layers_for(item, None)
-            p.learn(Event(f"{u}-{n}", str(u), item, "view", T0 + n), domain, overall, PP)
-        merged.add(batch.returns, batch.chances)
-    assert (merged.returns, merged.chances) == (whole.returns, whole.chances)
 
 
 def test_repeat_propensity():

@@ -7,6 +7,7 @@ from types import SimpleNamespace
 import msgpack
 import pytest
 
+from models.ranking import SHARE_BUCKETS, ShopRates
 from streams.config import Settings
 from streams.feeds import PopularityFeed, activity_message
 
@@ -22,23 +23,45 @@ def record(value: bytes, offset: int = 0):
     return SimpleNamespace(value=value, offset=offset)
 
 
-def test_items_and_revisit_counts_arrive(feed):
-    feed.on_record(record(activity_message([("i1", "c1", 2.0, 1000.0), ("i2", None, 1.0, 1000.0)], (3, 4))))
-    feed.on_record(record(activity_message([("i1", "c1", 1.0, 1000.0)], (0, 2))))
-    assert (feed.revisits.returns, feed.revisits.chances) == (3, 6)
+def counted(returns: int, chances: int, domain: list[int] | None = None, overall: list[int] | None = None) -> ShopRates:
+    shop = ShopRates()
+    shop.returns, shop.chances = returns, chances
+    shop.domain_hits = domain or [0] * SHARE_BUCKETS
+    shop.overall_hits = overall or [0] * SHARE_BUCKETS
+    return shop
+
+
+def test_items_and_shop_counts_arrive(feed):
+    first = counted(3, 4, [1, 0, 0, 0, 2], [0, 1, 0, 0, 0])
+    second = counted(0, 2, [0, 0, 0, 0, 1], [1, 0, 0, 0, 3])
+    feed.on_record(record(activity_message([("i1", "c1", 2.0, 1000.0), ("i2", None, 1.0, 1000.0)], first)))
+    feed.on_record(record(activity_message([("i1", "c1", 1.0, 1000.0)], second)))
+    assert (feed.shop.returns, feed.shop.chances) == (3, 6)
+    assert feed.shop.domain_hits == [1, 0, 0, 0, 3]
+    assert feed.shop.overall_hits == [1, 1, 0, 0, 3]
     assert feed.popularity.top_ranked(2)[0][0] == "i1"
 
 
-def test_records_from_before_revisit_counts_still_count_items(feed):
+def test_records_from_before_the_shop_counts_still_count_items(feed):
     feed.on_record(record(msgpack.packb([["i9", "c1", 5.0, 1000.0]])))
+    feed.on_record(record(msgpack.packb({"items": [["i9", "c1", 1.0, 1000.0]], "returns": 1, "chances": 2})))
     assert feed.popularity.top_ranked(1)[0][0] == "i9"
-    assert feed.revisits.chances == 0
+    assert (feed.shop.returns, feed.shop.chances) == (1, 2)
+    assert feed.shop.domain_hits == [0] * SHARE_BUCKETS
 
 
 @pytest.mark.parametrize(
     "value",
-    [b"\xc1not msgpack", msgpack.packb({"returns": 1}), msgpack.packb({"items": [], "returns": 5, "chances": 2})],
+    [
+        b"\xc1not msgpack",
+        msgpack.packb({"returns": 1}),
+        msgpack.packb({"items": [], "returns": 5, "chances": 2}),
+        msgpack.packb({"items": [["i1", "c1", 1.0, 1000.0]], "domain_hits": [1, 2]}),
+        msgpack.packb({"items": [["i1", "c1", 1.0, 1000.0]], "overall_hits": [0, 0, -1, 0, 0]}),
+        msgpack.packb({"items": [["i1", "c1", 1.0, 1000.0]], "domain_hits": 3}),
+    ],
 )
-def test_a_malformed_record_is_skipped(feed, value):
+def test_a_malformed_record_is_skipped_whole(feed, value):
     feed.on_record(record(value))
-    assert (feed.revisits.returns, feed.revisits.chances) == (0, 0)
+    assert feed.shop.to_dict() == ShopRates().to_dict()
+    assert len(feed.popularity) == 0
