@@ -32,7 +32,9 @@ the score of a candidate item j with category c(j) and root r(j) is
   floor π(M-th item), so the truncation error is bounded by that floor;
 - ε (`root_floor`) lets globally popular items fill the list after the
   user's own roots;
-- λ = layer_weights(P, T) — "dynamic layer weights", summing to 1.
+- λ = layer_weights(P, T, μ) — "dynamic layer weights", summing to 1; μ, the share of
+  what the item layer leaves that goes to the domain layer rather than the overall one, is
+  learned online from the whole shop's events (`ShopRates`), as is ρ_u's prior.
 
 The result carries, per item, each layer's contribution λ_L·s_L(j) (they sum
 to the score) and, when asked, short reasons.
@@ -236,7 +238,8 @@ def _keep_layers(lam: dict[str, float], kept: tuple[str, ...]) -> dict[str, floa
 
 # -- what the whole shop's stream says -------------------------------------------
 SHARE_STRENGTH = 2.0  # pseudo-events behind the prior domain share b_domain / (b_domain + b_overall)
-SHARE_BUCKETS = 5  # users' event counts 1, 2–3, 4–7, 8–15, 16+ (`share_bucket`)
+SHARE_BUCKET_NAMES = ("1", "2-3", "4-7", "8-15", "16+")  # users' earlier events (`share_bucket`)
+SHARE_BUCKETS = len(SHARE_BUCKET_NAMES)
 
 
 class ShopRates:
@@ -336,9 +339,12 @@ class ShopRates:
 
     def domain_share(self, params: RankParams, profile: Profile | None) -> float:
         """μ for this user (by their event count), smoothed towards the base weights' split."""
-        b = share_bucket(profile.count if profile is not None else 1)
-        d, o = self.domain_hits[b], self.overall_hits[b]
-        return (d + SHARE_STRENGTH * _prior_domain_share(params)) / (d + o + SHARE_STRENGTH)
+        return self.domain_shares(params)[share_bucket(profile.count if profile is not None else 1)]
+
+    def domain_shares(self, params: RankParams) -> list[float]:
+        """μ of every bucket of `SHARE_BUCKET_NAMES`."""
+        prior = SHARE_STRENGTH * _prior_domain_share(params)
+        return [(d + prior) / (d + o + SHARE_STRENGTH) for d, o in zip(self.domain_hits, self.overall_hits)]
 
 
 def share_bucket(count: int) -> int:

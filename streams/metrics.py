@@ -17,6 +17,8 @@ GAUGE_HELP = {
     "model_version": "Version of the item-factor model served (milliseconds since the epoch; 0 = none yet).",
     "model_items": "Items with factors in the served model.",
     "changelog_records_recovered": "Profile and user-vector changelog records this process restored in batches since it started.",
+    "shop_revisit_rate": "The shop's learned revisit rate: share of events that return to an item of the user's item layer.",
+    "shop_domain_share": "The shop's learned domain share, by the user's earlier events: how much of what the item layer leaves goes to the domain layer.",
 }
 
 
@@ -42,7 +44,7 @@ class Metrics:
         self.factors_refused = 0
         self.batches = 0
         self.update_latency = Histogram()
-        self.gauges: dict[str, float] = {}
+        self.gauges: dict[str, float | dict[str, float]] = {}  # name → value, or labels → value
         self.lag: dict[int, int] = {}  # events partition → lag, set by the /metrics view
 
     def render(self) -> str:
@@ -81,7 +83,11 @@ class Metrics:
             help_text = GAUGE_HELP.get(name)
             if help_text:
                 lines.append(f"# HELP strata_{name} {help_text}")
-            lines += [f"# TYPE strata_{name} gauge", f"strata_{name} {value}"]
+            lines.append(f"# TYPE strata_{name} gauge")
+            if isinstance(value, dict):
+                lines += [f"strata_{name}{{{labels}}} {v}" for labels, v in value.items()]
+            else:
+                lines.append(f"strata_{name} {value}")
         lines += [
             "# HELP strata_consumer_lag Events not yet processed on an assigned events partition (high-water mark - next offset to process).",
             "# TYPE strata_consumer_lag gauge",

@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from models.ranking import Ranker
+from models.ranking import SHARE_BUCKET_NAMES, Ranker
 from streams.app import app, catalog, catalog_table, events_route, factor_feed, popularity_feed, rank_params, settings, user_to_profile, user_to_vector
 from streams.metrics import metrics
 from streams.state import count_keys, read_profile
@@ -146,6 +146,11 @@ async def prometheus(view: web.View, request: web.Request) -> web.Response:
     metrics.gauges["model_version"] = model.version if model is not None else 0
     metrics.gauges["model_items"] = len(model) if model is not None else 0
     metrics.gauges["changelog_records_recovered"] = events_route.recovered_records
+    shop = popularity_feed.shop
+    metrics.gauges["shop_revisit_rate"] = shop.revisit_rate
+    metrics.gauges["shop_domain_share"] = {
+        f'users="{name}"': mu for name, mu in zip(SHARE_BUCKET_NAMES, shop.domain_shares(rank_params))
+    }
     metrics.lag = await consumer_lag()
     return view.text(metrics.render(), content_type="text/plain; version=0.0.4")
 

@@ -14,7 +14,12 @@ from collections import Counter
 
 import pytest
 
+from models.catalog import Catalog
+from models.events import parse_event
 from models.loaders import open_log
+from models.popularity import Popularity
+from models.profile import Profile, ProfileParams
+from models.ranking import SHARE_BUCKET_NAMES, RankParams, ShopRates
 from tests.integration.harness import Worker, group_caught_up, isolated_env, produce_raw, publish, read_topic, wait_until
 
 pytestmark = pytest.mark.integration
@@ -63,6 +68,20 @@ def lag_rows(output: str, topic: str) -> dict[int, tuple[int, int, int]]:
     return rows
 
 
+def revisit_rate(events: list[dict], catalog_records: list[dict]) -> float:
+    catalog = Catalog.from_records(catalog_records)
+    profiles: dict[str, Profile] = {}
+    shop, nothing = ShopRates(), Popularity()
+    for raw in events:
+        e = parse_event(raw, time.time())
+        profile = profiles.setdefault(e.user_id, Profile())
+        domain, overall = catalog.layers_for(e.item_id, e.category_id)
+        seen = ShopRates.observe(profile, e.item_id, domain, nothing, RankParams(), ProfileParams())
+        if profile.learn(e, domain, overall, ProfileParams()):
+            shop.add(seen)
+    return shop.revisit_rate
+
+
 def test_metrics_count_what_was_sent_and_rejected_and_kafka_lag_shows_the_group(kafka, tmp_path):
     source = open_log("users=300,items=800,events=6000", "synthetic", seed=8)
     catalog_records = list(source.catalog())
@@ -102,6 +121,15 @@ def test_metrics_count_what_was_sent_and_rejected_and_kafka_lag_shows_the_group(
 
         assert m["strata_profiles_stored"] == len({e["user_id"] for e in events})
         assert m["strata_model_version"] == 0  # nothing trained yet
+
+        # The shop's rates, added up from the activity records: the revisit rate is exactly what
+        # learning the events in order gives; the domain share has a value per activity bucket.
+        expected = revisit_rate(events, catalog_records)
+        wait_until(lambda: parse_metrics(str(worker.get("/metrics")[1]))["strata_shop_revisit_rate"] == pytest.approx(expected),
+                   30, f"the shop's revisit rate to reach {expected}")
+        shares = {k: v for k, v in m.items() if k.startswith("strata_shop_domain_share{")}
+        assert set(shares) == {f'strata_shop_domain_share{{users="{b}"}}' for b in SHARE_BUCKET_NAMES}
+        assert all(0.0 < v < 1.0 for v in shares.values()) and any(v != 0.5 for v in shares.values())
         wait_until(lambda: parse_metrics(str(worker.get("/metrics")[1]))["strata_consumer_lag_total"] == 0, 30, "lag gauge 0")
         m = parse_metrics(str(worker.get("/metrics")[1]))
         assert {k for k in m if k.startswith("strata_consumer_lag{")} == {f'strata_consumer_lag{{partition="{p}"}}' for p in range(PARTITIONS)}
