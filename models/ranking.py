@@ -246,8 +246,8 @@ class ShopRates:
     """Two rates of the whole shop, learned online from every event; no tuning per log.
 
     - ρ0, the revisit rate: the share of events (after a user's first) that return to an item
-      of the user's item layer.  Laplace-smoothed, so it starts at ½: about 0.3–0.6 on
-      e-commerce logs, 0 on MovieLens (no item is rated twice).
+      of the user's item layer.  Laplace-smoothed, so it starts at ½: 0.05–0.42 on the
+      e-commerce logs here, 0 on MovieLens (no item is rated twice).
     - μ, the domain share: how the weight the item layer leaves is split between the domain
       and the overall layer (see `layer_weights`).  A fair race between the two layers'
       candidate pools of equal size: a *domain hit* is an event whose item is among the
