@@ -349,7 +349,8 @@ class ShopRates:
 
 def share_bucket(count: int) -> int:
     """The users' event-count bucket of the domain share: 1, 2–3, 4–7, 8–15, 16+ → 0…4."""
-    return min(max(int(count), 1).bit_length() - 1, SHARE_BUCKETS - 1)
+    b = count.bit_length() - 1 if count > 1 else 0
+    return b if b < SHARE_BUCKETS else SHARE_BUCKETS - 1
 
 
 def _among_top_categories(profile: Profile, category: str, n: int, pp: ProfileParams) -> bool:
@@ -357,16 +358,23 @@ def _among_top_categories(profile: Profile, category: str, n: int, pp: ProfilePa
     clock-free rank log2(w) + t/H orders them the same at any time)."""
     ws = profile.w["domain"]
     w = ws.get(category)
-    if w is None or w <= 0 or n <= 0:
+    if w is None or n <= 0:
         return False
     ts, h = profile.t["domain"], pp.half_life_s["domain"]
-    mine = math.log2(w) + ts[category] / h
+    t = ts[category]
     above = 0
+    # key k is heavier at any common time iff w_k · 2^((t_k − t)/H) > w: no power needed
+    # unless k is heavier but older, or lighter but newer
     for key, other in ws.items():
-        if other > 0 and math.log2(other) + ts[key] / h > mine:
-            above += 1
-            if above >= n:
-                return False
+        tk = ts[key]
+        if other > w:
+            if tk < t and other * 2.0 ** ((tk - t) / h) <= w:
+                continue
+        elif tk <= t or other * 2.0 ** ((tk - t) / h) <= w:
+            continue
+        above += 1
+        if above >= n:
+            return False
     return True
 
 
