@@ -360,6 +360,8 @@ def _among_top_categories(profile: Profile, category: str, n: int, pp: ProfilePa
     w = ws.get(category)
     if w is None or n <= 0:
         return False
+    if len(ws) <= n:
+        return True
     ts, h = profile.t["domain"], pp.half_life_s["domain"]
     t = ts[category]
     above = 0
