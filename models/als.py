@@ -129,6 +129,30 @@ def _renumber(codes: np.ndarray, ids: list[str]) -> tuple[np.ndarray, list[str]]
     return remap[codes], [ids[c] for c in order.tolist()]
 
 
+def merge_encoded(parts: Sequence[EncodedEvents]) -> EncodedEvents:
+    """One encoding from encodings of disjoint sets of users (e.g. read from different
+    partitions of the user-keyed events topic): users keep their order part after part,
+    items are numbered in order of first appearance.  ValueError if a user is in two parts."""
+    user_ids: list[str] = []
+    item_code: dict[str, int] = {}
+    users, items = [], []
+    for part in parts:
+        users.append(part.user_codes + np.int32(len(user_ids)))
+        user_ids.extend(part.user_ids)
+        remap = np.fromiter((item_code.setdefault(i, len(item_code)) for i in part.item_ids), np.int32, len(part.item_ids))
+        items.append(remap[part.item_codes])
+    if len(set(user_ids)) != len(user_ids):
+        raise ValueError("the parts share users: a user's events must all be in one part")
+
+    def cat(arrays, dtype):
+        return np.concatenate(arrays).astype(dtype, copy=False) if arrays else np.zeros(0, dtype)
+
+    return EncodedEvents(
+        user_ids, list(item_code), cat(users, np.int32), cat(items, np.int32),
+        cat([p.type_codes for p in parts], np.int8), cat([p.ts for p in parts], np.float64),
+    )
+
+
 def encode_events(events: Iterable[Event], dedupe: bool = True) -> EncodedEvents:
     """Turn events into code arrays (see `EventColumns`)."""
     columns = EventColumns(dedupe)

@@ -159,6 +159,15 @@ class Forget:
         return orjson.dumps({"control": "forget", "user_id": self.user_id, "requested_at": self.requested_at})
 
 
+def parse_keyed_message(key: bytes | None, raw: bytes | str, now: float) -> Event | Forget:
+    """`parse_message`, and the message key must be the user id (the events topic is keyed by
+    user, so that a user's events and profile live on one partition)."""
+    parsed = parse_message(raw, now)
+    if key is None or key != parsed.user_id.encode():
+        raise InvalidEvent("wrong_key", "the message key must be the event's user_id")
+    return parsed
+
+
 def parse_message(raw: bytes | str, now: float) -> Event | Forget:
     """An events-topic message: a behaviour event (see `parse_event`) or a control record."""
     try:

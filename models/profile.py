@@ -63,6 +63,9 @@ class ProfileParams:
         object.__setattr__(self, "half_life_s", MappingProxyType({k: float(self.half_life_s[k]) for k in LAYERS}))
         object.__setattr__(self, "caps", MappingProxyType({k: int(self.caps[k]) for k in LAYERS}))
 
+    def __reduce__(self):  # the read-only views do not pickle; their contents do
+        return ProfileParams, (dict(self.beta), dict(self.half_life_s), dict(self.caps), self.max_purchases, self.dedup_window)
+
     def as_dict(self) -> dict:
         return {
             "beta": dict(self.beta),

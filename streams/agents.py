@@ -5,7 +5,7 @@ import logging
 import time
 from collections import OrderedDict
 
-from models.events import Forget, InvalidEvent, parse_message
+from models.events import Forget, InvalidEvent, parse_keyed_message
 from models.profile import Profile
 from models.ranking import ShopRates
 from streams.app import (
@@ -125,9 +125,7 @@ async def _apply_events(batch) -> None:
         profiles: dict[str, Profile | None] = {}  # None: forgotten in this batch
         for record in records:
             try:
-                parsed = parse_message(record.value, now)
-                if record.key is None or record.key != parsed.user_id.encode():
-                    raise InvalidEvent("wrong_key", "the message key must be the event's user_id")
+                parsed = parse_keyed_message(record.key, record.value, now)
             except InvalidEvent as exc:
                 metrics.deadlettered[exc.reason] += 1
                 await deadletter_topic.send(key=record.key, value=deadletter_record(record, exc.reason, exc.detail))

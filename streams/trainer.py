@@ -10,15 +10,18 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import multiprocessing
+import os
 import time
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import msgpack
 import numpy as np
 
-from models.als import ALSParams, EncodedEvents, EventColumns, confidence_matrix, fit
-from models.events import Forget, InvalidEvent, parse_message
+from models.als import ALSParams, EncodedEvents, EventColumns, confidence_matrix, fit, merge_encoded
+from models.events import Forget, InvalidEvent, parse_keyed_message
 from models.factors import FactorModel, to_messages
 from streams.config import Settings
 from streams.topics import ensure_topics, partitions_of, topic_specs
@@ -48,29 +51,62 @@ class TrainReport:
         ]
 
 
-async def read_snapshot(settings: Settings) -> tuple[EncodedEvents, int]:
+async def read_snapshot(settings: Settings, processes: int | None = None) -> tuple[EncodedEvents, int]:
     """Valid events of the events topic, earliest offsets → end offsets at the start of the call,
-    as training columns (`models.als.EventColumns`), and the number of invalid records skipped.
+    as training columns (`models.als.EncodedEvents`), and the number of invalid records skipped.
 
     A forget control record drops the user's events before it (all in the same partition, so
     read before it); the user's later events, if any, are kept.  Events are validated by the
-    workers' own `parse_message`, so training sees exactly what the profiles saw.
+    workers' own `parse_keyed_message`, so training sees exactly what the profiles saw.
+
+    The partitions are shared out to `processes` reader processes (default: one per core, at
+    most one per partition): decoding and validating is Python work that one core cannot do at
+    the rate the broker serves.  The topic is keyed by user, so every reader encodes a disjoint
+    set of users and the parts merge exactly (`models.als.merge_encoded`).
     """
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     topic = topic_specs(settings)["events"].name
-    consumer = AIOKafkaConsumer(**settings.aiokafka_kwargs(), group_id=None, enable_auto_commit=False, max_partition_fetch_bytes=8 * 1024 * 1024, fetch_max_bytes=64 * 1024 * 1024)
-    columns, skipped = EventColumns(), 0
+    consumer = AIOKafkaConsumer(**settings.aiokafka_kwargs(), group_id=None, enable_auto_commit=False)
     await consumer.start()
     try:
-        partitions = await partitions_of(settings, topic)
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-        if not tps:
-            return columns.encoded(), 0
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        end = await consumer.end_offsets(tps)
-        remaining = {tp for tp in tps if end[tp] > await consumer.position(tp)}
+        partitions = sorted(await partitions_of(settings, topic))
+        end = await consumer.end_offsets([TopicPartition(topic, p) for p in partitions]) if partitions else {}
+    finally:
+        await consumer.stop()
+    stops = {tp.partition: offset for tp, offset in end.items() if offset > 0}
+    readers = max(1, min(processes or os.cpu_count() or 1, len(stops)))
+    if readers == 1:
+        parts = [await _read_partitions(settings, stops)]
+    else:
+        shares = [dict(list(stops.items())[k::readers]) for k in range(readers)]
+        loop = asyncio.get_running_loop()
+        # spawn, not fork: this process runs an event loop and aiokafka's threads
+        with ProcessPoolExecutor(readers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            parts = await asyncio.gather(*(loop.run_in_executor(pool, _read_in_process, settings, share) for share in shares))
+    return merge_encoded([encoded for encoded, _ in parts]), sum(skipped for _, skipped in parts)
+
+
+def _read_in_process(settings: Settings, stops: dict[int, int]) -> tuple[EncodedEvents, int]:
+    return asyncio.run(_read_partitions(settings, stops))
+
+
+async def _read_partitions(settings: Settings, stops: dict[int, int]) -> tuple[EncodedEvents, int]:
+    """Events of the given partitions of the events topic, from their earliest offsets up to
+    `stops` (partition → end offset), as training columns; and the number skipped as invalid."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    topic = topic_specs(settings)["events"].name
+    columns, skipped = EventColumns(), 0
+    if not stops:
+        return columns.encoded(), 0
+    consumer = AIOKafkaConsumer(**settings.aiokafka_kwargs(), group_id=None, enable_auto_commit=False, max_partition_fetch_bytes=8 * 1024 * 1024, fetch_max_bytes=64 * 1024 * 1024)
+    await consumer.start()
+    try:
+        end = {TopicPartition(topic, p): offset for p, offset in stops.items()}
+        consumer.assign(list(end))
+        await consumer.seek_to_beginning(*end)
+        remaining = {tp for tp in end if end[tp] > await consumer.position(tp)}
         now = time.time()
         add, forget = columns.add, columns.forget
         with gc_paused():
@@ -82,7 +118,7 @@ async def read_snapshot(settings: Settings) -> tuple[EncodedEvents, int]:
                         if record.offset >= stop:
                             break
                         try:
-                            parsed = parse_message(record.value, now)
+                            parsed = parse_keyed_message(record.key, record.value, now)
                         except InvalidEvent:
                             skipped += 1
                             continue

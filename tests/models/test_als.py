@@ -18,6 +18,7 @@ from models.als import (
     gram,
     implicit_model,
     item_weights_from_events,
+    merge_encoded,
 )
 from models.catalog import Catalog
 from models.events import EVENT_TYPES, Event
@@ -114,6 +115,33 @@ def test_forget_drops_exactly_the_users_earlier_events(ops):
         columns.add(e)
         kept.append(e)
     assert _same(columns.encoded(), encode_events(kept))
+
+
+@settings(max_examples=60, deadline=None)
+@given(events_st, st.integers(1, 4))
+def test_parts_read_by_user_merge_into_the_same_matrix(events, readers):
+    """The snapshot readers: each encodes the users of its partitions; merged, the confidence
+    matrix is the one of encoding every event in one place, up to the order of ids."""
+    parts = [encode_events([e for e in events if int(e.user_id[1:]) % readers == r]) for r in range(readers)]
+    merged, whole = merge_encoded(parts), encode_events(events)
+    assert sorted(merged.user_ids) == sorted(whole.user_ids) and sorted(merged.item_ids) == sorted(whole.item_ids)
+    as_of = T0 + 30 * 86_400
+
+    def dense(enc):
+        C = confidence_matrix(enc.user_codes, enc.item_codes, enc.type_codes, enc.ts, params=ProfileParams(), as_of=as_of, alpha=2.0,
+                              shape=(len(enc.user_ids), len(enc.item_ids))).toarray()
+        users, items = np.argsort(enc.user_ids), np.argsort(enc.item_ids)
+        return C[users][:, items]
+
+    assert np.allclose(dense(merged), dense(whole), rtol=1e-12, atol=0)
+
+
+def test_merge_refuses_parts_that_share_a_user():
+    a = encode_events([Event("e1", "u1", "i1", "view", T0)])
+    b = encode_events([Event("e2", "u1", "i2", "view", T0)])
+    with pytest.raises(ValueError, match="share users"):
+        merge_encoded([a, b])
+    assert merge_encoded([]).user_ids == [] and len(merge_encoded([]).ts) == 0
 
 
 def _same(a, b) -> bool:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from models.events import Event, Forget, InvalidEvent, parse_message
+from models.events import Event, Forget, InvalidEvent, parse_keyed_message, parse_message
 
 NOW = 1_700_000_000.0
 
@@ -29,3 +29,17 @@ def test_bad_control_records_are_refused_with_a_reason(raw, reason):
     with pytest.raises(InvalidEvent) as exc:
         parse_message(raw, NOW)
     assert exc.value.reason == reason
+
+
+def test_a_message_must_be_keyed_by_its_user():
+    """Workers and the trainer apply the same rule: a message keyed by another user (or by
+    nothing) would sit on the wrong partition, so both refuse it."""
+    event = Event("e1", "u1", "i1", "view", 1000.0).to_json()
+    forget = Forget("u1", 1000.0).to_json()
+    assert parse_keyed_message(b"u1", event, 2000.0).user_id == "u1"
+    assert isinstance(parse_keyed_message(b"u1", forget, 2000.0), Forget)
+    for key in (b"u2", None):
+        for raw in (event, forget):
+            with pytest.raises(InvalidEvent) as refused:
+                parse_keyed_message(key, raw, 2000.0)
+            assert refused.value.reason == "wrong_key"

@@ -157,3 +157,12 @@ def test_unknown_category_and_tree_roots():
 def test_bad_params_are_refused(kwargs):
     with pytest.raises(ValueError):
         ProfileParams(**kwargs)
+
+
+def test_params_pickle():
+    """The trainer's reader processes get the settings, profile parameters included, by pickle."""
+    import pickle
+
+    params = ProfileParams(caps={"item": 5, "domain": 3, "overall": 2}, max_purchases=7)
+    again = pickle.loads(pickle.dumps(params))
+    assert again == params and again.caps["item"] == 5 and again.max_purchases == 7
