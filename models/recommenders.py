@@ -45,7 +45,7 @@ from models.events import Event
 from models.factors import FactorModel
 from models.popularity import DAY, Popularity
 from models.profile import Profile, ProfileParams
-from models.ranking import Ranker, RankParams, ShopRates
+from models.ranking import SHARE_BUCKET_NAMES, Ranker, RankParams, ShopRates
 
 
 # -- what every model may know besides the events ---------------------------------
@@ -248,7 +248,16 @@ class StrataModel(Recommender):
         return _fill(list(recs.items), list(recs.scores), k, self.state)
 
     def describe(self) -> dict:
-        return {"rank_params": self.params.as_dict()}
+        shares = self.shop.domain_shares(self.params)
+        return {
+            "rank_params": self.params.as_dict(),
+            # what the shop's events taught by the end of the run (ShopRates)
+            "shop_rates": {
+                "revisit_rate": self.shop.revisit_rate,
+                "domain_share": dict(zip(SHARE_BUCKET_NAMES, shares)),
+                **self.shop.to_dict(),
+            },
+        }
 
 
 # -- baselines -------------------------------------------------------------------------

@@ -109,6 +109,10 @@ def test_result_shape_and_layer_ablations():
         assert 0 <= m["mrr"] <= m["ndcg"] <= m["hr"] <= 1
         assert sum(b["targets"] for b in m["timeline"]) == m["targets"]
     assert tuple(result["models"]["strata-item"]["params"]["rank_params"]["layers"]) == ("item",)
+    shop = result["models"]["strata"]["params"]["shop_rates"]  # what the run taught, for the docs
+    assert 0 < shop["chances"] < len(events) and 0 < shop["revisit_rate"] < 1
+    assert list(shop["domain_share"]) == ["1", "2-3", "4-7", "8-15", "16+"]
+    assert all(0 < mu < 1 for mu in shop["domain_share"].values())
     json.dumps(result)
 
 
