@@ -31,7 +31,7 @@ from models.events import EVENT_TYPES, Event, InvalidEvent, parse_event
 from models.popularity import DAY
 from models.profile import ProfileParams
 from models.ranking import RankParams
-from models.ranking_metrics import RankingScore, ndcg_at_k
+from models.ranking_metrics import RankingScore, ndcg_at_k, paired_bootstrap
 from models.recommenders import BatchTrainer, Recommender, World, build_models
 from models import als
 
@@ -118,6 +118,7 @@ class ModelResult:
     timeline: list[list[float]] = field(default_factory=list)  # per time bucket: [Σ ndcg, targets]
     activity: dict[str, list[float]] = field(default_factory=dict)  # bucket → [Σ ndcg, targets]
     revisit: dict[str, list[float]] = field(default_factory=dict)  # "seen"/"new" → [Σ ndcg, targets]
+    gains: list[float] = field(default_factory=list)  # NDCG of every target, in order (all models share the targets)
 
 
 def _sampled(event_id: str, share: float) -> bool:
@@ -218,6 +219,7 @@ def prequential(
                     ids = [j for j in ids if j not in skip][:k]
                     rank = r.score.add(ids, e.item_id)
                     g = ndcg_at_k(rank)
+                    r.gains.append(g)
                     r.timeline[bucket][0] += g
                     r.timeline[bucket][1] += 1
                     r.activity.setdefault(act, [0.0, 0])
@@ -264,6 +266,12 @@ def prequential(
             "by_activity": {a: {"ndcg": g / c, "targets": c} for a, (g, c) in sorted(r.activity.items(), key=lambda kv: int(kv[0].split("-")[0].rstrip("+")))},
             "by_target": {a: {"ndcg": g / c, "targets": c} for a, (g, c) in sorted(r.revisit.items())},
         }
+    baselines = [name for name in results if not name.startswith("strata")]
+    if baselines:
+        best = max(baselines, key=lambda name: out_models[name]["ndcg"])
+        for name in results:
+            if name.startswith("strata"):
+                out_models[name]["vs_best_baseline"] = {"model": best, **paired_bootstrap(results[name].gains, results[best].gains)}
     return {
         "dataset": dataset.name,
         "protocol": {
@@ -375,6 +383,12 @@ def format_table(result: dict) -> str:
             f"{name:<{w}} {m['hr']:8.4f} {m['ndcg']:8.4f} {m['mrr']:8.4f} {m['coverage']:7.3f} {m['targets']:8d} "
             f"{(f'{eps:,.0f}' if eps else '-'):>10}"
         )
+    for name, m in rows:
+        vs = m.get("vs_best_baseline")
+        if vs and vs["delta"] is not None:
+            low, high = vs["ci95"]
+            lines.append(f"{name} vs {vs['model']}: NDCG@{k} {vs['delta']:+.4f} (95 % CI {low:+.4f} … {high:+.4f}, "
+                         f"paired bootstrap over {vs['targets']:,} targets)")
     return "\n".join(lines)
 
 
@@ -464,6 +478,14 @@ def format_markdown(result: dict) -> str:
             f"| {bold}{name}{bold} | {m['hr']:.4f} | {bold}{m['ndcg']:.4f}{bold} | {m['mrr']:.4f} | "
             f"{m['coverage']:.3f} | {m['targets']:,} | {f'{eps:,.0f}' if eps else '-'} |"
         )
+    notes = []
+    for name in ("strata", "strata-tuned"):
+        vs = result["models"].get(name, {}).get("vs_best_baseline")
+        if vs and vs["delta"] is not None:
+            low, high = vs["ci95"]
+            notes.append(f"`{name}` − `{vs['model']}`: {vs['delta']:+.4f} (95 % CI {low:+.4f} … {high:+.4f})")
+    if notes:
+        lines += ["", f"NDCG@{k} against the best baseline, paired bootstrap over the same targets: " + "; ".join(notes) + "."]
     return "\n".join(lines)
 
 

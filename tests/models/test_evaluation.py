@@ -7,7 +7,7 @@ import math
 import pytest
 
 from models.catalog import Catalog
-from models.evaluation import Dataset, Protocol, evaluate, format_rank_params, parse_rank_params, prequential
+from models.evaluation import Dataset, Protocol, evaluate, format_rank_params, format_table, parse_rank_params, prequential
 from models.events import Event
 from models.ranking import RankParams
 from models.recommenders import MODEL_NAMES, BatchTrainer, Recommender, World, build_models
@@ -109,6 +109,13 @@ def test_result_shape_and_layer_ablations():
         assert 0 <= m["mrr"] <= m["ndcg"] <= m["hr"] <= 1
         assert sum(b["targets"] for b in m["timeline"]) == m["targets"]
     assert tuple(result["models"]["strata-item"]["params"]["rank_params"]["layers"]) == ("item",)
+    vs = result["models"]["strata"]["vs_best_baseline"]
+    best = max((n for n in result["models"] if not n.startswith("strata")), key=lambda n: result["models"][n]["ndcg"])
+    assert vs["model"] == best and vs["targets"] == result["models"]["strata"]["targets"]
+    assert vs["delta"] == pytest.approx(result["models"]["strata"]["ndcg"] - result["models"][best]["ndcg"])
+    assert vs["ci95"][0] <= vs["delta"] <= vs["ci95"][1]
+    assert "vs_best_baseline" not in result["models"][best]
+    assert "paired bootstrap" in format_table(result)
     shop = result["models"]["strata"]["params"]["shop_rates"]  # what the run taught, for the docs
     assert 0 < shop["chances"] < len(events) and 0 < shop["revisit_rate"] < 1
     assert list(shop["domain_share"]) == ["1", "2-3", "4-7", "8-15", "16+"]

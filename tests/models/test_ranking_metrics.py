@@ -65,3 +65,19 @@ def test_metric_bounds_and_order(ranking, target, k):
     assert (r is not None) == (target in ranking[:k])
     if r is not None:
         assert ranking[r - 1] == target
+
+
+def test_paired_bootstrap_brackets_the_mean_difference():
+    from models.ranking_metrics import paired_bootstrap
+
+    same = paired_bootstrap([0.5] * 50, [0.25] * 50)
+    assert same["delta"] == 0.25 and same["ci95"] == [0.25, 0.25] and same["targets"] == 50
+    # a wins 30 targets by 1, loses 20 by 1: +0.2 on average, and the interval holds it, not 0 … 
+    a, b = [1.0] * 30 + [0.0] * 20, [0.0] * 30 + [1.0] * 20
+    r = paired_bootstrap(a, b)
+    assert r["delta"] == pytest.approx(0.2) and r["ci95"][0] < 0.2 < r["ci95"][1]
+    # … while a coin flip's interval holds 0; and the same inputs give the same interval
+    coin = paired_bootstrap([1.0, 0.0] * 25, [0.0, 1.0] * 25)
+    assert coin["ci95"][0] < 0.0 < coin["ci95"][1]
+    assert paired_bootstrap(a, b) == r
+    assert paired_bootstrap([], [])["delta"] is None
