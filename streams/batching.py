@@ -44,6 +44,7 @@ import asyncio
 import logging
 from typing import Awaitable, Callable, Mapping, Optional, Sequence
 
+from aiokafka.errors import IllegalStateError, KafkaError
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers.aiokafka import Consumer as _AIOKafkaConsumer
 from faust.types import TP
@@ -107,8 +108,13 @@ class BatchingConsumer(_AIOKafkaConsumer):
                     continue
                 if not self.flow_active:
                     # As Faust's getmany: records fetched while the flow is stopped (rebalance)
-                    # are dropped and the partitions go back to their committed offsets.
-                    await self.perform_seek()
+                    # are dropped and the partitions go back to their committed offsets.  The
+                    # rebalance may take a partition away while the seek waits for the committed
+                    # offsets; its new owner seeks it, so that is no reason to crash the worker.
+                    try:
+                        await self.perform_seek()
+                    except KafkaError as exc:
+                        log.warning("seek to committed offsets during a rebalance failed (%r); the assignment seeks again", exc)
                     continue
                 generation = self.app.consumer_generation_id
                 ours: dict[TP, list] = {}
@@ -244,7 +250,10 @@ class BatchingConsumer(_AIOKafkaConsumer):
             for tp in fresh:
                 offset = earliest.get(tp)
                 if offset is not None:
-                    await self.seek(tp, offset)
+                    try:
+                        await self.seek(tp, offset)
+                    except IllegalStateError:  # revoked meanwhile: its new owner seeks it
+                        continue
         return committed
 
 
