@@ -85,9 +85,6 @@ class RankingScore:
         return coverage([self.recommended], catalogue_size)
 
 
-__all__ = ["RankingScore", "coverage", "hit_rank", "hr_at_k", "mrr_at_k", "ndcg_at_k"]
-
-
 def paired_bootstrap(a: Sequence[float], b: Sequence[float], resamples: int = 2000, seed: int = 0) -> dict:
     """How much better `a` is than `b` on the same targets: the mean of the per-target
     differences a_i − b_i and its 95 % interval by the paired bootstrap (targets resampled with
@@ -111,3 +108,6 @@ def paired_bootstrap(a: Sequence[float], b: Sequence[float], resamples: int = 20
         means[start:stop] = d[rng.integers(0, n, (stop - start, n))].mean(axis=1)
     low, high = np.percentile(means, [2.5, 97.5])
     return {"delta": float(d.mean()), "ci95": [float(low), float(high)], "targets": int(n), "resamples": resamples}
+
+
+__all__ = ["RankingScore", "coverage", "hit_rank", "hr_at_k", "mrr_at_k", "ndcg_at_k", "paired_bootstrap"]
