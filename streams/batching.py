@@ -29,6 +29,15 @@ batch never starts on a partition that is gone — records of partitions no long
 assigned, or fetched under an older group generation, are dropped and fetched
 again from the committed offset by whichever worker owns them now.
 
+Contiguity: a user's de-duplication (`Profile.seq`, the last applied offset) is exact only if
+each partition is applied as a prefix — never offset o while an earlier, unapplied offset
+waits to be fetched again, or the earlier one is later skipped as "already applied".  Records
+come back from aiokafka's fetch on another thread, so a fetch issued before a seek (or a
+rebalance) can return records from the position *before* it, after the seek has moved the
+position back: applying those would leave a hole.  Every seek and rebalance of the route's
+partitions therefore starts a new fetch `epoch`; records fetched in an older epoch are dropped
+and their partitions sought back to where the applied prefix ends (`next_offset`).
+
 Partitions with no committed offset yet start at the earliest offset: Faust
 fetches source partitions while tables recover and drops what it fetched, and
 "seek to committed" leaves such partitions where the fetcher stopped, i.e.
@@ -62,6 +71,12 @@ class BatchRoute:
         self.topic = topic
         self.handler: Optional[BatchHandler] = None
         self.done: dict[TP, int] = {}  # tp → next offset to commit (all below are processed and flushed)
+        # tp → the offset the applied prefix ends at: set by every seek and every processed batch
+        self.next_offset: dict[TP, int] = {}
+        # Bumped before and after every seek and rebalance: records fetched in an older epoch
+        # may come from a position that no longer holds (see the module doc).
+        self.epoch = 0
+        self.stale_batches = 0
         self._lock: Optional[asyncio.Lock] = None
         self.batches = 0
         # Tables whose changelog records, while their partition actively recovers, are
@@ -102,6 +117,7 @@ class BatchingConsumer(_AIOKafkaConsumer):
         try:
             while not (consumer_should_stop() or fetcher_should_stop()):
                 self.diag.set_flag(CONSUMER_FETCHING)
+                epoch = route.epoch  # before the fetch: a seek during it makes its records suspect
                 records, active = await self._wait_next_records(1.0)
                 await self.sleep(0)
                 if not records or self.should_stop:
@@ -127,7 +143,7 @@ class BatchingConsumer(_AIOKafkaConsumer):
                     elif not (recs and self._recover_batch(tp, recs, generation)):
                         others.extend((tp, r) for r in recs)
                 if ours:
-                    await self._process_batch(ours, generation)
+                    await self._process_batch(ours, generation, epoch)
                 # Everything else exactly as faust's _drain_messages does it, one message at a time.
                 for tp, record in others:
                     if self.app.consumer_generation_id != generation or not self.flow_active:
@@ -154,7 +170,7 @@ class BatchingConsumer(_AIOKafkaConsumer):
             self.log.exception("Drain messages raised: %r", exc)
             raise
 
-    async def _process_batch(self, batch: dict[TP, list], generation: int) -> None:
+    async def _process_batch(self, batch: dict[TP, list], generation: int, epoch: int) -> None:
         route = self.route
         async with route.lock:
             if self.app.consumer_generation_id != generation or not self.flow_active:
@@ -163,12 +179,25 @@ class BatchingConsumer(_AIOKafkaConsumer):
             batch = {tp: recs for tp, recs in batch.items() if tp in assigned and recs}
             if not batch:
                 return
+            if route.epoch != epoch:
+                # Fetched across a seek: the records may continue a position the seek undid.
+                # Fetch them again from where the applied prefix ends.
+                route.stale_batches += 1
+                log.info("batch of %s fetched across a seek or rebalance: fetched again from %s",
+                         sorted(f"{tp.partition}@{recs[0].offset}" for tp, recs in batch.items()),
+                         {tp.partition: route.next_offset.get(tp) for tp in batch})
+                for tp in batch:
+                    offset = route.next_offset.get(tp)
+                    if offset is not None:
+                        await self._reseek(tp, offset)
+                return
             await route.handler(batch)  # returns once the store batch and the changelog are flushed
             route.batches += 1
             monitor = self.app.monitor
             for tp, recs in batch.items():
                 last = recs[-1].offset
                 route.done[tp] = last + 1
+                route.next_offset[tp] = last + 1
                 self._read_offset[tp] = last
                 self._acked[tp]  # noqa: B018 - touching the defaultdict lists tp among those with pending commits
                 monitor.track_tp_end_offset(tp, self.highwater(tp))
@@ -228,33 +257,66 @@ class BatchingConsumer(_AIOKafkaConsumer):
     async def on_partitions_revoked(self, revoked) -> None:
         # Wait for the batch in flight (its store and changelog writes belong to
         # partitions that may now move), then forget what we did for them.
-        async with self.route.lock:
+        route = self.route
+        async with route.lock:
+            route.epoch += 1
             for tp in revoked:
-                self.route.done.pop(tp, None)
-            for callback in self.route.on_rebalance:
+                route.done.pop(tp, None)
+                route.next_offset.pop(tp, None)
+            for callback in route.on_rebalance:
                 callback()
-            await super().on_partitions_revoked(revoked)
+            try:
+                await super().on_partitions_revoked(revoked)
+            finally:
+                route.epoch += 1
 
     async def on_partitions_assigned(self, assigned, generation_id: int = 0) -> None:
-        async with self.route.lock:
-            for callback in self.route.on_rebalance:
+        route = self.route
+        async with route.lock:
+            route.epoch += 1
+            for callback in route.on_rebalance:
                 callback()
-        await super().on_partitions_assigned(assigned, generation_id)
+        try:
+            await super().on_partitions_assigned(assigned, generation_id)
+        finally:
+            route.epoch += 1
 
     async def seek_to_committed(self) -> Mapping[TP, int]:
-        committed = await super().seek_to_committed()
-        # auto_offset_reset=earliest, enforced: a source partition without a commit starts at its beginning.
-        fresh = [tp for tp in self.assignment() if not self._is_changelog_tp(tp) and committed.get(tp) is None]
-        if fresh:
-            earliest = await self.earliest_offsets(*fresh)
-            for tp in fresh:
-                offset = earliest.get(tp)
-                if offset is not None:
-                    try:
-                        await self.seek(tp, offset)
-                    except IllegalStateError:  # revoked meanwhile: its new owner seeks it
-                        continue
-        return committed
+        route = self.route
+        route.epoch += 1
+        try:
+            committed = await super().seek_to_committed()
+            ours = [tp for tp in self.assignment() if tp.topic == route.topic]
+            for tp in ours:
+                if committed.get(tp):
+                    route.next_offset[tp] = committed[tp]
+            # auto_offset_reset=earliest, enforced: a source partition without a commit starts at
+            # its beginning (aiokafka leaves a partition committed at 0 where it was, too).
+            fresh = [tp for tp in self.assignment() if not self._is_changelog_tp(tp) and not committed.get(tp)]
+            if fresh:
+                earliest = await self.earliest_offsets(*fresh)
+                for tp in fresh:
+                    offset = earliest.get(tp)
+                    if offset is not None:
+                        try:
+                            await self.seek(tp, offset)
+                        except IllegalStateError:  # revoked meanwhile: its new owner seeks it
+                            continue
+                        if tp.topic == route.topic:
+                            route.next_offset[tp] = offset
+            return committed
+        finally:
+            route.epoch += 1
+
+    async def _reseek(self, tp: TP, offset: int) -> None:
+        route = self.route
+        route.epoch += 1
+        try:
+            await self.seek(tp, offset)
+        except IllegalStateError:  # revoked meanwhile: its new owner seeks it
+            pass
+        finally:
+            route.epoch += 1
 
 
 def install(app, topic_name: str) -> BatchRoute:

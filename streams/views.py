@@ -146,6 +146,7 @@ async def prometheus(view: web.View, request: web.Request) -> web.Response:
     metrics.gauges["model_version"] = model.version if model is not None else 0
     metrics.gauges["model_items"] = len(model) if model is not None else 0
     metrics.gauges["changelog_records_recovered"] = events_route.recovered_records
+    metrics.gauges["stale_batches_refetched"] = events_route.stale_batches
     shop = popularity_feed.shop
     metrics.gauges["shop_revisit_rate"] = shop.revisit_rate
     metrics.gauges["shop_domain_share"] = {
