@@ -12,6 +12,11 @@ overflows its cap).
 
 Caps drop the smallest weights.  Comparing decayed weights at a common time T
 ranks keys by log2(w) + t/H, whatever T is, so pruning needs no clock.
+
+Weights are kept to single precision (float32, seven significant digits — far more
+than the data supports): every update rounds its result, so the stored profile is
+the live one bit for bit, and a profile at the default caps fits SPEC §7's 4 KiB.
+Times are kept exactly as the events gave them.
 """
 from __future__ import annotations
 
@@ -77,6 +82,14 @@ class ProfileParams:
 def decay(w: float, dt: float, half_life: float) -> float:
     """w · 2^(−dt/H): the weight w after dt seconds."""
     return w * 2.0 ** (-dt / half_life)
+
+
+_F32 = struct.Struct("<f")
+
+
+def single(x: float) -> float:
+    """x rounded to the nearest float32: the precision profile weights are kept at."""
+    return _F32.unpack(_F32.pack(x))[0]
 
 
 def _event_hash(event_id: str) -> int:
@@ -152,16 +165,16 @@ class Profile:
         ws, ts_ = self.w[layer], self.t[layer]
         t = ts_.get(key)
         if t is None:
-            ws[key] = beta
+            ws[key] = single(beta)
             ts_[key] = ts
             cap = params.caps[layer]
             if len(ws) > cap:
                 self._prune(layer, cap, h)
         elif ts >= t:
-            ws[key] = decay(ws[key], ts - t, h) + beta
+            ws[key] = single(decay(ws[key], ts - t, h) + beta)
             ts_[key] = ts
         else:
-            ws[key] += decay(beta, t - ts, h)
+            ws[key] = single(ws[key] + decay(beta, t - ts, h))
 
     def _prune(self, layer: str, cap: int, half_life: float) -> None:
         ws, ts = self.w[layer], self.t[layer]
@@ -197,22 +210,29 @@ class Profile:
 
     # -- persistence -------------------------------------------------------
     def to_bytes(self) -> bytes:
-        """msgpack: per layer its keys and two packed little-endian float64 columns (w, t).
+        """msgpack, version 3: per layer its keys, a float32 column of weights and a column of times.
 
-        `w[L]` and `t[L]` always gain and lose keys together, so their orders agree.
+        Lossless, and compact where the data allows it (SPEC §7: ≤ 4 KiB at the default caps):
+        a layer whose keys are all canonical decimal integers stores them as integers (4 bytes
+        instead of 8 for a 7-digit id), and a time column whose times are all whole seconds
+        before `last_ts` stores the differences as uint32 (else float64 times).  `w[L]` and
+        `t[L]` always gain and lose keys together, so their orders agree.
         """
+        T = self.last_ts
         layers = []
         for layer in LAYERS:
             ws = self.w[layer]
-            layers.append([list(ws), _f64(ws.values()), _f64(self.t[layer].values())])
+            keys = list(ws)
+            layers.append([_pack_keys(keys), _f32(ws.values()), _pack_times(T, list(self.t[layer].values()))])
+        p_keys = list(self.purchases)
         return msgpack.packb(
             [
-                2,
+                3,
                 layers,
-                list(self.purchases),
-                _f64(self.purchases.values()),
+                _pack_keys(p_keys),
+                _pack_times(T, list(self.purchases.values())),
                 self.count,
-                self.last_ts,
+                T,
                 _u64(self.recent_ids),
                 self.seq,
             ],
@@ -222,10 +242,34 @@ class Profile:
     @classmethod
     def from_bytes(cls, data: bytes) -> "Profile":
         fields = msgpack.unpackb(data, raw=False)
-        if fields[0] == 1:
-            return cls._from_v1(fields)
-        if fields[0] != 2:
-            raise ValueError(f"unknown profile encoding version {fields[0]}")
+        version = fields[0]
+        if version == 3:
+            _, layers, p_keys, p_ts, count, last_ts, recent, seq = fields
+            w, t = {}, {}
+            for layer, (keys, ws, ts) in zip(LAYERS, layers):
+                keys = _unpack_keys(keys)
+                w[layer] = dict(zip(keys, _f32_values(ws)))
+                t[layer] = dict(zip(keys, _unpack_times(last_ts, ts, len(keys))))
+            p_keys = _unpack_keys(p_keys)
+            purchases = dict(zip(p_keys, _unpack_times(last_ts, p_ts, len(p_keys))))
+            recent_ids = array("Q", struct.unpack(f"<{len(recent) // 8}Q", recent))
+            return cls(w, t, purchases, count, last_ts, recent_ids, seq)
+        if version == 2:
+            profile = cls._from_v2(fields)
+        elif version == 1:
+            profile = cls._from_v1(fields)
+        else:
+            raise ValueError(f"unknown profile encoding version {version}")
+        # Earlier encodings kept float64 weights: rounded once, on reading, so that the live
+        # profile from here on is exactly what version 3 stores.
+        for ws in profile.w.values():
+            for key, value in ws.items():
+                ws[key] = single(value)
+        return profile
+
+    @classmethod
+    def _from_v2(cls, fields: list) -> "Profile":
+        """Columns of float64 weights and times (stores and changelogs written before version 3)."""
         _, layers, p_keys, p_ts, count, last_ts, recent, seq = fields
         w, t = {}, {}
         for layer, (keys, ws, ts) in zip(LAYERS, layers):
@@ -247,6 +291,14 @@ class Profile:
         return cls(w, t, purchases, count, last_ts, array("Q", recent_ids), seq)
 
 
+def _f32(values: Collection[float]) -> bytes:
+    return struct.pack(f"<{len(values)}f", *values)
+
+
+def _f32_values(raw: bytes) -> tuple[float, ...]:
+    return struct.unpack(f"<{len(raw) // 4}f", raw)
+
+
 def _f64(values: Collection[float]) -> bytes:
     return struct.pack(f"<{len(values)}d", *values)
 
@@ -257,6 +309,55 @@ def _floats(raw: bytes) -> tuple[float, ...]:
 
 def _u64(values: array) -> bytes:
     return struct.pack(f"<{len(values)}Q", *values)
+
+
+_INT64 = 2**63
+
+
+def _pack_keys(keys: list[str]) -> list | bytes:
+    """The keys as integers when every one is a canonical decimal integer (else as given):
+    msgpack integers below 65,536 (1–3 bytes), packed uint32 up to 2^32 (4 bytes, against
+    5 for msgpack and 8 for a 7-digit id as text)."""
+    if not keys:
+        return keys
+    try:
+        ints = list(map(int, keys))
+    except ValueError:
+        return keys
+    # int() also takes " 7", "+7", "0_7", "07" and other digits: only keys it gives back verbatim
+    if list(map(str, ints)) != keys:
+        return keys
+    lo, hi = min(ints), max(ints)
+    if 0 <= lo and hi < 2**32 and hi >= 2**16:
+        return struct.pack(f"<{len(ints)}I", *ints)
+    if -_INT64 <= lo and hi < _INT64:
+        return ints
+    return keys
+
+
+def _unpack_keys(keys: list | bytes) -> list[str]:
+    if type(keys) is bytes:
+        return list(map(str, struct.unpack(f"<{len(keys) // 4}I", keys)))
+    return list(map(str, keys)) if keys and type(keys[0]) is int else keys
+
+
+def _pack_times(T: float | None, times: list[float]) -> bytes:
+    """uint32 seconds before T when that gives every time back exactly, else float64 times.
+    (The reader tells them apart by length: 4 or 8 bytes a key.)"""
+    if T is not None and times:
+        try:
+            back = [int(T - t) for t in times]
+            if all(T - d == t for d, t in zip(back, times)):
+                return struct.pack(f"<{len(back)}I", *back)
+        except (OverflowError, ValueError, struct.error):  # inf/nan, or beyond uint32
+            pass
+    return _f64(times)
+
+
+def _unpack_times(T: float | None, raw: bytes, n: int) -> tuple[float, ...]:
+    if n and len(raw) == 4 * n:
+        return tuple(T - d for d in struct.unpack(f"<{n}I", raw))
+    return _floats(raw)
 
 
 def _rank(w: float, t: float, half_life: float) -> float:
