@@ -33,10 +33,14 @@ Contiguity: a user's de-duplication (`Profile.seq`, the last applied offset) is 
 each partition is applied as a prefix — never offset o while an earlier, unapplied offset
 waits to be fetched again, or the earlier one is later skipped as "already applied".  Records
 come back from aiokafka's fetch on another thread, so a fetch issued before a seek (or a
-rebalance) can return records from the position *before* it, after the seek has moved the
-position back: applying those would leave a hole.  Every seek and rebalance of the route's
-partitions therefore starts a new fetch `epoch`; records fetched in an older epoch are dropped
-and their partitions sought back to where the applied prefix ends (`next_offset`).
+rebalance) can return records from a position the seek undid, or records that moved the
+position on after the seek.  Every seek and rebalance of the route's partitions starts a new
+fetch `epoch`; the route knows where each partition's applied prefix ends (`next_offset`), and
+a partition's records that would leave a hole after it — or that were fetched across a seek
+while that end is unknown — are dropped and the partition is sought back to the end of the
+prefix (or to its committed offset, which never passes an unapplied record).  A hole that is
+still there after such a seek is a real gap in the log (transaction markers) and is taken.
+`BatchRoute.holes` is the rule (tests/streams/test_batch_route.py).
 
 Partitions with no committed offset yet start at the earliest offset: Faust
 fetches source partitions while tables recover and drops what it fetched, and
@@ -73,6 +77,7 @@ class BatchRoute:
         self.done: dict[TP, int] = {}  # tp → next offset to commit (all below are processed and flushed)
         # tp → the offset the applied prefix ends at: set by every seek and every processed batch
         self.next_offset: dict[TP, int] = {}
+        self.refetched_from: dict[TP, int] = {}  # tp → the offset it was last sought back to
         # Bumped before and after every seek and rebalance: records fetched in an older epoch
         # may come from a position that no longer holds (see the module doc).
         self.epoch = 0
@@ -93,6 +98,24 @@ class BatchRoute:
         if self._lock is None:  # created on the worker's loop, not at import
             self._lock = asyncio.Lock()
         return self._lock
+
+    def holes(self, batch: Mapping[TP, Sequence], stale: bool) -> list[TP]:
+        """Partitions whose records must be fetched again: they start after the applied prefix
+        ends (`next_offset`), or were fetched across a seek and where that prefix ends is not known.
+
+        A record batch fetched after a seek back to `next_offset` that still starts later is a real
+        gap in the log (transaction markers, records deleted by retention) and is taken."""
+        out = []
+        for tp, recs in batch.items():
+            expected = self.next_offset.get(tp)
+            if expected is None:
+                if stale:
+                    out.append(tp)
+            elif recs[0].offset > expected:
+                if stale or self.refetched_from.get(tp) != expected:
+                    self.refetched_from[tp] = expected
+                    out.append(tp)
+        return out
 
     def __call__(self, handler: BatchHandler) -> BatchHandler:
         """Decorator: `@route` registers the batch handler."""
@@ -179,18 +202,17 @@ class BatchingConsumer(_AIOKafkaConsumer):
             batch = {tp: recs for tp, recs in batch.items() if tp in assigned and recs}
             if not batch:
                 return
-            if route.epoch != epoch:
-                # Fetched across a seek: the records may continue a position the seek undid.
-                # Fetch them again from where the applied prefix ends.
+            refetch = route.holes(batch, stale=route.epoch != epoch)
+            if refetch:
                 route.stale_batches += 1
-                log.info("batch of %s fetched across a seek or rebalance: fetched again from %s",
-                         sorted(f"{tp.partition}@{recs[0].offset}" for tp, recs in batch.items()),
-                         {tp.partition: route.next_offset.get(tp) for tp in batch})
-                for tp in batch:
-                    offset = route.next_offset.get(tp)
-                    if offset is not None:
-                        await self._reseek(tp, offset)
-                return
+                log.info("records of %s would leave a hole after the applied ones (fetched across a seek "
+                         "or rebalance): fetching them again",
+                         sorted(f"{tp.partition}@{batch[tp][0].offset}" for tp in refetch))
+                for tp in refetch:
+                    await self._reseek(tp)
+                batch = {tp: recs for tp, recs in batch.items() if tp not in refetch}
+                if not batch:
+                    return
             await route.handler(batch)  # returns once the store batch and the changelog are flushed
             route.batches += 1
             monitor = self.app.monitor
@@ -263,6 +285,7 @@ class BatchingConsumer(_AIOKafkaConsumer):
             for tp in revoked:
                 route.done.pop(tp, None)
                 route.next_offset.pop(tp, None)
+                route.refetched_from.pop(tp, None)
             for callback in route.on_rebalance:
                 callback()
             try:
@@ -308,13 +331,23 @@ class BatchingConsumer(_AIOKafkaConsumer):
         finally:
             route.epoch += 1
 
-    async def _reseek(self, tp: TP, offset: int) -> None:
+    async def _reseek(self, tp: TP) -> None:
+        """Seek `tp` back to where its applied records end — or, not known (a seek to the
+        committed offsets is under way), to its committed offset: never past a record not
+        applied yet, whichever seek lands last."""
         route = self.route
         route.epoch += 1
         try:
-            await self.seek(tp, offset)
-        except IllegalStateError:  # revoked meanwhile: its new owner seeks it
-            pass
+            offset = route.next_offset.get(tp)
+            if offset is None:
+                thread = self._thread
+                offset = await thread.call_thread(thread._ensure_consumer().committed, tp)
+                if not offset:
+                    offset = (await self.earliest_offsets(tp)).get(tp)
+            if offset is not None and tp in self.assignment():
+                await self.seek(tp, offset)
+        except (IllegalStateError, KafkaError) as exc:  # revoked meanwhile: its new owner seeks it
+            log.info("seeking %s back failed (%r); the next assignment seeks it", tp, exc)
         finally:
             route.epoch += 1
 
