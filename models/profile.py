@@ -30,6 +30,7 @@ from types import MappingProxyType
 from typing import Collection, Iterable, Mapping
 
 import msgpack
+import numpy as np
 
 from models.events import EVENT_TYPES, Event
 
@@ -315,15 +316,15 @@ _INT64 = 2**63
 
 
 def _pack_keys(keys: list[str]) -> list | bytes:
-    """The keys as integers when every one is a canonical decimal integer (else as given):
+    """The keys as integers when every one is a canonical non-negative decimal integer (else as given):
     msgpack integers below 65,536 (1–3 bytes), packed uint32 up to 2^32 (4 bytes, against
     5 for msgpack and 8 for a 7-digit id as text)."""
     if not keys:
         return keys
-    try:
-        ints = list(map(int, keys))
-    except ValueError:
+    digits = "".join(keys)
+    if not (digits.isascii() and digits.isdigit()):  # the common rejection, without parsing
         return keys
+    ints = list(map(int, keys))
     # int() also takes " 7", "+7", "0_7", "07" and other digits: only keys it gives back verbatim
     if list(map(str, ints)) != keys:
         return keys
@@ -344,19 +345,18 @@ def _unpack_keys(keys: list | bytes) -> list[str]:
 def _pack_times(T: float | None, times: list[float]) -> bytes:
     """uint32 seconds before T when that gives every time back exactly, else float64 times.
     (The reader tells them apart by length: 4 or 8 bytes a key.)"""
-    if T is not None and times:
-        try:
-            back = [int(T - t) for t in times]
-            if all(T - d == t for d, t in zip(back, times)):
-                return struct.pack(f"<{len(back)}I", *back)
-        except (OverflowError, ValueError, struct.error):  # inf/nan, or beyond uint32
-            pass
+    if T is not None and times and (T - times[0]).is_integer():
+        t = np.fromiter(times, np.float64, len(times))
+        with np.errstate(invalid="ignore"):
+            back = np.trunc(T - t)
+        if np.array_equal(T - back, t) and back.min() >= 0 and back.max() < 2**32:
+            return back.astype("<u4").tobytes()
     return _f64(times)
 
 
 def _unpack_times(T: float | None, raw: bytes, n: int) -> tuple[float, ...]:
     if n and len(raw) == 4 * n:
-        return tuple(T - d for d in struct.unpack(f"<{n}I", raw))
+        return (T - np.frombuffer(raw, "<u4")).tolist()
     return _floats(raw)
 
 
