@@ -215,8 +215,9 @@ class Profile:
 
         Lossless, and compact where the data allows it (SPEC §7: ≤ 4 KiB at the default caps):
         a layer whose keys are all canonical decimal integers stores them as integers (4 bytes
-        instead of 8 for a 7-digit id), and a time column whose times are all whole seconds
-        before `last_ts` stores the differences as uint32 (else float64 times).  `w[L]` and
+        instead of 8 for a 7-digit id), and a time column whose times are all whole seconds — or
+        whole milliseconds — before `last_ts` stores the differences as uint32 (else float64
+        times).  `w[L]` and
         `t[L]` always gain and lose keys together, so their orders agree.
         """
         T = self.last_ts
@@ -342,21 +343,44 @@ def _unpack_keys(keys: list | bytes) -> list[str]:
     return list(map(str, keys)) if keys and type(keys[0]) is int else keys
 
 
+_MILLIS = b"\x03"  # marks a column of uint32 milliseconds (10^-3 s) before T
+
+
 def _pack_times(T: float | None, times: list[float]) -> bytes:
-    """uint32 seconds before T when that gives every time back exactly, else float64 times.
-    (The reader tells them apart by length: 4 or 8 bytes a key.)"""
-    if T is not None and times and (T - times[0]).is_integer():
+    """The times as uint32 whole seconds before T, else as uint32 milliseconds before T (live
+    events' usual precision), whichever gives every time back exactly; else float64 times.
+    The reader tells them apart by length: 4 bytes a key, 1 + 4 a key, or 8."""
+    if T is None or not times:
+        return _f64(times)
+    first = T - times[0]
+    if first.is_integer():
         t = np.fromiter(times, np.float64, len(times))
         with np.errstate(invalid="ignore"):
             back = np.trunc(T - t)
         if np.array_equal(T - back, t) and back.min() >= 0 and back.max() < 2**32:
             return back.astype("<u4").tobytes()
+    elif math.isfinite(first) and _is_millis(T) and _is_millis(times[0]):
+        # In whole milliseconds, not seconds: T − d/1000 can miss t by an ulp; (T_ms − d)/1000
+        # is one correctly rounded division of an exact integer, i.e. the t that "….123" parsed to.
+        t = np.fromiter(times, np.float64, len(times))
+        with np.errstate(invalid="ignore"):
+            t_ms = np.round(t * 1000.0)
+        back = round(T * 1000.0) - t_ms
+        if np.array_equal(t_ms / 1000.0, t) and back.min() >= 0 and back.max() < 2**32:
+            return _MILLIS + back.astype("<u4").tobytes()
     return _f64(times)
 
 
-def _unpack_times(T: float | None, raw: bytes, n: int) -> tuple[float, ...]:
+def _is_millis(x: float) -> bool:
+    """Whether x is the float a time in whole milliseconds (below 2^53 ms) parses to."""
+    return abs(x) < 2**43 and round(x * 1000.0) / 1000.0 == x
+
+
+def _unpack_times(T: float | None, raw: bytes, n: int) -> list[float] | tuple[float, ...]:
     if n and len(raw) == 4 * n:
         return (T - np.frombuffer(raw, "<u4")).tolist()
+    if n and len(raw) == 4 * n + 1 and raw[:1] == _MILLIS:
+        return ((round(T * 1000.0) - np.frombuffer(raw, "<u4", offset=1).astype(np.float64)) / 1000.0).tolist()
     return _floats(raw)
 
 

@@ -207,6 +207,28 @@ def test_keys_that_only_look_like_integers_come_back_verbatim(keys):
     assert q == p and list(q.w["item"]) == keys
 
 
+def test_millisecond_times_come_back_exactly_and_take_four_bytes():
+    p = Profile()
+    for n in range(40):
+        ts = round(T0 + 123.456 + n * 1_234.567, 3)  # as a JSON "ts" with milliseconds gives them
+        p.learn(Event(f"e{n}", "u", f"i{n}", "purchase" if n % 5 == 0 else "view", ts, "c1"), "c1", "r1", PARAMS)
+    data = p.to_bytes()
+    q = Profile.from_bytes(data)
+    assert q == p and q.t["item"] == p.t["item"] and q.purchases == p.purchases
+    from models.profile import _pack_times
+
+    assert len(_pack_times(p.last_ts, list(p.t["item"].values()))) == 1 + 40 * 4  # not 40 × 8
+
+
+@given(st.lists(st.integers(0, 10**10), min_size=1, max_size=30))
+def test_any_millisecond_times_come_back_exactly(millis):
+    p = Profile()
+    for n, ms in enumerate(millis):
+        p.learn(Event(f"e{n}", "u", f"i{n}", "purchase", T0 + ms / 1000.0, None), None, ROOT_UNKNOWN, PARAMS)
+    q = Profile.from_bytes(p.to_bytes())
+    assert q == p and q.t["item"] == p.t["item"] and q.purchases == p.purchases
+
+
 def test_times_that_are_not_whole_seconds_come_back_exactly():
     p = Profile()
     for n, dt in enumerate([0.001, 0.1, 1.5, 1e-9, 86_400.25]):
