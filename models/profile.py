@@ -217,8 +217,7 @@ class Profile:
         a layer whose keys are all canonical decimal integers stores them as integers (4 bytes
         instead of 8 for a 7-digit id), and a time column whose times are all whole seconds — or
         whole milliseconds — before `last_ts` stores the differences as uint32 (else float64
-        times).  `w[L]` and
-        `t[L]` always gain and lose keys together, so their orders agree.
+        times).  `w[L]` and `t[L]` always gain and lose keys together, so their orders agree.
         """
         T = self.last_ts
         layers = []
@@ -313,9 +312,6 @@ def _u64(values: array) -> bytes:
     return struct.pack(f"<{len(values)}Q", *values)
 
 
-_INT64 = 2**63
-
-
 def _pack_keys(keys: list[str]) -> list | bytes:
     """The keys as integers when every one is a canonical non-negative decimal integer (else as given):
     msgpack integers below 65,536 (1–3 bytes), packed uint32 up to 2^32 (4 bytes, against
@@ -329,12 +325,10 @@ def _pack_keys(keys: list[str]) -> list | bytes:
     # int() also takes " 7", "+7", "0_7", "07" and other digits: only keys it gives back verbatim
     if list(map(str, ints)) != keys:
         return keys
-    lo, hi = min(ints), max(ints)
-    if 0 <= lo and hi < 2**32 and hi >= 2**16:
+    hi = max(ints)  # all ≥ 0: digits only
+    if 2**16 <= hi < 2**32:
         return struct.pack(f"<{len(ints)}I", *ints)
-    if -_INT64 <= lo and hi < _INT64:
-        return ints
-    return keys
+    return ints if hi < 2**64 else keys  # msgpack's integers end at uint64
 
 
 def _unpack_keys(keys: list | bytes) -> list[str]:
