@@ -17,7 +17,7 @@ GAUGE_HELP = {
     "model_version": "Version of the item-factor model served (milliseconds since the epoch; 0 = none yet).",
     "model_items": "Items with factors in the served model.",
     "changelog_records_recovered": "Profile and user-vector changelog records this process restored in batches since it started.",
-    "stale_batches_refetched": "Fetched event batches dropped because a seek or rebalance happened during their fetch; fetched again from where the applied events end.",
+    "stale_batches_refetched": "Fetched event batches whose records of some partition would have left a gap after the applied ones (a fetch that came back across a seek or rebalance); those partitions were sought back and fetched again.",
     "shop_revisit_rate": "The shop's learned revisit rate: share of events that return to an item of the user's item layer.",
     "shop_domain_share": "The shop's learned domain share, by the user's earlier events: how much of what the item layer leaves goes to the domain layer.",
 }
