@@ -106,6 +106,7 @@ class Popularity:
         self._sorted: dict[str | None, list[tuple[float, str]]] = {}  # lazily rebuilt full views
         self.events = 0
         self.last_ts: float | None = None
+        self.changes = 0  # bumped by every change: readers may cache what they derive from a state
 
     # -- learning ----------------------------------------------------------
     def learn(self, item_id: str, category_id: str | None, beta: float, ts: float) -> None:
@@ -116,6 +117,7 @@ class Popularity:
         if category_id is not None:
             self._add(category_id, item_id, beta, ts)
         self.events += 1
+        self.changes += 1
         if self.last_ts is None or ts > self.last_ts:
             self.last_ts = ts
 
@@ -164,6 +166,7 @@ class Popularity:
         self._rebuild()
 
     def _rebuild(self) -> None:
+        self.changes += 1
         self._pools = {}
         for scope_key, ws in self._w.items():
             pool = self._pools[scope_key] = _Pool(self.pool_size)

@@ -46,7 +46,7 @@ import heapq
 import math
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -472,6 +472,74 @@ class Recommendations:
         }
 
 
+@dataclass(frozen=True)
+class RankRequest:
+    """One `Ranker.recommend` call as data (see there), for `Ranker.recommend_many`."""
+
+    profile: Profile | None
+    k: int
+    popularity: Popularity
+    now: float
+    profile_params: ProfileParams
+    category: str | None = None
+    exclude_purchased: bool = True
+    long_term: np.ndarray | None = None
+    explain: bool = False
+    user_id: str | None = None
+    revisit_rate: float | None = None
+    domain_share: float | None = None
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """One request after everything but the dense pass: its layer weights and coefficients, its
+    user vector x, its item range [lo, hi) and its sparse candidates (see `Ranker._plan`)."""
+
+    k: int
+    category: str | None
+    explain: bool
+    user_id: str | None
+    lam: dict[str, float]
+    x: np.ndarray | None
+    c_own: float
+    c_seen: float
+    c_fac: float
+    l_dom: float
+    l_over: float
+    eps: float
+    lo: int
+    hi: int
+    purchased: Mapping[str, Any]
+    own_of: dict[str, float]
+    iw: dict[str, float]
+    dw: dict[str, float]
+    rw: dict[str, float]
+    dom_w: dict[int, float]
+    root_w: dict[int, float]
+    in_pool: dict[str, int]
+    at: dict[str, int]
+    pop_a: np.ndarray
+    pos_a: np.ndarray
+    add_a: np.ndarray
+    extra: list[tuple[float, str]]
+
+
+@dataclass(frozen=True)
+class _PopularPool:
+    """The popular pool of one popularity state (`source`, `changes`), located in one ranker."""
+
+    source: Popularity
+    changes: int
+    size: int
+    ids: list[str]
+    at: dict[str, int]  # item → its index in ids
+    ranks: np.ndarray
+    pos: np.ndarray
+    ci: np.ndarray
+    ri: np.ndarray
+    outside: list[int]  # indices of the items the factor model does not know
+
+
 # -- the ranker ------------------------------------------------------------------
 class Ranker:
     """Scores candidates for one factor-model version and catalog state.
@@ -512,6 +580,7 @@ class Ranker:
         self._root_ids: list[str] = []
         self._root_range: list[tuple[int, int]] = []
         self._memo: dict[str, tuple[int, int, int]] = {}
+        self._pool: _PopularPool | None = None
 
         self._alpha = _fold_param(model, "alpha", self.params.alpha, DEFAULT_ALPHA)
         self._reg = _fold_param(model, "regularization", self.params.regularization, DEFAULT_REGULARIZATION)
@@ -590,6 +659,38 @@ class Ranker:
             self._memo[item] = info
         return info
 
+    def _locate(self, items: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
+        """(dense position or −1, category index, root index) of each item as three arrays, and
+        the indices of the items outside the model; vectorised for the model's items."""
+        n = len(items)
+        index_get = self._index.get
+        rows = np.fromiter((index_get(j, -1) for j in items), np.int64, n)
+        if self.n:
+            safe = np.maximum(rows, 0)
+            pos = np.where(rows >= 0, self._inv[safe], -1)
+            ci = self._item_cat[safe]
+            ri = self._item_root[safe]
+        else:
+            pos = np.full(n, -1, np.int64)
+            ci = np.zeros(n, np.int64)
+            ri = np.zeros(n, np.int64)
+        outside = np.flatnonzero(pos < 0).tolist()
+        for t in outside:
+            _, ci[t], ri[t] = self._resolve(items[t])
+        return pos, ci, ri, outside
+
+    def _popular_pool(self, popularity: Popularity, size: int) -> "_PopularPool":
+        """The shop's `size` most popular items, located in this ranker; rebuilt only when the
+        popularity changed since (every request shares them, so this is most of the candidates)."""
+        cached = self._pool
+        if cached is not None and cached.source is popularity and cached.changes == popularity.changes and cached.size == size:
+            return cached
+        ids, ranks = popularity.top_ranked(size)
+        pos, ci, ri, outside = self._locate(ids)
+        self._pool = _PopularPool(popularity, popularity.changes, size, ids, {j: t for t, j in enumerate(ids)},
+                                  np.asarray(ranks, np.float64), pos, ci, ri, outside)
+        return self._pool
+
     def _filter(self, category: str | None) -> tuple[int, int]:
         """The dense range of the items of `category` (a category or a root); all without one."""
         if category is None:
@@ -627,21 +728,54 @@ class Ranker:
         `revisit_rate`, `domain_share`: the shop's ρ0 and μ learned online (`ShopRates`), used
         in place of `params.repeat_prior` and of the base weights' split when given.
         """
+        request = RankRequest(profile, k, popularity, now, profile_params, category, exclude_purchased, long_term,
+                              explain, user_id, revisit_rate, domain_share)
+        return self.recommend_many([request])[0]
+
+    def recommend_many(self, requests: Sequence[RankRequest]) -> list[Recommendations]:
+        """`recommend` for several requests at once, in their order.
+
+        The dense pass reads all n × k factors for every request; requests over the same item
+        range (the whole catalogue, or one category) share it as one matrix product, which on
+        this hardware costs about a quarter of one matvec per request (the matvec is bound by
+        memory bandwidth, the product by arithmetic).  Each request's finalists are then
+        re-scored exactly as alone: a batch changes no result beyond float32 rounding of the
+        dense scores, which the finalist margin absorbs.
+        """
+        out: list[Recommendations | None] = [None] * len(requests)
+        groups: dict[tuple[int, int], list[tuple[int, _Plan]]] = {}
+        for i, request in enumerate(requests):
+            plan = self._plan(request)
+            if isinstance(plan, Recommendations):
+                out[i] = plan
+            else:
+                groups.setdefault((plan.lo, plan.hi), []).append((i, plan))
+        for (lo, hi), members in groups.items():
+            rows = self._dense(lo, hi, [plan for _, plan in members])
+            for (i, plan), s in zip(members, rows):
+                out[i] = self._finish(plan, s)
+        return out  # type: ignore[return-value]
+
+    def _plan(self, request: RankRequest) -> "_Plan | Recommendations":
+        """Everything of one request but the dense pass (or its answer, when it needs none)."""
+        profile, k, popularity, now = request.profile, request.k, request.popularity, request.now
+        category, explain, user_id = request.category, request.explain, request.user_id
         if k <= 0:
             return Recommendations(user_id, model_version=self.version)
         if profile is None or profile.count <= 0 or not profile.w["item"] or profile.last_ts is None:
             return self._cold(k, popularity, category, explain, user_id)
         p = self.params
-        pp = profile_params
+        pp = request.profile_params
+        long_term = request.long_term
         iw = profile.weights("item", pp, now)
         dw = profile.weights("domain", pp, now)
         rw = profile.weights("overall", pp, now)
-        lam = _layer_weights(profile, dw, p, now, pp, domain_share)
+        lam = _layer_weights(profile, dw, p, now, pp, request.domain_share)
         l_item, l_dom, l_over = lam["item"], lam["domain"], lam["overall"]
         iw_max = max(iw.values(), default=0.0)
         dw_max = max(dw.values(), default=0.0)
         rw_max = max(rw.values(), default=0.0)
-        rho = repeat_propensity(profile, p, pp, revisit_rate)
+        rho = repeat_propensity(profile, p, pp, request.revisit_rate)
         c_own = l_item * p.item_own_weight * rho
         c_seen = l_item * p.seen_penalty * (1.0 - rho) if p.repeat_prior is not None else 0.0
         own_of = {j: w / iw_max for j, w in iw.items()} if iw_max > 0 else {}
@@ -672,46 +806,44 @@ class Ranker:
                     x = None
 
         lo, hi = self._filter(category)
-        m = hi - lo
-        purchased = profile.purchases if exclude_purchased else {}
+        purchased = profile.purchases if request.exclude_purchased else {}
 
-        # sparse candidates: the user's own items and the popular pools, with global ranks
-        rank_of = popularity.top_rank_map(p.popular_pool)
+        # sparse candidates: the shop's popular pool (resolved once per popularity state), then
+        # the user's own items and the pools of the user's top categories, with global ranks
+        pool = self._popular_pool(popularity, p.popular_pool)
         more = list(iw)
         if category is not None:
             more += popularity.top_ranked(p.popular_pool, category)[0]
         if p.pool_categories > 0 and p.category_pool > 0 and dw:
             for c in heapq.nlargest(p.pool_categories, dw, key=lambda c: (dw[c], c)):
                 more += popularity.top_ranked(p.category_pool, c)[0]
-        more = [j for j in dict.fromkeys(more) if j not in rank_of]
-        rank_of.update(zip(more, popularity.ranks(more)))
-        js = list(rank_of)
-        nj = len(js)
+        in_pool = pool.at
+        more = [j for j in dict.fromkeys(more) if j not in in_pool]
+        m_pos, m_ci, m_ri, m_outside = self._locate(more)
+        js = pool.ids + more
+        n_pool, nj = len(pool.ids), len(pool.ids) + len(more)
+        at = {j: t for t, j in enumerate(more, n_pool)}
+        rank_a = np.concatenate((pool.ranks, np.asarray(popularity.ranks(more), np.float64)))
+        pos_a = np.concatenate((pool.pos, m_pos))
+        ci_a = np.concatenate((pool.ci, m_ci))
+        ri_a = np.concatenate((pool.ri, m_ri))
+        outside = pool.outside + [t + n_pool for t in m_outside]
         r_top = popularity.max_rank()
         if r_top > -math.inf and nj:
-            pop_a = np.exp2(np.fromiter(rank_of.values(), np.float64, nj) - r_top)
+            pop_a = np.exp2(rank_a - r_top)
         else:
             pop_a = np.zeros(nj)
-        pop_of = dict(zip(js, pop_a.tolist()))
-        own_a = np.fromiter((own_of.get(j, 0.0) for j in js), np.float64, nj) * c_own
+        # the user's items are all among the candidates: in the pool or in `more`
+        own_a = np.zeros(nj)
+        seen_a = np.zeros(nj)
+        for j, w in own_of.items():
+            t = in_pool.get(j)
+            t = at[j] if t is None else t
+            own_a[t] = w
+            seen_a[t] = 1.0
+        own_a *= c_own
         if c_seen:
-            own_a -= c_seen * np.fromiter((j in own_of for j in js), np.float64, nj)
-        # (dense position, category, root) of each: vectorised for the model's items
-        index_get = self._index.get
-        rows_a = np.fromiter((index_get(j, -1) for j in js), np.int64, nj)
-        if self.n:
-            safe = np.maximum(rows_a, 0)
-            pos_a = np.where(rows_a >= 0, self._inv[safe], -1)
-            ci_a = self._item_cat[safe]
-            ri_a = self._item_root[safe]
-        else:
-            pos_a = np.full(nj, -1, np.int64)
-            ci_a = np.zeros(nj, np.int64)
-            ri_a = np.zeros(nj, np.int64)
-        outside = np.flatnonzero(pos_a < 0).tolist()
-        for t in outside:
-            _, ci, ri = self._resolve(js[t])
-            ci_a[t], ri_a[t] = ci, ri
+            own_a -= c_seen * seen_a
 
         root_w = {ri: w / rw_max for r, w in rw.items() if (ri := self._root_index.get(r)) is not None} if rw_max > 0 else {}
         dom_w = {ci: w / dw_max for c, w in dw.items() if (ci := self._cat_index.get(c)) is not None} if dw_max > 0 else {}
@@ -727,29 +859,56 @@ class Ranker:
                 continue
             extra.append((float(add_a[t]) + l_dom * dom_w.get(ci, 0.0), j))
 
-        # dense pass over the model's items in [lo, hi): factor term, domain slices, sparse adds
-        if m > 0:
-            if x is not None:
-                s = (c_fac * x).astype(np.float32) @ self._Yt[:, lo:hi]
-            else:
-                s = np.zeros(m, np.float32)
-            if l_dom > 0:
-                for ci, w in dom_w.items():
-                    a, b = self._cat_range[ci]
-                    a, b = max(a, lo), min(b, hi)
-                    if a < b:
-                        s[a - lo : b - lo] += np.float32(l_dom * w)
-            mask = (pos_a >= lo) & (pos_a < hi) & (add_a != 0)
-            s[pos_a[mask] - lo] += add_a[mask].astype(np.float32)
-            for j in purchased:
-                row = index_get(j)
-                if row is not None:
-                    pos = int(self._inv[row])
-                    if lo <= pos < hi:
-                        s[pos - lo] = -np.inf
-        else:
-            s = np.zeros(0, np.float32)
+        return _Plan(k, category, explain, user_id, lam, x, c_own, c_seen, c_fac, l_dom, l_over, eps, lo, hi,
+                     purchased, own_of, iw, dw, rw, dom_w, root_w, in_pool, at, pop_a, pos_a, add_a, extra)
 
+    def _dense(self, lo: int, hi: int, plans: list["_Plan"]) -> list[np.ndarray]:
+        """Each plan's float32 scores of the model's items in [lo, hi): the factor term (one
+        matrix product for all plans with a user vector), the domain slices, the sparse adds."""
+        m = hi - lo
+        rows: list[np.ndarray | None] = [None] * len(plans)
+        with_x = [t for t, plan in enumerate(plans) if plan.x is not None]
+        if m > 0 and len(with_x) == 1:
+            plan = plans[with_x[0]]
+            rows[with_x[0]] = (plan.c_fac * plan.x).astype(np.float32) @ self._Yt[:, lo:hi]
+        elif m > 0 and with_x:
+            X = np.stack([(plans[t].c_fac * plans[t].x).astype(np.float32) for t in with_x])
+            S = X @ self._Yt[:, lo:hi]
+            for r, t in enumerate(with_x):
+                rows[t] = S[r]
+        index_get = self._index.get
+        out = []
+        for plan, s in zip(plans, rows):
+            if s is None:
+                s = np.zeros(m, np.float32)
+            if m > 0:
+                self._add_sparse(plan, s, lo, hi, index_get)
+            out.append(s)
+        return out
+
+    def _add_sparse(self, plan: "_Plan", s: np.ndarray, lo: int, hi: int, index_get) -> None:
+        if plan.l_dom > 0:
+            for ci, w in plan.dom_w.items():
+                a, b = self._cat_range[ci]
+                a, b = max(a, lo), min(b, hi)
+                if a < b:
+                    s[a - lo : b - lo] += np.float32(plan.l_dom * w)
+        pos_a, add_a = plan.pos_a, plan.add_a
+        mask = (pos_a >= lo) & (pos_a < hi) & (add_a != 0)
+        s[pos_a[mask] - lo] += add_a[mask].astype(np.float32)
+        for j in plan.purchased:
+            row = index_get(j)
+            if row is not None:
+                pos = int(self._inv[row])
+                if lo <= pos < hi:
+                    s[pos - lo] = -np.inf
+
+    def _finish(self, plan: "_Plan", s: np.ndarray) -> Recommendations:
+        """The top k of one plan from its dense scores and its extras, with exact contributions."""
+        k, x, lo, m = plan.k, plan.x, plan.lo, plan.hi - plan.lo
+        c_own, c_seen, c_fac, l_dom, l_over, eps = plan.c_own, plan.c_seen, plan.c_fac, plan.l_dom, plan.l_over, plan.eps
+        own_of, dom_w, root_w, in_pool, at, pop_a = plan.own_of, plan.dom_w, plan.root_w, plan.in_pool, plan.at, plan.pop_a
+        iw, dw, rw, lam, extra = plan.iw, plan.dw, plan.rw, plan.lam, plan.extra
         # top-k of the dense scores and of the extras, then exact contributions
         margin = k + 8
         finalists: list[str] = []
@@ -766,7 +925,8 @@ class Ranker:
             if x is not None and pos >= 0:
                 fac = c_fac * float(np.dot(x, self._Y[self._perm[pos]]))
             dom = l_dom * dom_w.get(ci, 0.0)
-            over = l_over * (eps + (1.0 - eps) * root_w.get(ri, 0.0)) * pop_of.get(j, 0.0)
+            t = in_pool.get(j, at.get(j))
+            over = l_over * (eps + (1.0 - eps) * root_w.get(ri, 0.0)) * (float(pop_a[t]) if t is not None else 0.0)
             contrib = {"item": own + fac, "domain": dom, "overall": over}
             score = contrib["item"] + contrib["domain"] + contrib["overall"]
             rows.append((score, j, contrib, {"own": own, "fac": fac, "ci": ci, "ri": ri}))
@@ -774,12 +934,12 @@ class Ranker:
         rows = rows[:k]
 
         because: list[list[str]] = []
-        if explain:
+        if plan.explain:
             because = self._explain(rows, iw, dw, rw, x)
         else:
             because = [[] for _ in rows]
         return Recommendations(
-            user_id=user_id,
+            user_id=plan.user_id,
             items=[r[1] for r in rows],
             scores=[r[0] for r in rows],
             layers=[r[2] for r in rows],
@@ -930,13 +1090,16 @@ def bench_ranking(
     explain: bool = False,
     popularity_events: int = 50_000,
     blas_threads: int | None = 1,
+    batch: int = 16,
 ) -> dict:
     """Latency of `Ranker.recommend` in-process on random factors (SPEC §7).
 
     A catalogue of `n_items` items in 1000 categories under 20 roots, popularity
     from `popularity_events` Zipf-distributed events, and `requests` profiles of 20–200 events each; returns
     {"requests", "model", "n_items", "dims", "blas_threads", "build_s",
-    "latency_ms": {"p50", "p95", "p99", "max"}}.  `blas_threads` (default 1, through
+    "latency_ms": {"p50", "p95", "p99", "max"}, "batched"}.  "batched" is the same requests
+    ranked `batch` at a time with `recommend_many`, as a worker ranks concurrent requests:
+    {"batch", "batch_ms": {…}, "per_request_ms", "requests_per_s"} (absent for batch ≤ 1).  `blas_threads` (default 1, through
     threadpoolctl; None leaves BLAS alone) bounds the BLAS threads of the matvec:
     it is memory-bound, and a second thread mostly fights the rest of the worker.
     """
@@ -998,6 +1161,22 @@ def bench_ranking(
             t = time.perf_counter()
             ranker.recommend(prof, k=k, popularity=popularity, now=now, profile_params=pp, explain=explain)
             lat[r] = time.perf_counter() - t
+        batched = None
+        if batch > 1:
+            reqs = [RankRequest(profiles[r % len(profiles)], k, popularity, now, pp, explain=explain) for r in range(requests)]
+            ranker.recommend_many(reqs[:batch])  # warm-up
+            groups = [reqs[a : a + batch] for a in range(0, requests, batch)]
+            took = np.empty(len(groups))
+            for g, group in enumerate(groups):
+                t = time.perf_counter()
+                ranker.recommend_many(group)
+                took[g] = time.perf_counter() - t
+            batched = {
+                "batch": batch,
+                "batch_ms": {q: round(float(np.percentile(took * 1e3, v)), 3) for q, v in (("p50", 50), ("p95", 95), ("p99", 99))},
+                "per_request_ms": round(float(took.sum()) * 1e3 / requests, 3),
+                "requests_per_s": round(requests / float(took.sum()), 1),
+            }
     ms = lat * 1e3
     return {
         "requests": requests,
@@ -1012,12 +1191,14 @@ def bench_ranking(
             "p99": round(float(np.percentile(ms, 99)), 3),
             "max": round(float(ms.max()), 3),
         },
+        **({"batched": batched} if batched else {}),
     }
 
 
 __all__ = [
     "LAYERS",
     "RankParams",
+    "RankRequest",
     "Ranker",
     "ShopRates",
     "Recommendations",

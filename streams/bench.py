@@ -403,11 +403,15 @@ def run(args, settings: Settings) -> int:
         from models.ranking import bench_ranking
 
         dims = args.dims or 64
-        result = bench_ranking(n_items=args.items, dims=dims, requests=args.requests or 500)
+        result = bench_ranking(n_items=args.items, dims=dims, requests=args.requests or 500, batch=args.concurrency)
         result["machine"] = machine_info()
         _emit(result, args.json)
         lat = result.get("latency_ms", result)
-        say(f"in-process ranking, {args.items:,} items × {dims}: p50 {lat['p50']:.2f} ms · p99 {lat['p99']:.2f} ms")
+        line = f"in-process ranking, {args.items:,} items × {dims}: p50 {lat['p50']:.2f} ms · p99 {lat['p99']:.2f} ms"
+        if "batched" in result:
+            b = result["batched"]
+            line += f" · {b['batch']} at a time: {b['per_request_ms']:.2f} ms a request ({b['requests_per_s']:,.0f}/s)"
+        say(line)
     elif args.what == "serve":
         result = bench_serve_http(settings, url=args.url, users=args.users or 1000, user_prefix=args.user_prefix,
                                   requests=args.requests or 5000, concurrency=args.concurrency, k=args.k)

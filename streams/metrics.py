@@ -44,6 +44,8 @@ class Metrics:
         self.duplicates = 0
         self.factors_refused = 0
         self.batches = 0
+        self.recommendations = 0  # requests ranked …
+        self.recommendation_batches = 0  # … in this many recommend_many calls
         self.update_latency = Histogram()
         self.gauges: dict[str, float | dict[str, float]] = {}  # name → value, or labels → value
         self.lag: dict[int, int] = {}  # events partition → lag, set by the /metrics view
@@ -69,6 +71,12 @@ class Metrics:
             "# HELP strata_batches_total Micro-batches processed.",
             "# TYPE strata_batches_total counter",
             f"strata_batches_total {self.batches}",
+            "# HELP strata_recommendations_total Recommendation requests ranked by this worker.",
+            "# TYPE strata_recommendations_total counter",
+            f"strata_recommendations_total {self.recommendations}",
+            "# HELP strata_recommendation_batches_total Rankings of concurrent requests together (one dense pass each); requests / batches is the mean batch.",
+            "# TYPE strata_recommendation_batches_total counter",
+            f"strata_recommendation_batches_total {self.recommendation_batches}",
             "# HELP strata_update_latency_seconds Time from an event's Kafka timestamp to its profile being written.",
             "# TYPE strata_update_latency_seconds histogram",
         ]

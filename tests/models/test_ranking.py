@@ -13,6 +13,7 @@ from models.popularity import DAY, Popularity
 from models.profile import Profile, ProfileParams
 from models.ranking import (
     RankParams,
+    RankRequest,
     Ranker,
     Recommendations,
     _top_indices,
@@ -353,6 +354,70 @@ def test_with_the_real_factor_model():
     for score, layers in zip(recs.scores, recs.layers):
         assert math.isclose(sum(layers.values()), score, rel_tol=1e-12, abs_tol=1e-12)
     assert sum(ITEMS[i].startswith("b") for i in recs.items) >= 6
+
+
+def _alone(ranker: Ranker, request: RankRequest) -> Recommendations:
+    fields = {name: getattr(request, name) for name in RankRequest.__dataclass_fields__}
+    return ranker.recommend(fields.pop("profile"), **fields)
+
+
+def test_a_batch_answers_every_request_as_if_alone():
+    """recommend_many shares the dense pass between requests of one item range; the answers
+    (items, scores, contributions, reasons) are recommend's, in the requests' order."""
+    ranker = _ranker()
+    now = T0 + 3600
+    profiles = {u: _profile(events, u) for u, events in USERS.items()}
+    requests = [RankRequest(profiles[u], 12, POP, now, PP, user_id=u, long_term=np.full(6, 0.1)) for u in sorted(USERS)]
+    requests += [
+        RankRequest(profiles["b-fan"], 5, POP, now, PP, category="rA", explain=True),
+        RankRequest(profiles["a-fan"], 5, POP, now, PP, category="a2"),
+        RankRequest(profiles["buyer"], 8, POP, now, PP, exclude_purchased=False, revisit_rate=0.3, domain_share=0.7),
+        RankRequest(None, 4, POP, now, PP, user_id="cold"),
+        RankRequest(profiles["mixed"], 0, POP, now, PP),
+    ]
+    batch = ranker.recommend_many(requests)
+    assert [b.to_dict() for b in batch] == [_alone(_ranker(), r).to_dict() for r in requests]
+    assert ranker.recommend_many([]) == []
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(2, 12))
+def test_a_batch_over_a_larger_catalogue_matches_single_requests(seed, users):
+    """Random factors over 3,000 items: the batch's matrix product rounds differently from a
+    matvec, and the finalist margin keeps the answers the same."""
+    rng = np.random.default_rng(seed)
+    ids = [f"i{n}" for n in range(3000)]
+    cat_of = {i: f"c{n % 37}" for n, i in enumerate(ids)}
+    model = StandInFactors(ids, rng.normal(0, 0.3, (3000, 16)))
+    ranker = Ranker(model, cat_of, lambda c: f"r{int(c[1:]) % 5}", RP)
+    pop = Popularity(RP.popularity_half_life_s)
+    for n, j in enumerate(rng.zipf(1.3, 4000) % 3000):
+        pop.learn(ids[j], cat_of[ids[j]], 1.0, T0 + n)
+    requests = []
+    for u in range(users):
+        profile = Profile()
+        for e, j in enumerate(rng.integers(0, 3000, int(rng.integers(1, 60)))):
+            item = ids[int(j)]
+            profile.learn(Event(f"{u}-{e}", f"u{u}", item, EVENT_TYPES[e % 5], T0 + 10 * e), cat_of[item], "r0", PP)
+        requests.append(RankRequest(profile, 10, pop, T0 + 5000, PP, user_id=f"u{u}"))
+    batch = ranker.recommend_many(requests)
+    single = Ranker(model, cat_of, lambda c: f"r{int(c[1:]) % 5}", RP)
+    assert [b.to_dict() for b in batch] == [_alone(single, r).to_dict() for r in requests]
+
+
+def test_the_popular_pool_follows_the_popularity_it_was_built_from():
+    """The ranker keeps the popular pool of the last popularity state it saw; a change to that
+    popularity (or another popularity) is seen by the next request."""
+    ranker = _ranker()
+    profile = _profile(USERS["mixed"])
+    pop = _popularity({i: 1 for i in ITEMS})
+    before = _recommend(ranker, profile, popularity=pop, k=5)
+    for _ in range(50):
+        pop.learn("b2-7", "b2", 6.0, T0)
+    after = _recommend(ranker, profile, popularity=pop, k=5)
+    assert after.to_dict() == _recommend(_ranker(), profile, popularity=pop, k=5).to_dict()
+    assert after.to_dict() != before.to_dict()
+    assert _recommend(ranker, profile, k=5).to_dict() == _recommend(_ranker(), profile, k=5).to_dict()
 
 
 def test_timing_smoke():
