@@ -104,6 +104,7 @@ class Popularity:
         self._t: dict[str | None, dict[str, float]] = {_GLOBAL: {}}
         self._pools: dict[str | None, _Pool] = {_GLOBAL: _Pool(self.pool_size)}
         self._sorted: dict[str | None, list[tuple[float, str]]] = {}  # lazily rebuilt full views
+        self._rank: dict[str, float] = {}  # item → its global rank, read for every ranked candidate
         self.events = 0
         self.last_ts: float | None = None
         self.changes = 0  # bumped by every change: readers may cache what they derive from a state
@@ -138,7 +139,10 @@ class Popularity:
             w = ws[item_id] + beta * 2.0 ** (-(t - ts) / h)
         ws[item_id] = w
         times[item_id] = t
-        self._pools[scope_key].raise_rank(item_id, (math.log2(w) if w > 0 else -math.inf) + t / h)
+        rank = (math.log2(w) if w > 0 else -math.inf) + t / h
+        self._pools[scope_key].raise_rank(item_id, rank)
+        if scope_key is _GLOBAL:
+            self._rank[item_id] = rank
         if self._sorted:
             self._sorted.pop(scope_key, None)
 
@@ -171,6 +175,8 @@ class Popularity:
         for scope_key, ws in self._w.items():
             pool = self._pools[scope_key] = _Pool(self.pool_size)
             pool.rebuild(ws, self._t[scope_key], self.half_life_s)
+        ts, h = self._t[_GLOBAL], self.half_life_s
+        self._rank = {k: rank_of(w, ts[k], h) for k, w in self._w[_GLOBAL].items()}
         self._sorted = {}
 
     # -- reading -----------------------------------------------------------
@@ -196,12 +202,8 @@ class Popularity:
 
     def ranks(self, items: Iterable[str]) -> list[float]:
         """Global ranks of many items at once (−inf for unseen ones)."""
-        ws, ts, h, ninf = self._w[_GLOBAL], self._t[_GLOBAL], self.half_life_s, -math.inf
-        out = []
-        for j in items:
-            w = ws.get(j, 0.0)
-            out.append(ninf if w <= 0 else math.log2(w) + ts[j] / h)
-        return out
+        get, ninf = self._rank.get, -math.inf
+        return [get(j, ninf) for j in items]
 
     def max_rank(self, category: str | None = None) -> float:
         """The rank of the most popular item of the scope (−inf when empty)."""

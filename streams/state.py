@@ -126,9 +126,11 @@ class CatalogTableView(Mapping):
         # `invalidate()` whenever it applies changelog records (app.py), so the cache never
         # serves a stale answer.
         self._cache: dict[str, object] = {}
+        self.changes = 0  # how often the table changed under this view (for what else caches it)
 
     def invalidate(self) -> None:
         self._cache = {}
+        self.changes += 1
 
     def _lookup(self, key: str):
         cache = self._cache

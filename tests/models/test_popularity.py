@@ -145,6 +145,23 @@ def test_dict_round_trip_and_merge(learns, pool):
             _check_top(other, expected, pool + 2, T, category)
 
 
+@settings(deadline=None)
+@given(learns_st, st.integers(1, 5))
+def test_ranks_are_kept_as_the_closed_form_after_learning_merging_and_reloading(learns, pool):
+    """`ranks` reads ranks kept on every change; they are rank_of(w, t) exactly, for every
+    way a popularity comes to be (learned, merged, reloaded), and −inf for unseen items."""
+    whole = _build(learns, pool)
+    half = len(learns) // 2
+    merged = _build(learns[:half], pool)
+    merged.merge(_build(learns[half:], pool))
+    restored = Popularity.from_dict(json.loads(json.dumps(whole.to_dict())))
+    items = [f"i{i}" for i in range(27)]  # i26 is never learned
+    for pop in (whole, merged, restored):
+        assert pop.ranks(items) == [pop.rank(i) for i in items]
+        assert pop.ranks(["i26"]) == [-math.inf]
+    assert whole.ranks(items) == restored.ranks(items)
+
+
 def test_popular_items_from_events():
     params = ProfileParams()
     catalog = Catalog({"i1": "c1", "i2": "c2", "i3": "c1"}, {"c1": None, "c2": None})
