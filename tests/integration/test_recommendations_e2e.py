@@ -90,6 +90,37 @@ def test_bad_queries_get_400(trained, query):
     assert status == 400 and body["error"]
 
 
+def test_concurrent_requests_are_ranked_together_and_answered_as_alone(trained):
+    """Requests in flight together meet in the worker's rank queue (one matrix product for the
+    batch); every answer is the one the same request gets on its own."""
+    import aiohttp
+
+    worker, events, catalog = trained
+    users = sorted({e["user_id"] for e in events} - {"u1"})[:60]  # u1 moves in the next test
+    category = next(r["category_id"] for r in catalog if "item_id" in r)
+    paths = [f"/users/{u}/recommendations?k=10&explain=1" for u in users]
+    paths += ["/users/nobody/recommendations?k=5", f"/users/u3/recommendations?k=5&category={category}"]
+    alone = [worker.get(path) for path in paths]
+    assert all(status == 200 for status, _ in alone)
+    requests0 = worker.metric("strata_recommendations_total")
+    batches0 = worker.metric("strata_recommendation_batches_total")
+
+    async def together():
+        async with aiohttp.ClientSession(worker.url, connector=aiohttp.TCPConnector(limit=len(paths))) as session:
+
+            async def get(path):
+                async with session.get(path) as response:
+                    return response.status, await response.json()
+
+            return await asyncio.gather(*(get(path) for path in paths))
+
+    assert list(asyncio.run(together())) == alone
+    requests = worker.metric("strata_recommendations_total") - requests0
+    batches = worker.metric("strata_recommendation_batches_total") - batches0
+    assert requests == len(paths)
+    assert batches < requests, f"{requests} requests in flight together were ranked one at a time"
+
+
 def test_dynamic_adjustment_moves_a_user_to_a_new_category(trained):
     worker, events, catalog = trained
     user = "u1"
