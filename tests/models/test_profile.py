@@ -229,6 +229,25 @@ def test_any_millisecond_times_come_back_exactly(millis):
     assert q == p and q.t["item"] == p.t["item"] and q.purchases == p.purchases
 
 
+_offsets_st = st.one_of(
+    st.integers(-5, 2**33).map(float),  # whole seconds, some out of the uint32 range
+    st.integers(-5, 2**33).map(lambda ms: ms / 1000.0),  # whole milliseconds
+    st.floats(allow_nan=True, allow_infinity=True),  # anything
+)
+
+
+@settings(max_examples=300)
+@given(st.sampled_from([T0, T0 + 0.123, 1.5, 0.0, 2.0**40 + 0.5]), st.lists(_offsets_st, min_size=1, max_size=80))
+def test_the_python_and_numpy_time_columns_are_the_same_bytes(T, offsets):
+    """The time columns have a plain-Python and a numpy implementation (fast below and above
+    `_SMALL` times); on any input they accept the same times and give the same bytes."""
+    from models.profile import _millis_np, _millis_py, _seconds_np, _seconds_py
+
+    times = [T - d for d in offsets]
+    assert _seconds_py(T, times) == _seconds_np(T, times)
+    assert _millis_py(T, times) == _millis_np(T, times)
+
+
 def test_times_that_are_not_whole_seconds_come_back_exactly():
     p = Profile()
     for n, dt in enumerate([0.001, 0.1, 1.5, 1e-9, 86_400.25]):
