@@ -46,7 +46,7 @@ import heapq
 import math
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
@@ -490,38 +490,51 @@ class RankRequest:
     domain_share: float | None = None
 
 
+class _Coefficients(NamedTuple):
+    """One user's scalars of the score (module docstring)."""
+
+    own: float  # λ_item · a_own · ρ_u
+    seen: float  # λ_item · a_seen · (1 − ρ_u)
+    factor: float  # λ_item · a_fac
+    domain: float  # λ_domain
+    overall: float  # λ_overall
+    root_floor: float  # ε
+
+
+@dataclass(frozen=True)
+class _Candidates:
+    """A request's sparse candidates, the popular pool's then its own, in two index maps; per
+    candidate π(j), its dense position (−1 outside the model) and its sparse add to the dense
+    score.  Those outside the model are scored here in full, as (score, item)."""
+
+    in_pool: dict[str, int]
+    in_more: dict[str, int]
+    pop: np.ndarray
+    pos: np.ndarray
+    add: np.ndarray
+    outside: list[tuple[float, str]]
+
+    def popularity(self, item: str) -> float:
+        t = self.in_pool.get(item, self.in_more.get(item))
+        return float(self.pop[t]) if t is not None else 0.0
+
+
 @dataclass(frozen=True)
 class _Plan:
-    """One request after everything but the dense pass: its layer weights and coefficients, its
-    user vector x, its item range [lo, hi) and its sparse candidates (see `Ranker._plan`)."""
+    """One request after everything but the dense pass (see `Ranker._plan`)."""
 
-    k: int
-    category: str | None
-    explain: bool
-    user_id: str | None
+    request: RankRequest
     lam: dict[str, float]
-    x: np.ndarray | None
-    c_own: float
-    c_seen: float
-    c_fac: float
-    l_dom: float
-    l_over: float
-    eps: float
-    lo: int
+    coef: _Coefficients
+    x: np.ndarray | None  # the blended user vector; None without factors
+    lo: int  # the dense range scored: the request's category (or root), or every item
     hi: int
-    purchased: Mapping[str, Any]
-    own_of: dict[str, float]
-    iw: dict[str, float]
-    dw: dict[str, float]
-    rw: dict[str, float]
-    dom_w: dict[int, float]
-    root_w: dict[int, float]
-    in_pool: dict[str, int]
-    at: dict[str, int]
-    pop_a: np.ndarray
-    pos_a: np.ndarray
-    add_a: np.ndarray
-    extra: list[tuple[float, str]]
+    purchased: Mapping[str, Any]  # left out of the answer (empty with exclude_purchased=False)
+    layers: tuple[dict[str, float], dict[str, float], dict[str, float]]  # item, domain, overall weights at `now`
+    own: dict[str, float]  # ŵ_item(j) plus its recency, per own item j
+    by_category: dict[int, float]  # ŵ_domain by category index
+    by_root: dict[int, float]  # ŵ_overall by root index
+    candidates: _Candidates
 
 
 @dataclass(frozen=True)
@@ -859,8 +872,20 @@ class Ranker:
                 continue
             extra.append((float(add_a[t]) + l_dom * dom_w.get(ci, 0.0), j))
 
-        return _Plan(k, category, explain, user_id, lam, x, c_own, c_seen, c_fac, l_dom, l_over, eps, lo, hi,
-                     purchased, own_of, iw, dw, rw, dom_w, root_w, in_pool, at, pop_a, pos_a, add_a, extra)
+        return _Plan(
+            request=request,
+            lam=lam,
+            coef=_Coefficients(c_own, c_seen, c_fac, l_dom, l_over, eps),
+            x=x,
+            lo=lo,
+            hi=hi,
+            purchased=purchased,
+            layers=(iw, dw, rw),
+            own=own_of,
+            by_category=dom_w,
+            by_root=root_w,
+            candidates=_Candidates(in_pool, at, pop_a, pos_a, add_a, extra),
+        )
 
     def _dense(self, lo: int, hi: int, plans: list["_Plan"]) -> list[np.ndarray]:
         """Each plan's float32 scores of the model's items in [lo, hi): the factor term (one
@@ -870,9 +895,9 @@ class Ranker:
         with_x = [t for t, plan in enumerate(plans) if plan.x is not None]
         if m > 0 and len(with_x) == 1:
             plan = plans[with_x[0]]
-            rows[with_x[0]] = (plan.c_fac * plan.x).astype(np.float32) @ self._Yt[:, lo:hi]
+            rows[with_x[0]] = (plan.coef.factor * plan.x).astype(np.float32) @ self._Yt[:, lo:hi]
         elif m > 0 and with_x:
-            X = np.stack([(plans[t].c_fac * plans[t].x).astype(np.float32) for t in with_x])
+            X = np.stack([(plans[t].coef.factor * plans[t].x).astype(np.float32) for t in with_x])
             S = X @ self._Yt[:, lo:hi]
             for r, t in enumerate(with_x):
                 rows[t] = S[r]
@@ -887,13 +912,14 @@ class Ranker:
         return out
 
     def _add_sparse(self, plan: "_Plan", s: np.ndarray, lo: int, hi: int, index_get) -> None:
-        if plan.l_dom > 0:
-            for ci, w in plan.dom_w.items():
+        l_dom = plan.coef.domain
+        if l_dom > 0:
+            for ci, w in plan.by_category.items():
                 a, b = self._cat_range[ci]
                 a, b = max(a, lo), min(b, hi)
                 if a < b:
-                    s[a - lo : b - lo] += np.float32(plan.l_dom * w)
-        pos_a, add_a = plan.pos_a, plan.add_a
+                    s[a - lo : b - lo] += np.float32(l_dom * w)
+        pos_a, add_a = plan.candidates.pos, plan.candidates.add
         mask = (pos_a >= lo) & (pos_a < hi) & (add_a != 0)
         s[pos_a[mask] - lo] += add_a[mask].astype(np.float32)
         for j in plan.purchased:
@@ -905,17 +931,16 @@ class Ranker:
 
     def _finish(self, plan: "_Plan", s: np.ndarray) -> Recommendations:
         """The top k of one plan from its dense scores and its extras, with exact contributions."""
-        k, x, lo, m = plan.k, plan.x, plan.lo, plan.hi - plan.lo
-        c_own, c_seen, c_fac, l_dom, l_over, eps = plan.c_own, plan.c_seen, plan.c_fac, plan.l_dom, plan.l_over, plan.eps
-        own_of, dom_w, root_w, in_pool, at, pop_a = plan.own_of, plan.dom_w, plan.root_w, plan.in_pool, plan.at, plan.pop_a
-        iw, dw, rw, lam, extra = plan.iw, plan.dw, plan.rw, plan.lam, plan.extra
-        # top-k of the dense scores and of the extras, then exact contributions
+        k, x, lo, m = plan.request.k, plan.x, plan.lo, plan.hi - plan.lo
+        c_own, c_seen, c_fac, l_dom, l_over, eps = plan.coef
+        own_of, dom_w, root_w, candidates = plan.own, plan.by_category, plan.by_root, plan.candidates
+        # top-k of the dense scores and of the candidates outside them, then exact contributions
         margin = k + 8
         finalists: list[str] = []
         if m > 0:
             top = _top_indices(s, margin)
             finalists.extend(self._ids[r] for r in self._perm[top + lo].tolist())
-        finalists.extend(j for _, j in heapq.nlargest(margin, extra))
+        finalists.extend(j for _, j in heapq.nlargest(margin, candidates.outside))
 
         rows: list[tuple[float, str, dict[str, float], dict]] = []
         for j in finalists:
@@ -925,8 +950,7 @@ class Ranker:
             if x is not None and pos >= 0:
                 fac = c_fac * float(np.dot(x, self._Y[self._perm[pos]]))
             dom = l_dom * dom_w.get(ci, 0.0)
-            t = in_pool.get(j, at.get(j))
-            over = l_over * (eps + (1.0 - eps) * root_w.get(ri, 0.0)) * (float(pop_a[t]) if t is not None else 0.0)
+            over = l_over * (eps + (1.0 - eps) * root_w.get(ri, 0.0)) * candidates.popularity(j)
             contrib = {"item": own + fac, "domain": dom, "overall": over}
             score = contrib["item"] + contrib["domain"] + contrib["overall"]
             rows.append((score, j, contrib, {"own": own, "fac": fac, "ci": ci, "ri": ri}))
@@ -934,18 +958,18 @@ class Ranker:
         rows = rows[:k]
 
         because: list[list[str]] = []
-        if plan.explain:
-            because = self._explain(rows, iw, dw, rw, x)
+        if plan.request.explain:
+            because = self._explain(rows, *plan.layers, x)
         else:
             because = [[] for _ in rows]
         return Recommendations(
-            user_id=plan.user_id,
+            user_id=plan.request.user_id,
             items=[r[1] for r in rows],
             scores=[r[0] for r in rows],
             layers=[r[2] for r in rows],
             because=because,
             cold_start=False,
-            layer_weights=lam,
+            layer_weights=plan.lam,
             model_version=self.version,
         )
 
