@@ -333,11 +333,11 @@ async def user_recommendations(view: web.View, request: web.Request, user_id: st
     # the shop moved on counts as stale (and leans on popularity).
     now = max(t for t in (profile.last_ts if profile else None, popularity_feed.popularity.last_ts, 0.0) if t is not None) or time.time()
     recs = await rank_queue.rank(ranker, RankRequest(
-        profile,
-        k,
-        popularity_feed.popularity,
-        now,
-        settings.profile,
+        profile=profile,
+        k=k,
+        popularity=popularity_feed.popularity,
+        now=now,
+        profile_params=settings.profile,
         category=category,
         exclude_purchased=exclude,
         long_term=_long_term(user_id, ranker.version),
