@@ -553,6 +553,19 @@ class _PopularPool:
     outside: list[int]  # indices of the items the factor model does not know
 
 
+@dataclass
+class RankBatch:
+    """Requests between `Ranker.plan` and `Ranker.finish`: the answers that needed no dense pass,
+    the plans by item range, each range's float32 user vectors (one row, or a matrix) and, after
+    `Ranker.products`, their scores."""
+
+    ranker: "Ranker"
+    answers: list[Recommendations | None]
+    groups: dict[tuple[int, int], list[tuple[int, _Plan]]] = field(default_factory=dict)
+    factors: dict[tuple[int, int], np.ndarray] = field(default_factory=dict)
+    scores: dict[tuple[int, int], np.ndarray] | None = None
+
+
 # -- the ranker ------------------------------------------------------------------
 class Ranker:
     """Scores candidates for one factor-model version and catalog state.
@@ -754,18 +767,56 @@ class Ranker:
         memory bandwidth, the product by arithmetic).  Each request's finalists are then
         re-scored exactly as alone: a batch changes no result beyond float32 rounding of the
         dense scores, which the finalist margin absorbs.
+
+        The same in three steps, for a caller that runs the products elsewhere (a worker runs
+        them on a thread while its event loop plans and finishes other batches):
+        `finish(products(plan(requests)))`.
         """
-        out: list[Recommendations | None] = [None] * len(requests)
-        groups: dict[tuple[int, int], list[tuple[int, _Plan]]] = {}
+        batch = self.plan(requests)
+        self.products(batch)
+        return self.finish(batch)
+
+    def plan(self, requests: Sequence[RankRequest]) -> "RankBatch":
+        """Everything of the requests but the matrix products (plain Python: the caller's thread)."""
+        batch = RankBatch(self, [None] * len(requests))
         for i, request in enumerate(requests):
             plan = self._plan(request)
             if isinstance(plan, Recommendations):
-                out[i] = plan
+                batch.answers[i] = plan
             else:
-                groups.setdefault((plan.lo, plan.hi), []).append((i, plan))
-        for (lo, hi), members in groups.items():
-            rows = self._dense(lo, hi, [plan for _, plan in members])
-            for (i, plan), s in zip(members, rows):
+                batch.groups.setdefault((plan.lo, plan.hi), []).append((i, plan))
+        for (lo, hi), members in batch.groups.items():
+            X = [(plan.coef.factor * plan.x).astype(np.float32) for _, plan in members if plan.x is not None]
+            if hi > lo and X:
+                # one request keeps the matvec, so that a lone request (and the evaluator) is
+                # bit for bit what it was before batching
+                batch.factors[(lo, hi)] = X[0] if len(X) == 1 else np.stack(X)
+        return batch
+
+    def products(self, batch: "RankBatch") -> None:
+        """The factor term of every planned request: one matrix product per item range, nothing
+        else — numpy releases the GIL for it, so it may run on another thread."""
+        if batch.ranker is not self:
+            raise ValueError("a batch is scored by the ranker that planned it")
+        batch.scores = {(lo, hi): X @ self._Yt[:, lo:hi] for (lo, hi), X in batch.factors.items()}
+
+    def finish(self, batch: "RankBatch") -> list[Recommendations]:
+        """Each request's answer from its plan and the products (plain Python: the caller's thread)."""
+        if batch.scores is None and batch.factors:
+            raise ValueError("finish() needs products() first")
+        out = batch.answers
+        scores = batch.scores or {}
+        for (lo, hi), members in batch.groups.items():
+            S = scores.get((lo, hi))
+            rows = iter(S if S is not None and S.ndim == 2 else [S])
+            index_get = self._index.get
+            m = hi - lo
+            for i, plan in members:
+                s = next(rows) if plan.x is not None and m > 0 else None
+                if s is None:
+                    s = np.zeros(m, np.float32)
+                if m > 0:
+                    self._add_sparse(plan, s, lo, hi, index_get)
                 out[i] = self._finish(plan, s)
         return out  # type: ignore[return-value]
 
@@ -886,30 +937,6 @@ class Ranker:
             by_root=root_w,
             candidates=_Candidates(in_pool, at, pop_a, pos_a, add_a, extra),
         )
-
-    def _dense(self, lo: int, hi: int, plans: list["_Plan"]) -> list[np.ndarray]:
-        """Each plan's float32 scores of the model's items in [lo, hi): the factor term (one
-        matrix product for all plans with a user vector), the domain slices, the sparse adds."""
-        m = hi - lo
-        rows: list[np.ndarray | None] = [None] * len(plans)
-        with_x = [t for t, plan in enumerate(plans) if plan.x is not None]
-        if m > 0 and len(with_x) == 1:
-            plan = plans[with_x[0]]
-            rows[with_x[0]] = (plan.coef.factor * plan.x).astype(np.float32) @ self._Yt[:, lo:hi]
-        elif m > 0 and with_x:
-            X = np.stack([(plans[t].coef.factor * plans[t].x).astype(np.float32) for t in with_x])
-            S = X @ self._Yt[:, lo:hi]
-            for r, t in enumerate(with_x):
-                rows[t] = S[r]
-        index_get = self._index.get
-        out = []
-        for plan, s in zip(plans, rows):
-            if s is None:
-                s = np.zeros(m, np.float32)
-            if m > 0:
-                self._add_sparse(plan, s, lo, hi, index_get)
-            out.append(s)
-        return out
 
     def _add_sparse(self, plan: "_Plan", s: np.ndarray, lo: int, hi: int, index_get) -> None:
         l_dom = plan.coef.domain
@@ -1222,6 +1249,7 @@ def bench_ranking(
 __all__ = [
     "LAYERS",
     "RankParams",
+    "RankBatch",
     "RankRequest",
     "Ranker",
     "ShopRates",

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -378,6 +379,25 @@ def test_a_batch_answers_every_request_as_if_alone():
     batch = ranker.recommend_many(requests)
     assert [b.to_dict() for b in batch] == [_alone(_ranker(), r).to_dict() for r in requests]
     assert ranker.recommend_many([]) == []
+
+
+def test_the_products_may_run_on_another_thread_between_plan_and_finish():
+    """A worker plans and finishes on its event loop and runs the products on a thread: the
+    answers are recommend_many's; a batch is finished only after its products, by its ranker."""
+    ranker = _ranker()
+    now = T0 + 3600
+    requests = [RankRequest(_profile(events, u), 6, POP, now, PP, user_id=u) for u, events in sorted(USERS.items())]
+    requests.append(RankRequest(None, 3, POP, now, PP))
+    planned = ranker.plan(requests)
+    assert planned.factors and planned.scores is None
+    with pytest.raises(ValueError, match="products"):
+        ranker.finish(planned)
+    with pytest.raises(ValueError, match="ranker that planned it"):
+        _ranker().products(planned)
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(ranker.products, planned).result()
+    got = ranker.finish(planned)
+    assert [r.to_dict() for r in got] == [r.to_dict() for r in _ranker().recommend_many(requests)]
 
 
 @settings(max_examples=15, deadline=None)
