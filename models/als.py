@@ -335,6 +335,13 @@ def fold_in(
         raise ValueError("item indices must be distinct (sum the weights of an item first)")
     if not np.isfinite(c).all():
         raise ValueError("confidences must be finite")
+    return solve_fold_in(Y, YtY, idx, c, regularization)
+
+
+def solve_fold_in(Y: np.ndarray, YtY: np.ndarray, idx: np.ndarray, c: np.ndarray, regularization: float) -> np.ndarray:
+    """`fold_in` for arguments known to be right (distinct in-range rows, finite float64
+    confidences, at least one item): the solve alone, for callers that build them so."""
+    k = Y.shape[1]
     Yu = Y[idx].astype(np.float64)
     A = YtY + (Yu.T * (c - 1.0)) @ Yu
     A.flat[:: k + 1] += regularization

@@ -34,7 +34,7 @@ from typing import Mapping
 import msgpack
 import numpy as np
 
-from models.als import fold_in as _fold_in, gram
+from models.als import gram, solve_fold_in
 
 FORMAT = 1
 DTYPE = np.dtype("<f4")
@@ -171,7 +171,10 @@ class FactorModel:
         if not rows:
             return None
         c = 1.0 + float(alpha) * np.asarray(weights, dtype=np.float64)
-        x = _fold_in(self.Y, self.YtY, np.asarray(rows, dtype=np.intp), c, float(regularization))
+        if not np.isfinite(c).all():
+            raise ValueError("item weights must be finite")
+        # distinct rows: one per key of a mapping, and the index maps items to distinct rows
+        x = solve_fold_in(self.Y, self.YtY, np.asarray(rows, dtype=np.intp), c, float(regularization))
         return x.astype(np.float32)
 
     # -- disk ------------------------------------------------------------------

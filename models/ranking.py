@@ -1084,28 +1084,40 @@ class Ranker:
 
 
 def _top_indices(s: np.ndarray, n: int) -> np.ndarray:
-    """Indices of (at least the) n largest finite values of s, exactly, in no order.
+    """Indices of the n largest finite values of s (fewer if s has fewer), exactly, in no order.
 
-    A threshold from a strided sample cuts the array to a few hundred entries
-    first; whenever that could miss one of the top n (too few above it) or
-    saves nothing (ties), it falls back to a full argpartition.
+    Long arrays are cut by group maxima first.  Split the first `_GROUPS`·g values into g
+    groups of `_GROUPS` (group j: indices j, j + g, j + 2g, …, so that the maxima are one
+    vectorised pass) and let t be the n-th largest group maximum: at least n values are ≥ t,
+    so every one of the n largest is ≥ t and lies in a group whose maximum is ≥ t, or in the
+    short tail after the last whole row — a few groups instead of a scan of every index.
+    Whenever that saves nothing (ties, −inf rows) it falls back to a full argpartition.
     """
     m = s.shape[0]
     if m <= n:
         top = np.arange(m)
     else:
         top = None
-        if m >= 1 << 14:
-            sample = s[::16]
-            q = min(sample.shape[0] - 1, 8 + n // 8)
-            thr = np.partition(sample, sample.shape[0] - 1 - q)[sample.shape[0] - 1 - q]
-            if np.isfinite(thr):
-                idx = np.flatnonzero(s >= thr)
-                if n <= idx.shape[0] <= m // 8:
-                    top = idx[np.argpartition(s[idx], idx.shape[0] - n)[idx.shape[0] - n :]]
-        if top is None:
-            top = np.argpartition(s, m - n)[m - n :]
+        g = m // _GROUPS
+        if g >= 64 and g > n:
+            maxes = np.fmax.reduce(s[: g * _GROUPS].reshape(_GROUPS, g), axis=0)  # NaN-blind
+            t = np.partition(maxes, g - n)[g - n]
+            if np.isfinite(t):
+                groups = np.flatnonzero(maxes >= t)
+                if groups.shape[0] <= g // 8:
+                    idx = (_GROUP_ROWS[:, None] * g + groups).ravel()
+                    if g * _GROUPS < m:
+                        idx = np.concatenate((idx, np.arange(g * _GROUPS, m)))
+                    idx = idx[s[idx] >= t]
+                    if idx.shape[0] >= n:
+                        top = idx[np.argpartition(s[idx], idx.shape[0] - n)[idx.shape[0] - n :]]
+        if top is None:  # NaN (which argpartition takes for the largest) as −inf
+            top = np.argpartition(np.fmax(s, -np.inf), m - n)[m - n :]
     return top[np.isfinite(s[top])]
+
+
+_GROUPS = 64
+_GROUP_ROWS = np.arange(_GROUPS)
 
 
 # -- benchmark ---------------------------------------------------------------------

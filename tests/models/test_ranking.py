@@ -327,14 +327,19 @@ def test_k_zero_and_small_k():
     assert len(_recommend(ranker, profile, k=1)) == 1
 
 
-@settings(max_examples=25, deadline=None)
-@given(st.integers(0, 2**31), st.integers(1, 60), st.sampled_from([0, 1, 3]), st.floats(0, 0.2))
-def test_top_indices_is_exact(seed, n, decimals, inf_share):
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**31), st.integers(1, 60), st.sampled_from([0, 1, 3]), st.floats(0, 0.2),
+       st.sampled_from([0.0, 0.001, 0.3]), st.integers(20_000, 70_000))
+def test_top_indices_is_exact(seed, n, decimals, inf_share, nan_share, size):
+    """The n largest finite values, exactly n of them, with ties, −inf and NaN among them and
+    lengths that leave a tail outside the whole groups."""
     rng = np.random.default_rng(seed)
-    s = rng.standard_normal(40_000).astype(np.float32)
+    s = rng.standard_normal(size).astype(np.float32)
     if decimals:
         s = np.round(s, decimals)  # ties
     s[rng.random(s.shape[0]) < inf_share] = -np.inf
+    s[rng.random(s.shape[0]) < nan_share] = np.nan
+    s[-1] = 100.0  # the largest value in the tail
     got = _top_indices(s, n)
     finite = np.flatnonzero(np.isfinite(s))
     want_n = min(n, finite.shape[0])
