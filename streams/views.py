@@ -258,6 +258,7 @@ class _RankQueue:
         self._seen = 0  # queue length at the last turn, while waiting for it to stop growing
         self._turns = 0
         self._ahead = 0  # batches planned or being planned whose products are not done
+        self._tasks: set[asyncio.Task] = set()
         # One thread: the products are the only work on it, and one product at a time already
         # has the second core; more would only split it.
         self._products = ThreadPoolExecutor(max_workers=1, thread_name_prefix="strata-products")
@@ -292,7 +293,9 @@ class _RankQueue:
             by_ranker.setdefault(id(item[0]), []).append(item)
         for items in by_ranker.values():
             self._ahead += 1
-            loop.create_task(self._rank(items[0][0], items))
+            task = loop.create_task(self._rank(items[0][0], items))
+            self._tasks.add(task)  # the loop keeps only a weak reference to a task
+            task.add_done_callback(self._tasks.discard)
 
     async def _rank(self, ranker: Ranker, items: list[tuple[Ranker, RankRequest, asyncio.Future]]) -> None:
         try:
