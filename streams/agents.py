@@ -15,6 +15,7 @@ from streams.app import (
     deadletter_topic,
     events_route,
     popularity_feed,
+    profile_counts,
     rank_params,
     settings,
     user_factors_topic,
@@ -120,9 +121,10 @@ async def _apply_events(batch) -> None:
     flushed: list[PartitionBatch] = []
     for tp, records in batch.items():
         partition = tp.partition
-        writes = PartitionBatch(user_to_profile, partition)
+        writes = PartitionBatch(user_to_profile, partition, profile_counts)
         vectors = None
         profiles: dict[str, Profile | None] = {}  # None: forgotten in this batch
+        existed: dict[str, bool] = {}  # whether the store held the user's profile before this batch
         for record in records:
             try:
                 parsed = parse_keyed_message(record.key, record.value, now)
@@ -134,6 +136,8 @@ async def _apply_events(batch) -> None:
             if isinstance(parsed, Forget):
                 # Ordered with the user's events in this partition: what came before is gone,
                 # what comes after starts afresh.  Tombstones go through both changelogs.
+                if user_id not in existed:
+                    existed[user_id] = profile_cache.get(record.key) is not None or writes.get(record.key) is not None
                 profiles[user_id] = None
                 if vectors is None:
                     vectors = PartitionBatch(user_to_vector, partition)
@@ -142,9 +146,11 @@ async def _apply_events(batch) -> None:
                 continue
             profile = profiles.get(user_id, _MISSING)
             if profile is _MISSING:
-                profile = profile_cache.get(record.key)
+                profile = profile_cache.get(record.key)  # cached profiles are in the store
+                existed[user_id] = profile is not None
                 if profile is None:
                     raw = writes.get(record.key)
+                    existed[user_id] = raw is not None
                     profile = Profile() if raw is None else Profile.from_bytes(raw)
                 profiles[user_id] = profile
             elif profile is None:
@@ -164,7 +170,7 @@ async def _apply_events(batch) -> None:
             profile.seq = record.offset
         for user_id, profile in profiles.items():
             key = user_id.encode()
-            writes.put(key, None if profile is None else profile.to_bytes())
+            writes.put(key, None if profile is None else profile.to_bytes(), existed[user_id])
             profile_cache.put(key, profile)
         await writes.flush()
         flushed.append(writes)

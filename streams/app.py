@@ -14,7 +14,7 @@ from models.ranking import RankParams
 from streams.batching import install as install_batch_route
 from streams.config import Settings
 from streams.feeds import FactorFeed, PopularityFeed
-from streams.state import CatalogTableView
+from streams.state import CatalogTableView, KeyCounts
 from streams.topics import MAX_MESSAGE_BYTES, topic_specs
 
 settings = Settings.from_env()
@@ -157,6 +157,12 @@ def _catalog_recovered(table) -> None:
 
 
 events_route.on_recovered.append(_catalog_recovered)
+
+# Profiles held per local partition, for /metrics: kept by the agent's batched writes, counted
+# again after partitions moved or were recovered (streams.state.KeyCounts).
+profile_counts = KeyCounts(user_to_profile)
+events_route.on_rebalance.append(profile_counts.clear)
+events_route.on_recovered.append(lambda table: profile_counts.clear() if table is user_to_profile else None)
 
 rank_params = RankParams()
 # Derived state every worker holds in full, rebuilt from its topic on start (see streams.feeds).

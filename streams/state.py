@@ -11,13 +11,50 @@ key at once.  It relies on the RocksDB store of faust-streaming 0.15
 """
 from __future__ import annotations
 
-from typing import Collection, Iterator, Mapping
+from typing import Collection, Iterable, Iterator, Mapping
 
 import orjson
 from rocksdict import WriteBatch
 
 from models.catalog import InvalidCatalogRecord, parse_record
 from models.profile import Profile
+
+
+class KeyCounts:
+    """How many keys a table holds in each local partition: one scan, then kept by the writer.
+
+    A scan costs ≈ 1 µs a key of the event loop (≈ 1 s at a million profiles), too much for
+    every /metrics scrape.  `PartitionBatch.flush` reports each write's change (keys created
+    minus keys deleted, from what the writer read before writing) in the same synchronous step
+    as the RocksDB write, so no reader sees one without the other.  Whatever else writes an
+    active partition's store — changelog recovery after an assignment — or moves partitions
+    clears the counts (`clear`, wired in streams.app), and the next read scans again.  Standby
+    partitions, which Faust keeps applying from their changelogs, are never counted: a standby
+    turns active only through a rebalance, which clears.
+    """
+
+    def __init__(self, table) -> None:
+        self.table = table
+        self._counts: dict[int, int] = {}
+
+    def count(self, partitions: Iterable[int]) -> int:
+        total = 0
+        for partition in partitions:
+            n = self._counts.get(partition)
+            if n is None:
+                n = self._counts[partition] = count_keys(self.table, (partition,))
+            total += n
+        return total
+
+    def changed(self, partition: int, delta: int | None) -> None:
+        """`delta` keys more in `partition` (None: unknown, count again when asked)."""
+        if delta is None:
+            self._counts.pop(partition, None)
+        elif partition in self._counts:
+            self._counts[partition] += delta
+
+    def clear(self, *_: object) -> None:
+        self._counts.clear()
 
 
 class PartitionBatch:
@@ -30,12 +67,14 @@ class PartitionBatch:
     directory replays only the changelog written after it.
     """
 
-    def __init__(self, table, partition: int) -> None:
+    def __init__(self, table, partition: int, counts: KeyCounts | None = None) -> None:
         self.table = table
         self.partition = partition
         self.store = table.data
         self.db = self.store._db_for_partition(partition)
         self.pending: dict[bytes, bytes | None] = {}
+        self.counts = counts
+        self._existed: dict[bytes, bool | None] = {}  # whether each staged key was in the store before
         self._last_send = None
 
     def get(self, key: bytes) -> bytes | None:
@@ -43,8 +82,11 @@ class PartitionBatch:
             return self.pending[key]
         return self.db.get(key)
 
-    def put(self, key: bytes, value: bytes | None) -> None:
-        """Stage a write; `None` deletes the key (a tombstone in the changelog)."""
+    def put(self, key: bytes, value: bytes | None, existed: bool | None = None) -> None:
+        """Stage a write; `None` deletes the key (a tombstone in the changelog).  `existed`: whether
+        the store held the key before this batch (for `counts`; None when the caller did not look)."""
+        if key not in self._existed:
+            self._existed[key] = existed
         self.pending[key] = value
 
     async def flush(self) -> int:
@@ -62,6 +104,17 @@ class PartitionBatch:
         # Store first, then the changelog: after a crash in between, the local store is ahead of
         # the changelog; the agent re-sends every redelivered user's profile (see streams.agents).
         self.db.write(batch)
+        if self.counts is not None:
+            existed = self._existed
+            delta: int | None = 0
+            for key, value in self.pending.items():
+                before = existed[key]
+                if before is None:
+                    delta = None
+                    break
+                delta += (value is not None) - before
+            self.counts.changed(self.partition, delta)
+        self._existed = {}
         send = self.table.app.producer.send
         topic = self.table.changelog_topic.get_topic_name()
         partition = self.partition

@@ -19,7 +19,10 @@ import time
 import numpy as np
 
 from models.ranking import SHARE_BUCKET_NAMES, RankRequest, Ranker, Recommendations
-from streams.app import app, catalog, catalog_table, events_route, factor_feed, popularity_feed, rank_params, settings, user_to_profile, user_to_vector
+from streams.app import (
+    app, catalog, catalog_table, events_route, factor_feed, popularity_feed, profile_counts, rank_params, settings, user_to_profile,
+    user_to_vector,
+)
 from streams.metrics import metrics
 from streams.state import count_keys, read_profile
 
@@ -178,9 +181,9 @@ async def prometheus(view: web.View, request: web.Request) -> web.Response:
 
 def profiles_stored() -> int:
     """Profiles in the local store of this worker's active partitions (revoked partitions' files may
-    linger on disk and are not counted)."""
+    linger on disk and are not counted): scanned once, then kept by the agent's writes."""
     topic = user_to_profile.changelog_topic.get_topic_name()
-    return count_keys(user_to_profile, {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == topic})
+    return profile_counts.count(sorted({tp.partition for tp in app.assignor.assigned_actives() if tp.topic == topic}))
 
 
 async def consumer_lag() -> dict[int, int]:

@@ -97,6 +97,7 @@ def test_forget_removes_the_user_everywhere(kafka, tmp_path):
         wait_until(lambda: group_caught_up(settings), 120, "events processed")
         wait_until(lambda: _has_key(settings, vector_changelog, key), 60, "the user vector stored")
         assert worker.get(f"/users/{user}/profile")[0] == 200
+        assert worker.metric("strata_profiles_stored") == len(counts)
 
         cli_env = {k: v for k, v in os.environ.items() if not k.startswith("STRATA_")}
         cli_env.update(worker.env)
@@ -105,6 +106,8 @@ def test_forget_removes_the_user_everywhere(kafka, tmp_path):
         assert "retention" in done.stdout  # says plainly that the raw events stay on the topic
 
         wait_until(lambda: worker.get(f"/users/{user}/profile")[0] == 404, 30, "the profile to be gone")
+        # counted once before the forget, then kept by the writes: the tombstone takes one off
+        assert worker.metric("strata_profiles_stored") == len(counts) - 1
         assert last_value(settings, profile_changelog, key) is None  # a tombstone, not just a local delete
         assert last_value(settings, vector_changelog, key) is None
         others = {u: p for u, p in build_profiles((parse_event(e, time.time()) for e in events), catalog, params).items() if u != user}
@@ -120,6 +123,7 @@ def test_forget_removes_the_user_everywhere(kafka, tmp_path):
         fresh = build_profiles((parse_event(e, time.time()) for e in later), catalog, params)[user]
         status, body = worker.get(f"/users/{user}/profile")
         assert status == 200 and body["events"] == 5
+        assert worker.metric("strata_profiles_stored") == len(counts)
         assert_profile_matches(body, fresh, params)
 
         # The next training snapshot has only the user's events from after the forget.
@@ -137,6 +141,7 @@ def test_forget_removes_the_user_everywhere(kafka, tmp_path):
         worker.start(timeout=60)
         status, body = worker.get(f"/users/{user}/profile")
         assert status == 200 and body["events"] == 5
+        assert worker.metric("strata_profiles_stored") == len(counts)
         assert_profile_matches(body, fresh, params)
         assert_all_profiles_match(worker, others, params)
     finally:

@@ -93,6 +93,8 @@ def test_metrics_count_what_was_sent_and_rejected_and_kafka_lag_shows_the_group(
     try:
         publish(settings, catalog_records, [])
         wait_until(lambda: worker.get("/healthz")[1].get("catalog_entries", 0) >= len(catalog_records), 60, "catalog loaded")
+        # Counted now (nothing stored), the profiles are from here on only added up by the writes.
+        assert worker.metric("strata_profiles_stored") == 0
         summary = publish(settings, [], events)
         assert summary.sent == len(events) and summary.rejected == 0
         bad, rejected = bad_messages(time.time())
