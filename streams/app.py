@@ -13,7 +13,7 @@ from models.catalog import Catalog
 from models.ranking import RankParams
 from streams.batching import install as install_batch_route
 from streams.config import Settings
-from streams.feeds import FactorFeed, PopularityFeed
+from streams.feeds import EndOffsets, FactorFeed, PopularityFeed
 from streams.state import CatalogTableView, KeyCounts
 from streams.topics import MAX_MESSAGE_BYTES, topic_specs
 
@@ -168,3 +168,4 @@ rank_params = RankParams()
 # Derived state every worker holds in full, rebuilt from its topic on start (see streams.feeds).
 factor_feed = FactorFeed(settings)
 popularity_feed = PopularityFeed(settings, half_life_s=rank_params.popularity_half_life_s)
+end_offsets = EndOffsets(settings)  # for the consumer lag on /metrics

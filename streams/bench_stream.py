@@ -193,7 +193,7 @@ def run_bench(base: Settings, events: int = 300_000, workers: int = 1, rate: flo
                 break
             if time.monotonic() > deadline:
                 raise BenchError(f"workers processed only {n:.0f} of {len(backlog)} events in 600 s")
-            # Not faster: every scrape costs the worker a /metrics render (a RocksDB key count).
+            # Not faster: every scrape costs the worker a /metrics render.
             time.sleep(0.25)
         (t0, n0), (t1, n1) = samples[0], samples[-1]
         worker_rate = (n1 - n0) / (t1 - t0) if t1 > t0 else float("nan")

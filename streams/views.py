@@ -20,7 +20,7 @@ import numpy as np
 
 from models.ranking import SHARE_BUCKET_NAMES, RankRequest, Ranker, Recommendations
 from streams.app import (
-    app, catalog, catalog_table, events_route, factor_feed, popularity_feed, profile_counts, rank_params, settings, user_to_profile,
+    app, catalog, catalog_table, end_offsets, events_route, factor_feed, popularity_feed, profile_counts, rank_params, settings, user_to_profile,
     user_to_vector,
 )
 from streams.metrics import metrics
@@ -188,8 +188,8 @@ def profiles_stored() -> int:
 
 async def consumer_lag() -> dict[int, int]:
     """Per assigned partition of the events topic: the broker's end offset (asked now, so right
-    while fetching is paused for recovery; the last fetch's high-water mark if the broker does not
-    answer within 2 s) minus the next offset this worker has to process (processed and flushed,
+    while fetching is paused for recovery, by `streams.feeds.EndOffsets` on this loop;
+    the last fetch's high-water mark if the broker does not answer within 2 s) minus the next offset this worker has to process (processed and flushed,
     else its committed offset).  Kafka's view of the same, from committed offsets: `strata kafka lag`."""
     consumer = getattr(app, "_consumer", None)
     if consumer is None:
@@ -199,7 +199,7 @@ async def consumer_lag() -> dict[int, int]:
     if not tps:
         return {}
     try:
-        ends = dict(await asyncio.wait_for(consumer.highwaters(*tps), 2.0))
+        ends = dict(await asyncio.wait_for(end_offsets(tps), 2.0))
     except Exception:  # noqa: BLE001 - a broker hiccup must not fail the scrape
         ends = {}
     out: dict[int, int] = {}

@@ -26,7 +26,7 @@ def run_worker(settings) -> int:
     import faust
 
     from streams import agents, views  # noqa: F401  (registers agents and views)
-    from streams.app import app, factor_feed, popularity_feed
+    from streams.app import app, end_offsets, factor_feed, popularity_feed
     from streams.topics import ensure_topics
 
     # The source topics must exist with our partition count before the group forms;
@@ -41,6 +41,6 @@ def run_worker(settings) -> int:
     # Bind (STRATA_WEB_HOST) and advertised URL are two settings: the group learns each worker's
     # canonical URL from its assignment metadata and table_route forwards requests there.
     app.conf.canonical_url = settings.advertised_url
-    worker = faust.Worker(app, factor_feed, popularity_feed, loglevel=settings.log_level, quiet=True, redirect_stdouts=False)
+    worker = faust.Worker(app, factor_feed, popularity_feed, end_offsets, loglevel=settings.log_level, quiet=True, redirect_stdouts=False)
     worker.execute_from_commandline()
     return 0
