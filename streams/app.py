@@ -41,6 +41,7 @@ app = faust.App(
     consumer_auto_offset_reset="earliest",
     consumer_max_fetch_size=MAX_MESSAGE_BYTES,
     producer_max_request_size=MAX_MESSAGE_BYTES,
+    producer_max_batch_size=512 * 1024,
     # No linger: every batch ends with `producer.flush()`, and aiokafka's flush waits for the
     # linger to expire (5 ms of each small batch's latency); a big batch fills its record
     # batches before the sender runs, so throughput does not need it.

@@ -11,6 +11,7 @@ key at once.  It relies on the RocksDB store of faust-streaming 0.15
 """
 from __future__ import annotations
 
+import asyncio
 from typing import Collection, Iterable, Iterator, Mapping
 
 import orjson
@@ -115,22 +116,35 @@ class PartitionBatch:
                 delta += (value is not None) - before
             self.counts.changed(self.partition, delta)
         self._existed = {}
-        send = self.table.app.producer.send
-        topic = self.table.changelog_topic.get_topic_name()
-        partition = self.partition
-        last = None
-        for key, value in self.pending.items():
-            last = await send(topic, key, value, partition, None, None)
-        self._last_send = last
+        self._last_send = await self._send_changelog()
         n = len(self.pending)
         self.pending = {}
         return n
 
+    async def _send_changelog(self) -> tuple[asyncio.Future, int]:
+        """The pending records as whole record batches (aiokafka's `create_batch`/`send_batch`):
+        appending to a batch costs a fraction of `send()`'s per-record future, partitioner and
+        checks, which were a fifth of the hot path.  Returns the last batch's future and its
+        record count (a batch's offsets are consecutive from the one its future gives)."""
+        producer = self.table.app.producer._ensure_producer()  # faust's → the aiokafka producer
+        topic = self.table.changelog_topic.get_topic_name()
+        partition = self.partition
+        batch, n = producer.create_batch(), 0
+        for key, value in self.pending.items():
+            if batch.append(key=key, value=value, timestamp=None) is None:  # full: send it, start the next
+                await producer.send_batch(batch, topic, partition=partition)
+                batch, n = producer.create_batch(), 0
+                if batch.append(key=key, value=value, timestamp=None) is None:
+                    raise ValueError(f"a {len(value or b'')}-byte record does not fit a producer batch")
+            n += 1
+        return await producer.send_batch(batch, topic, partition=partition), n
+
     async def confirm(self) -> None:
         """After `producer.flush()`: remember how far this partition's changelog is written."""
         if self._last_send is not None:
-            metadata = await self._last_send
-            self.store.set_persisted_offset(metadata.topic_partition, metadata.offset)
+            future, n = self._last_send
+            metadata = await future
+            self.store.set_persisted_offset(metadata.topic_partition, metadata.offset + n - 1)
             self._last_send = None
 
 
