@@ -24,7 +24,7 @@ from models.profile import Profile
 class KeyCounts:
     """How many keys a table holds in each local partition: one scan, then kept by the writer.
 
-    A scan costs ≈ 1 µs a key of the event loop (≈ 1 s at a million profiles), too much for
+    A scan costs ≈ 4 µs a key of the event loop (≈ 4 s at a million profiles), too much for
     every /metrics scrape.  `PartitionBatch.flush` reports each write's change (keys created
     minus keys deleted, from what the writer read before writing) in the same synchronous step
     as the RocksDB write, so no reader sees one without the other.  Whatever else writes an
