@@ -188,9 +188,10 @@ def profiles_stored() -> int:
 
 async def consumer_lag() -> dict[int, int]:
     """Per assigned partition of the events topic: the broker's end offset (asked now, so right
-    while fetching is paused for recovery, by `streams.feeds.EndOffsets` on this loop;
-    the last fetch's high-water mark if the broker does not answer within 2 s) minus the next offset this worker has to process (processed and flushed,
-    else its committed offset).  Kafka's view of the same, from committed offsets: `strata kafka lag`."""
+    while fetching is paused for recovery, by `streams.feeds.EndOffsets` on this loop; the last
+    fetch's high-water mark if the broker does not answer within 2 s) minus the next offset this
+    worker has to process (processed and flushed, else its committed offset).  Kafka's view of
+    the same, from committed offsets: `strata kafka lag`."""
     consumer = getattr(app, "_consumer", None)
     if consumer is None:
         return {}
