@@ -212,27 +212,27 @@ class Profile:
 
     # -- persistence -------------------------------------------------------
     def to_bytes(self) -> bytes:
-        """msgpack, version 3: per layer its keys, a float32 column of weights and a column of times.
+        """msgpack, version 4: the keys of each layer and of the purchases, then one float32 column
+        of every layer's weights and one column of every time (item, domain, overall, purchases).
 
         Lossless, and compact where the data allows it (SPEC §7: ≤ 4 KiB at the default caps):
-        a layer whose keys are all canonical decimal integers stores them as integers (4 bytes
+        a key column whose keys are all canonical decimal integers stores them as integers (4 bytes
         instead of 8 for a 7-digit id), and a time column whose times are all whole seconds — or
         whole milliseconds — before `last_ts` stores the differences as uint32 (else float64
-        times).  `w[L]` and `t[L]` always gain and lose keys together, so their orders agree.
+        times).  One column of times and one of weights rather than one per layer: a profile is
+        encoded on every micro-batch its user is in, and most profiles are small, so the fixed
+        cost of each column is most of the encoding.  `w[L]` and `t[L]` always gain and lose keys
+        together, so their orders agree.
         """
         T = self.last_ts
-        layers = []
-        for layer in LAYERS:
-            ws = self.w[layer]
-            keys = list(ws)
-            layers.append([_pack_keys(keys), _f32(ws.values()), _pack_times(T, list(self.t[layer].values()))])
-        p_keys = list(self.purchases)
+        w, t, purchases = self.w, self.t, self.purchases
+        item, domain, overall = w["item"], w["domain"], w["overall"]
         return msgpack.packb(
             [
-                3,
-                layers,
-                _pack_keys(p_keys),
-                _pack_times(T, list(self.purchases.values())),
+                4,
+                [_pack_keys(list(item)), _pack_keys(list(domain)), _pack_keys(list(overall)), _pack_keys(list(purchases))],
+                _f32([*item.values(), *domain.values(), *overall.values()]),
+                _pack_times(T, [*t["item"].values(), *t["domain"].values(), *t["overall"].values(), *purchases.values()]),
                 self.count,
                 T,
                 _u64(self.recent_ids),
@@ -245,17 +245,24 @@ class Profile:
     def from_bytes(cls, data: bytes) -> "Profile":
         fields = msgpack.unpackb(data, raw=False)
         version = fields[0]
-        if version == 3:
-            _, layers, p_keys, p_ts, count, last_ts, recent, seq = fields
+        if version == 4:
+            _, key_columns, ws, ts, count, last_ts, recent, seq = fields
+            columns = [_unpack_keys(keys) for keys in key_columns]
+            sizes = [len(keys) for keys in columns]
+            weights = _f32_values(ws)
+            times = _unpack_times(last_ts, ts, sum(sizes))
             w, t = {}, {}
-            for layer, (keys, ws, ts) in zip(LAYERS, layers):
-                keys = _unpack_keys(keys)
-                w[layer] = dict(zip(keys, _f32_values(ws)))
-                t[layer] = dict(zip(keys, _unpack_times(last_ts, ts, len(keys))))
-            p_keys = _unpack_keys(p_keys)
-            purchases = dict(zip(p_keys, _unpack_times(last_ts, p_ts, len(p_keys))))
-            recent_ids = array("Q", struct.unpack(f"<{len(recent) // 8}Q", recent))
+            start = 0
+            for layer, keys, n in zip(LAYERS, columns, sizes):
+                end = start + n
+                w[layer] = dict(zip(keys, weights[start:end]))
+                t[layer] = dict(zip(keys, times[start:end]))
+                start = end
+            purchases = dict(zip(columns[3], times[start:]))
+            recent_ids = _u64_array(recent)
             return cls(w, t, purchases, count, last_ts, recent_ids, seq)
+        if version == 3:
+            return cls._from_v3(fields)
         if version == 2:
             profile = cls._from_v2(fields)
         elif version == 1:
@@ -263,11 +270,25 @@ class Profile:
         else:
             raise ValueError(f"unknown profile encoding version {version}")
         # Earlier encodings kept float64 weights: rounded once, on reading, so that the live
-        # profile from here on is exactly what version 3 stores.
+        # profile from here on is exactly what versions 3 and 4 store.
         for ws in profile.w.values():
             for key, value in ws.items():
                 ws[key] = single(value)
         return profile
+
+    @classmethod
+    def _from_v3(cls, fields: list) -> "Profile":
+        """Per layer its keys, float32 weights and times (stores and changelogs written before version 4)."""
+        _, layers, p_keys, p_ts, count, last_ts, recent, seq = fields
+        w, t = {}, {}
+        for layer, (keys, ws, ts) in zip(LAYERS, layers):
+            keys = _unpack_keys(keys)
+            w[layer] = dict(zip(keys, _f32_values(ws)))
+            t[layer] = dict(zip(keys, _unpack_times(last_ts, ts, len(keys))))
+        p_keys = _unpack_keys(p_keys)
+        purchases = dict(zip(p_keys, _unpack_times(last_ts, p_ts, len(p_keys))))
+        recent_ids = _u64_array(recent)
+        return cls(w, t, purchases, count, last_ts, recent_ids, seq)
 
     @classmethod
     def _from_v2(cls, fields: list) -> "Profile":
@@ -277,7 +298,7 @@ class Profile:
         for layer, (keys, ws, ts) in zip(LAYERS, layers):
             w[layer] = dict(zip(keys, _floats(ws)))
             t[layer] = dict(zip(keys, _floats(ts)))
-        recent_ids = array("Q", struct.unpack(f"<{len(recent) // 8}Q", recent))
+        recent_ids = _u64_array(recent)
         return cls(w, t, dict(zip(p_keys, _floats(p_ts))), count, last_ts, recent_ids, seq)
 
     @classmethod
@@ -310,7 +331,19 @@ def _floats(raw: bytes) -> tuple[float, ...]:
 
 
 def _u64(values: array) -> bytes:
-    return struct.pack(f"<{len(values)}Q", *values)
+    """An array("Q") as little-endian uint64s."""
+    if _BIG_ENDIAN:
+        values = array("Q", values)
+        values.byteswap()
+    return values.tobytes()
+
+
+def _u64_array(raw: bytes) -> array:
+    values = array("Q")
+    values.frombytes(raw)
+    if _BIG_ENDIAN:
+        values.byteswap()
+    return values
 
 
 def _pack_keys(keys: list[str]) -> list | bytes:
@@ -421,7 +454,7 @@ def _u32(values: list[int]) -> bytes | None:
 
 
 _BIG_ENDIAN = sys.byteorder == "big"
-assert array("I").itemsize == 4, "array('I') must hold 32-bit integers here"
+assert array("I").itemsize == 4 and array("Q").itemsize == 8, "array('I') and array('Q') must be 32 and 64 bits here"
 
 
 def _is_millis(x: float) -> bool:

@@ -311,3 +311,24 @@ def test_a_profile_at_the_default_caps_fits_4_kib():
     data = p.to_bytes()
     assert len(data) <= 4096
     assert Profile.from_bytes(data) == p
+
+
+def _v3_bytes(p: Profile) -> bytes:
+    """The third encoding (per layer its keys, float32 weights and times), as workers before version 4 wrote it."""
+    import msgpack
+
+    from models.profile import _f32, _pack_keys, _pack_times, _u64
+
+    T = p.last_ts
+    layers = [[_pack_keys(list(p.w[l])), _f32(list(p.w[l].values())), _pack_times(T, list(p.t[l].values()))] for l in LAYERS]
+    return msgpack.packb(
+        [3, layers, _pack_keys(list(p.purchases)), _pack_times(T, list(p.purchases.values())), p.count, T, _u64(p.recent_ids), p.seq],
+        use_bin_type=True,
+    )
+
+
+@given(st.one_of(events_st, whole_second_events_st))
+def test_the_third_encoding_still_reads(events):
+    p = build_profiles(events, Catalog({}, {f"{i}": None for i in range(6)}), PARAMS)["u"]
+    assert Profile.from_bytes(_v3_bytes(p)) == p
+
