@@ -22,11 +22,26 @@ def tune_garbage_collector() -> None:
     gc.set_threshold(50_000, 20, 100)
 
 
-def run_worker(settings) -> int:
+def build_worker(settings):
+    """The Faust worker with our services, logging at `settings.log_level` (not started)."""
     import faust
 
     from streams import agents, views  # noqa: F401  (registers agents and views)
     from streams.app import app, end_offsets, factor_feed, popularity_feed
+
+    # Bind (STRATA_WEB_HOST) and advertised URL are two settings: the group learns each worker's
+    # canonical URL from its assignment metadata and table_route forwards requests there.
+    app.conf.canonical_url = settings.advertised_url
+    worker = faust.Worker(app, factor_feed, popularity_feed, end_offsets, loglevel=settings.log_level, quiet=True, redirect_stdouts=False)
+    # At a level of warning or above, Faust's terminal spinner would hang a DEBUG handler on the
+    # root logger and lower the root to DEBUG, so that every debug call of Faust, mode and
+    # aiokafka built a log record (a few µs each, two per changelog record in recovery) only
+    # for the spinner to turn.  The level asked for is the level logged at.
+    worker.spinner = None
+    return worker
+
+
+def run_worker(settings) -> int:
     from streams.topics import ensure_topics
 
     # The source topics must exist with our partition count before the group forms;
@@ -37,10 +52,7 @@ def run_worker(settings) -> int:
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(1)
+    worker = build_worker(settings)
     tune_garbage_collector()
-    # Bind (STRATA_WEB_HOST) and advertised URL are two settings: the group learns each worker's
-    # canonical URL from its assignment metadata and table_route forwards requests there.
-    app.conf.canonical_url = settings.advertised_url
-    worker = faust.Worker(app, factor_feed, popularity_feed, end_offsets, loglevel=settings.log_level, quiet=True, redirect_stdouts=False)
     worker.execute_from_commandline()
     return 0
