@@ -94,6 +94,11 @@ def single(x: float) -> float:
     return _F32.unpack(_F32.pack(x))[0]
 
 
+def _single(x: float, _pack=_F32.pack, _unpack=_F32.unpack) -> float:
+    """`single` for the hot path (the struct's methods bound once)."""
+    return _unpack(_pack(x))[0]
+
+
 def _event_hash(event_id: str) -> int:
     return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=8).digest(), "big")
 
@@ -143,10 +148,11 @@ class Profile:
 
         beta = params.beta[event.type]
         ts = event.ts
-        self._add("item", event.item_id, beta, ts, params)
+        w, t, half_life, caps = self.w, self.t, params.half_life_s, params.caps
+        _add(w["item"], t["item"], event.item_id, beta, ts, half_life["item"], caps["item"])
         if domain is not None:
-            self._add("domain", domain, beta, ts, params)
-        self._add("overall", overall, beta, ts, params)
+            _add(w["domain"], t["domain"], domain, beta, ts, half_life["domain"], caps["domain"])
+        _add(w["overall"], t["overall"], overall, beta, ts, half_life["overall"], caps["overall"])
 
         if event.type == "purchase":
             prev = self.purchases.get(event.item_id)
@@ -161,34 +167,6 @@ class Profile:
         if self.last_ts is None or ts > self.last_ts:
             self.last_ts = ts
         return True
-
-    def _add(self, layer: str, key: str, beta: float, ts: float, params: ProfileParams) -> None:
-        h = params.half_life_s[layer]
-        ws, ts_ = self.w[layer], self.t[layer]
-        t = ts_.get(key)
-        if t is None:
-            ws[key] = single(beta)
-            ts_[key] = ts
-            cap = params.caps[layer]
-            if len(ws) > cap:
-                self._prune(layer, cap, h)
-        elif ts >= t:
-            ws[key] = single(decay(ws[key], ts - t, h) + beta)
-            ts_[key] = ts
-        else:
-            ws[key] = single(ws[key] + decay(beta, t - ts, h))
-
-    def _prune(self, layer: str, cap: int, half_life: float) -> None:
-        ws, ts = self.w[layer], self.t[layer]
-        # rank = log2(w) + t/H orders keys by decayed weight at any common time;
-        # ties drop the larger key so that pruning is deterministic.
-        ranked = heapq.nsmallest(
-            len(ws) - cap,
-            ws,
-            key=lambda k: (_rank(ws[k], ts[k], half_life), _neg_key(k)),
-        )
-        for key in ranked:
-            del ws[key], ts[key]
 
     # -- reading -----------------------------------------------------------
     def weights(self, layer: str, params: ProfileParams, as_of: float | None = None) -> dict[str, float]:
@@ -468,6 +446,34 @@ def _unpack_times(T: float | None, raw: bytes, n: int) -> list[float] | tuple[fl
     if n and len(raw) == 4 * n + 1 and raw[:1] == _MILLIS:
         return ((round(T * 1000.0) - np.frombuffer(raw, "<u4", offset=1).astype(np.float64)) / 1000.0).tolist()
     return _floats(raw)
+
+
+def _add(ws: dict[str, float], ts: dict[str, float], key: str, beta: float, t_new: float, half_life: float, cap: int) -> None:
+    """One event of weight beta at t_new on `key` of a layer (its weights and times); keeps the cap.
+    A function of the layer's dicts rather than a method: it runs three times per event."""
+    t = ts.get(key)
+    if t is None:
+        ws[key] = _single(beta)
+        ts[key] = t_new
+        if len(ws) > cap:
+            _prune(ws, ts, cap, half_life)
+    elif t_new >= t:
+        ws[key] = _single(ws[key] * 2.0 ** (-(t_new - t) / half_life) + beta)
+        ts[key] = t_new
+    else:
+        ws[key] = _single(ws[key] + beta * 2.0 ** (-(t - t_new) / half_life))
+
+
+def _prune(ws: dict[str, float], ts: dict[str, float], cap: int, half_life: float) -> None:
+    # rank = log2(w) + t/H orders keys by decayed weight at any common time;
+    # ties drop the larger key so that pruning is deterministic.
+    ranked = heapq.nsmallest(
+        len(ws) - cap,
+        ws,
+        key=lambda k: (_rank(ws[k], ts[k], half_life), _neg_key(k)),
+    )
+    for key in ranked:
+        del ws[key], ts[key]
 
 
 def _rank(w: float, t: float, half_life: float) -> float:
