@@ -5,6 +5,8 @@ import logging
 import time
 from collections import OrderedDict
 
+import numpy as np
+
 from models.events import Forget, InvalidEvent, parse_keyed_message
 from models.profile import Profile
 from models.ranking import ShopRates
@@ -78,6 +80,8 @@ class ProfileCache:
         if profile is None:
             self.entries.pop(key, None)
             return
+        if self.entries.get(key) is profile:
+            return  # the cached object itself, changed in place and already moved up by `get`
         self.entries[key] = profile
         self.entries.move_to_end(key)
         if len(self.entries) > self.size:
@@ -178,26 +182,17 @@ async def _apply_events(batch) -> None:
             await vectors.flush()
             flushed.append(vectors)
     if applied:
-        activity = aggregate_activity(
-            (e for e, _ in applied), params.beta, popularity.half_life_s, _domain_of(applied)
-        )
+        activity = aggregate_activity(applied, params.beta, popularity.half_life_s)
         await activity_topic.send(value=activity_message(activity, shop))
     # The changelog must be durable before streams.batching lets these offsets be committed.
     await app.producer.flush()
     for writes in flushed:
         await writes.confirm()
-    done = time.time()
-    observe = metrics.update_latency.observe
-    for records in batch.values():
-        for record in records:
-            if record.timestamp:
-                observe(max(0.0, done - record.timestamp / 1000.0))
+    stamps = [record.timestamp for records in batch.values() for record in records if record.timestamp]
+    if stamps:
+        done = time.time()
+        metrics.update_latency.observe_many(np.maximum(done - np.array(stamps, dtype=np.float64) / 1000.0, 0.0))
     metrics.batches += 1
-
-
-def _domain_of(applied):
-    domains = {id(e): d for e, d in applied}
-    return lambda e: domains[id(e)]
 
 
 @app.agent(user_factors_topic, name="store_user_vectors")

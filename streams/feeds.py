@@ -9,7 +9,6 @@ is the one mechanism, and each feed says what a record does.
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
 from pathlib import Path
 
 import mode
@@ -163,19 +162,22 @@ def activity_message(entries, shop: ShopRates | None = None) -> bytes:
     return msgpack.packb({"items": entries, **counts}, use_bin_type=True)  # tuples pack as arrays
 
 
-def aggregate_activity(events, beta, half_life_s: float, category_of) -> list[tuple]:
-    """Sum a batch's events per (item, category) at the latest time, by the decay identity, so that
-    `Popularity.learn(item, category, w, t)` on the sums equals learning every event."""
-    acc: dict[tuple, list[float]] = defaultdict(lambda: [0.0, float("-inf")])
-    for e in events:
-        key = (e.item_id, category_of(e))
-        w, t = acc[key]
-        b = beta[e.type]
-        if e.ts >= t:
-            acc[key] = [(w * 2.0 ** (-(e.ts - t) / half_life_s) if w else 0.0) + b, e.ts]
+def aggregate_activity(applied, beta, half_life_s: float) -> list[tuple]:
+    """Sum a batch's (event, category) pairs per (item, category) at the latest time, by the decay
+    identity, so that `Popularity.learn(item, category, w, t)` on the sums equals learning every event."""
+    acc: dict[tuple, list[float]] = {}
+    for e, category in applied:
+        key = (e.item_id, category)
+        b, ts = beta[e.type], e.ts
+        entry = acc.get(key)
+        if entry is None:
+            acc[key] = [b, ts]
+        elif ts >= entry[1]:
+            entry[0] = entry[0] * 2.0 ** (-(ts - entry[1]) / half_life_s) + b
+            entry[1] = ts
         else:
-            acc[key] = [w + b * 2.0 ** (-(t - e.ts) / half_life_s), t]
-    return [(item, cat, w, t) for (item, cat), (w, t) in acc.items()]
+            entry[0] += b * 2.0 ** (-(entry[1] - ts) / half_life_s)
+    return [(item, category, w, t) for (item, category), (w, t) in acc.items()]
 
 
 class PopularityFeed(TopicFeed):

@@ -9,6 +9,8 @@ import bisect
 import threading
 from collections import defaultdict
 
+import numpy as np
+
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -34,6 +36,16 @@ class Histogram:
         self.counts[bisect.bisect_left(self.buckets, value)] += 1
         self.sum += value
         self.count += 1
+
+    def observe_many(self, values: np.ndarray) -> None:
+        """`observe` every value, in one pass (a micro-batch observes thousands)."""
+        if not len(values):
+            return
+        placed = np.bincount(np.searchsorted(self.buckets, values, side="left"), minlength=len(self.counts))
+        for i, n in enumerate(placed.tolist()):
+            self.counts[i] += n
+        self.sum += float(np.sum(values))
+        self.count += len(values)
 
 
 class Metrics:

@@ -6,10 +6,15 @@ from types import SimpleNamespace
 
 import msgpack
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from models.events import EVENT_TYPES, Event
+from models.popularity import Popularity
+from models.profile import DEFAULT_BETA
 from models.ranking import SHARE_BUCKETS, ShopRates
 from streams.config import Settings
-from streams.feeds import PopularityFeed, activity_message
+from streams.feeds import PopularityFeed, activity_message, aggregate_activity
 
 HOUR = 3600.0
 
@@ -65,3 +70,29 @@ def test_a_malformed_record_is_skipped_whole(feed, value):
     feed.on_record(record(value))
     assert feed.shop.to_dict() == ShopRates().to_dict()
     assert len(feed.popularity) == 0
+
+
+_events = st.lists(
+    st.tuples(st.sampled_from(["i1", "i2", "i3"]), st.sampled_from(["c1", None]), st.sampled_from(EVENT_TYPES),
+              st.floats(0.0, 20 * HOUR)),
+    max_size=40,
+)
+
+
+@given(_events)
+def test_a_batch_sent_as_sums_teaches_the_popularity_that_every_event_would(events):
+    """The hot path sends one (item, category, weight, time) per item and category, summed by the
+    decay identity; the feed learning those sums must know what learning every event would."""
+    beta = dict(DEFAULT_BETA)
+    applied = [(Event(f"e{n}", "u", item, etype, ts, category), category) for n, (item, category, etype, ts) in enumerate(events)]
+    each, summed = Popularity(half_life_s=HOUR), Popularity(half_life_s=HOUR)
+    for event, category in applied:
+        each.learn(event.item_id, category, beta[event.type], event.ts)
+    sums = aggregate_activity(applied, beta, HOUR)
+    assert len(sums) == len({(e.item_id, c) for e, c in applied})
+    for item, category, w, ts in sums:
+        summed.learn(item, category, w, ts)
+    as_of = 21 * HOUR
+    for item in ("i1", "i2", "i3"):
+        for category in ("c1", None):
+            assert summed.score(item, as_of, category) == pytest.approx(each.score(item, as_of, category), rel=1e-12, abs=1e-300)

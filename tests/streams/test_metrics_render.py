@@ -1,7 +1,12 @@
 """The Prometheus text rendering of streams.metrics (the broker-backed values: tests/integration/test_metrics.py)."""
 from __future__ import annotations
 
-from streams.metrics import Metrics
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from streams.metrics import LATENCY_BUCKETS_S, Histogram, Metrics
 
 
 def test_gauges_render_plain_and_labelled():
@@ -14,3 +19,14 @@ def test_gauges_render_plain_and_labelled():
     at = lines.index("# TYPE strata_shop_domain_share gauge")
     assert lines[at + 1 : at + 3] == ['strata_shop_domain_share{users="1"} 0.2', 'strata_shop_domain_share{users="16+"} 0.5']
     assert any(line.startswith("# HELP strata_shop_domain_share ") for line in lines)
+
+
+@given(st.lists(st.one_of(st.sampled_from(LATENCY_BUCKETS_S), st.floats(0.0, 20.0)), max_size=60))
+def test_observing_many_values_at_once_counts_as_observing_each(values):
+    one, many = Histogram(), Histogram()
+    for v in values:
+        one.observe(v)
+    many.observe_many(np.array(values, dtype=np.float64))
+    assert many.counts == one.counts  # bucket edges included: `le` buckets hold their bound
+    assert many.count == one.count == len(values)
+    assert many.sum == pytest.approx(one.sum)
