@@ -290,9 +290,10 @@ class ShopRates:
         if profile is None or profile.count <= 0:
             return 0, 0, 0, 0, 0
         per_category, categories = params.category_pool, params.pool_categories
-        returns = int(item_id in profile.w["item"])
-        overall = int(popularity.in_top(item_id, per_category * categories))
-        domain = int(
+        # bools, which count as 1 and 0 (this runs for every event on the hot path)
+        returns = item_id in profile.w["item"]
+        overall = popularity.in_top(item_id, per_category * categories)
+        domain = (
             category is not None
             and popularity.in_top(item_id, per_category, category)
             and _among_top_categories(profile, category, categories, profile_params)
