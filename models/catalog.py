@@ -10,6 +10,7 @@ from typing import Mapping, MutableMapping
 
 ROOT_UNKNOWN = "*"
 MAX_DEPTH = 32
+ROOTS_REMEMBERED = 100_000
 _MISSING = object()
 
 
@@ -23,6 +24,8 @@ class Catalog:
     ) -> None:
         self.item_category: Mapping[str, str] = item_category if item_category is not None else {}
         self.category_parent: Mapping[str, str | None] = category_parent if category_parent is not None else {}
+        self._roots: dict[str, str] = {}  # see root_of
+        self._roots_at: int | None = None
 
     @classmethod
     def from_records(cls, records) -> "Catalog":
@@ -42,6 +45,26 @@ class Catalog:
         return self.item_category.get(item_id)
 
     def root_of(self, category_id: str) -> str:
+        """The root of `category_id`'s tree (`*` for a category the catalog does not hold).
+
+        Remembered per category when the parent mapping says when it changes (a `changes`
+        counter, as the worker's live table views have): every event asks, and walking the tree
+        is a look-up per level.  Plain mappings are walked every time.
+        """
+        parents = self.category_parent
+        changes = getattr(parents, "changes", None)
+        if changes is None:
+            return self._walk(category_id)
+        if changes != self._roots_at:
+            self._roots, self._roots_at = {}, changes
+        root = self._roots.get(category_id)
+        if root is None:
+            if len(self._roots) >= ROOTS_REMEMBERED:  # events may name categories nobody has
+                self._roots = {}
+            root = self._roots[category_id] = self._walk(category_id)
+        return root
+
+    def _walk(self, category_id: str) -> str:
         node = category_id
         for _ in range(MAX_DEPTH):
             parent = self.category_parent.get(node, _MISSING)
