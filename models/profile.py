@@ -99,8 +99,8 @@ def _single(x: float, _pack=_F32.pack, _unpack=_F32.unpack) -> float:
     return _unpack(_pack(x))[0]
 
 
-def _event_hash(event_id: str) -> int:
-    return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=8).digest(), "big")
+def _event_hash(event_id: str, _blake2b=hashlib.blake2b, _from_bytes=int.from_bytes) -> int:
+    return _from_bytes(_blake2b(event_id.encode(), digest_size=8).digest(), "big")
 
 
 def _layer_dicts() -> dict[str, dict[str, float]]:
