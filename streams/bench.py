@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from streams.config import Settings
+from streams.topics import delete_app_topics
 
 LIBRARIES = ("faust-streaming", "aiokafka", "rocksdict", "numpy", "scipy", "implicit", "aiohttp", "orjson", "msgpack")
 
@@ -252,8 +253,11 @@ def bench_snapshot_read(settings: Settings, events: int, users: int, items: int)
     source = open_log(f"users={users},items={items},events={events}", "synthetic")
     asyncio.run(publish(s, [], source.events(), progress=False))
     t0 = time.perf_counter()
-    read, skipped = asyncio.run(read_snapshot(s))
-    took = time.perf_counter() - t0
+    try:
+        read, skipped = asyncio.run(read_snapshot(s))
+        took = time.perf_counter() - t0
+    finally:
+        asyncio.run(delete_app_topics(s))
     if len(read.ts) != events:
         raise BenchError(f"snapshot read {len(read.ts)} events of {events} produced")
     return {"events": events, "seconds": round(took, 3), "events_per_s": round(events / took, 1), "topic_prefix": s.topic_prefix}
@@ -365,6 +369,7 @@ def bench_recovery(settings: Settings, users: int, events: int, partitions: int,
         worker.stop()
         if not keep:
             shutil.rmtree(root, ignore_errors=True)
+            asyncio.run(delete_app_topics(s))
     return {"profiles": profiles, "events": summary.sent, "partitions": partitions, "ready_s": round(ready, 2),
             "recovery_s": round(total, 2), "profiles_per_s": round(profiles / total, 1), "topic_prefix": s.topic_prefix,
             "note": "worker start (process, Faust, group join) included", "machine": machine_info()}

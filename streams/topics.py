@@ -64,6 +64,24 @@ async def ensure_topics(settings: Settings) -> None:
         await admin.close()
 
 
+async def delete_app_topics(settings: Settings) -> list[str]:
+    """Delete every topic of this app id and prefix: ours (`<prefix>events`, …) and Faust's
+    (`<app id>-user_to_profile-changelog`, `<app id>-__assignor-__leader`, …).  For benchmarks,
+    which make a throwaway app id per run; never called on a deployment's settings."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    mine = tuple(p for p in (settings.topic_prefix, f"{settings.app_id}-") if p)
+    admin = AIOKafkaAdminClient(**settings.aiokafka_kwargs())
+    await admin.start()
+    try:
+        doomed = sorted(t for t in await admin.list_topics() if t.startswith(mine))
+        if doomed:
+            await admin.delete_topics(doomed)
+    finally:
+        await admin.close()
+    return doomed
+
+
 async def partitions_of(settings: Settings, topic: str) -> list[int]:
     """The partition numbers of a topic ([] when it does not exist)."""
     from aiokafka.admin import AIOKafkaAdminClient
