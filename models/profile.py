@@ -81,21 +81,12 @@ class ProfileParams:
         }
 
 
-def decay(w: float, dt: float, half_life: float) -> float:
-    """w · 2^(−dt/H): the weight w after dt seconds."""
-    return w * 2.0 ** (-dt / half_life)
-
-
 _F32 = struct.Struct("<f")
 
 
-def single(x: float) -> float:
-    """x rounded to the nearest float32: the precision profile weights are kept at."""
-    return _F32.unpack(_F32.pack(x))[0]
-
-
-def _single(x: float, _pack=_F32.pack, _unpack=_F32.unpack) -> float:
-    """`single` for the hot path (the struct's methods bound once)."""
+def single(x: float, _pack=_F32.pack, _unpack=_F32.unpack) -> float:
+    """x rounded to the nearest float32: the precision profile weights are kept at.
+    (The struct's methods are bound once: this runs three times per event.)"""
     return _unpack(_pack(x))[0]
 
 
@@ -453,15 +444,15 @@ def _add(ws: dict[str, float], ts: dict[str, float], key: str, beta: float, t_ne
     A function of the layer's dicts rather than a method: it runs three times per event."""
     t = ts.get(key)
     if t is None:
-        ws[key] = _single(beta)
+        ws[key] = single(beta)
         ts[key] = t_new
         if len(ws) > cap:
             _prune(ws, ts, cap, half_life)
     elif t_new >= t:
-        ws[key] = _single(ws[key] * 2.0 ** (-(t_new - t) / half_life) + beta)
+        ws[key] = single(ws[key] * 2.0 ** (-(t_new - t) / half_life) + beta)
         ts[key] = t_new
     else:
-        ws[key] = _single(ws[key] + beta * 2.0 ** (-(t - t_new) / half_life))
+        ws[key] = single(ws[key] + beta * 2.0 ** (-(t - t_new) / half_life))
 
 
 def _prune(ws: dict[str, float], ts: dict[str, float], cap: int, half_life: float) -> None:
