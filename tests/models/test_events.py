@@ -9,7 +9,7 @@ from models.events import EVENT_TYPES, MAX_FUTURE_S, MAX_ID_LEN, InvalidEvent, _
 
 NOW = 1_700_000_000.0
 
-_good_id = st.text(st.characters(min_codepoint=33, max_codepoint=0x2FFF), min_size=1, max_size=12).filter(str.isprintable)
+_good_id = st.text("abcz019-_.:/é中ß€", min_size=1, max_size=12)  # printable, ASCII and not
 _any_id = st.one_of(
     _good_id,
     st.none(), st.just(""), st.just("a\nb"), st.just("x" * MAX_ID_LEN), st.just("x" * (MAX_ID_LEN + 1)),
