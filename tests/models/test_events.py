@@ -13,12 +13,12 @@ _good_id = st.text("abcz019-_.:/é中ß€", min_size=1, max_size=12)  # printab
 _any_id = st.one_of(
     _good_id,
     st.none(), st.just(""), st.just("a\nb"), st.just("x" * MAX_ID_LEN), st.just("x" * (MAX_ID_LEN + 1)),
-    st.integers(-5, 10**12), st.booleans(), st.floats(), st.lists(st.integers(), max_size=2), st.text(max_size=5),
+    st.integers(-5, 10**12), st.booleans(), st.floats(), st.lists(st.integers(), max_size=2), st.text("ab \n\t\x00\x7fé", max_size=5),
 )
 _ts = st.one_of(
     st.floats(0, NOW), st.integers(0, int(NOW)),
     st.floats(allow_nan=True, allow_infinity=True), st.integers(-10, 2 * int(NOW)),
-    st.just(NOW + MAX_FUTURE_S), st.just(NOW + MAX_FUTURE_S + 1e-3), st.booleans(), st.text(max_size=3), st.none(),
+    st.just(NOW + MAX_FUTURE_S), st.just(NOW + MAX_FUTURE_S + 1e-3), st.booleans(), st.text("ab1", max_size=3), st.none(),
 )
 _objects = st.fixed_dictionaries(
     {},
@@ -26,7 +26,7 @@ _objects = st.fixed_dictionaries(
         "event_id": _any_id, "user_id": _any_id, "item_id": _any_id, "category_id": _any_id,
         "type": st.one_of(st.sampled_from(EVENT_TYPES), _any_id),
         "ts": _ts,
-        "context": st.one_of(st.none(), st.dictionaries(st.text(max_size=3), st.integers(), max_size=2), st.integers()),
+        "context": st.one_of(st.none(), st.dictionaries(st.text("ab1", max_size=3), st.integers(), max_size=2), st.integers()),
     },
 )
 _mostly_valid = st.fixed_dictionaries(
@@ -36,7 +36,7 @@ _mostly_valid = st.fixed_dictionaries(
 
 _FIELD_VALUES = {
     "event_id": _any_id, "user_id": _any_id, "item_id": _any_id, "category_id": _any_id,
-    "type": _any_id, "ts": _ts, "context": st.one_of(st.dictionaries(st.text(max_size=3), st.integers(), max_size=2), st.integers()),
+    "type": _any_id, "ts": _ts, "context": st.one_of(st.dictionaries(st.text("ab1", max_size=3), st.integers(), max_size=2), st.integers()),
 }
 # A valid event with one field replaced by anything (or removed): where a wrong rule would show.
 _one_field_off = st.tuples(_mostly_valid, st.sampled_from(sorted(_FIELD_VALUES)), st.booleans()).flatmap(
