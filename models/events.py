@@ -157,7 +157,10 @@ def _checked_event(obj: dict, now: float) -> Event:
     if context is not None:
         if not isinstance(context, dict):
             raise InvalidEvent("wrong_type", f"'context' must be an object, got {type(context).__name__}")
-        size = len(orjson.dumps(context))
+        try:
+            size = len(orjson.dumps(context))
+        except TypeError as exc:  # from a decoded object only: JSON text cannot hold these
+            raise InvalidEvent("wrong_type", f"'context' must hold JSON values only ({exc})") from None
         if size > MAX_CONTEXT_BYTES:
             raise InvalidEvent("context_too_large", f"'context' is {size} bytes, the limit is {MAX_CONTEXT_BYTES}")
 

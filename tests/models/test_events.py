@@ -60,6 +60,7 @@ _EVENT = {"event_id": "e", "user_id": "u", "item_id": "i", "type": "view", "ts":
 @example({**_EVENT, "ts": float("nan")})
 @example({**_EVENT, "ts": NOW + MAX_FUTURE_S})
 @example({**_EVENT, "user_id": 7})  # numeric ids: accepted, as text, by the full checks
+@example({**_EVENT, "context": {"n": 2**64}})  # beyond JSON's integers: a reason, not a TypeError
 def test_the_fast_check_and_the_full_checks_agree(obj):
     assert _outcome(parse_event, dict(obj)) == _outcome(_checked_event, dict(obj))
 
