@@ -219,7 +219,7 @@ class CatalogTableView(Mapping):
             return _MISSING
 
     def get(self, key, default=None):
-        value = self._cache.get(key, _UNCACHED)  # `_lookup`, inlined: two of these per event
+        value = self._cache.get(key, _UNCACHED)  # `_lookup`, inlined: the hot path asks per event
         if value is _UNCACHED:
             value = self._lookup(key)
         return default if value is _MISSING else value
