@@ -5,7 +5,6 @@ not state: nothing here needs to survive a rebalance.
 """
 from __future__ import annotations
 
-import bisect
 import threading
 from collections import defaultdict
 
@@ -32,13 +31,9 @@ class Histogram:
         self.sum = 0.0
         self.count = 0
 
-    def observe(self, value: float) -> None:
-        self.counts[bisect.bisect_left(self.buckets, value)] += 1
-        self.sum += value
-        self.count += 1
-
     def observe_many(self, values: np.ndarray) -> None:
-        """`observe` every value, in one pass (a micro-batch observes thousands)."""
+        """Count every value in its bucket (the first bound ≥ it), in one pass: a micro-batch
+        observes thousands."""
         if not len(values):
             return
         placed = np.bincount(np.searchsorted(self.buckets, values, side="left"), minlength=len(self.counts))
