@@ -151,11 +151,12 @@ async def _apply_events(batch) -> None:
             profile = profiles.get(user_id, _MISSING)
             if profile is _MISSING:
                 profile = profile_cache.get(record.key)  # cached profiles are in the store
-                existed[user_id] = profile is not None
                 if profile is None:
                     raw = writes.get(record.key)
                     existed[user_id] = raw is not None
                     profile = Profile() if raw is None else Profile.from_bytes(raw)
+                else:
+                    existed[user_id] = True
                 profiles[user_id] = profile
             elif profile is None:
                 profile = profiles[user_id] = Profile()
