@@ -539,15 +539,14 @@ class _Plan:
 
 
 @dataclass(frozen=True)
-class _PopularPool:
-    """The popular pool of one popularity state (`source`, `changes`), located in one ranker."""
+class _Pool:
+    """The most popular items of one scope (the shop, a category or a root) in one popularity
+    state, located in one ranker, with their global ranks: what the requests drawing on that
+    scope share, so that they look up none of it in the big item dicts."""
 
-    source: Popularity
-    changes: int
-    size: int
     ids: list[str]
     at: dict[str, int]  # item → its index in ids
-    ranks: np.ndarray
+    ranks: np.ndarray  # global ranks (an item's rank within its category may differ)
     pos: np.ndarray
     ci: np.ndarray
     ri: np.ndarray
@@ -607,7 +606,10 @@ class Ranker:
         self._root_ids: list[str] = []
         self._root_range: list[tuple[int, int]] = []
         self._memo: dict[str, tuple[int, int, int]] = {}
-        self._pool: _PopularPool | None = None
+        # pools of the popularity state (`_pools_of`, `_pools_changes`) they were located in
+        self._pools: dict[tuple[str | None, int], _Pool] = {}
+        self._pools_of: Popularity | None = None
+        self._pools_changes = -1
 
         self._alpha = _fold_param(model, "alpha", self.params.alpha, DEFAULT_ALPHA)
         self._reg = _fold_param(model, "regularization", self.params.regularization, DEFAULT_REGULARIZATION)
@@ -706,17 +708,22 @@ class Ranker:
             _, ci[t], ri[t] = self._resolve(items[t])
         return pos, ci, ri, outside
 
-    def _popular_pool(self, popularity: Popularity, size: int) -> "_PopularPool":
-        """The shop's `size` most popular items, located in this ranker; rebuilt only when the
-        popularity changed since (every request shares them, so this is most of the candidates)."""
-        cached = self._pool
-        if cached is not None and cached.source is popularity and cached.changes == popularity.changes and cached.size == size:
-            return cached
-        ids, ranks = popularity.top_ranked(size)
-        pos, ci, ri, outside = self._locate(ids)
-        self._pool = _PopularPool(popularity, popularity.changes, size, ids, {j: t for t, j in enumerate(ids)},
-                                  np.asarray(ranks, np.float64), pos, ci, ri, outside)
-        return self._pool
+    def _pool(self, popularity: Popularity, size: int, scope: str | None = None) -> _Pool:
+        """The `size` most popular items of a scope (None: the whole shop), located in this
+        ranker; kept until the popularity changes (every request shares the shop's pool, and
+        the users of a category its pool, so these are most of a request's candidates)."""
+        if self._pools_of is not popularity or self._pools_changes != popularity.changes:
+            self._pools.clear()
+            self._pools_of, self._pools_changes = popularity, popularity.changes
+        pool = self._pools.get((scope, size))
+        if pool is None:
+            if len(self._pools) >= _POOLS_KEPT:
+                self._pools.clear()
+            ids = popularity.top_ranked(size, scope)[0]
+            pos, ci, ri, outside = self._locate(ids)
+            pool = self._pools[(scope, size)] = _Pool(
+                ids, {j: t for t, j in enumerate(ids)}, np.asarray(popularity.ranks(ids), np.float64), pos, ci, ri, outside)
+        return pool
 
     def _filter(self, category: str | None) -> tuple[int, int]:
         """The dense range of the items of `category` (a category or a root); all without one."""
@@ -873,26 +880,42 @@ class Ranker:
         lo, hi = self._filter(category)
         purchased = profile.purchases if request.exclude_purchased else {}
 
-        # sparse candidates: the shop's popular pool (resolved once per popularity state), then
-        # the user's own items and the pools of the user's top categories, with global ranks
-        pool = self._popular_pool(popularity, p.popular_pool)
-        more = list(iw)
+        # sparse candidates: the shop's popular pool, the pools of the request's category and of
+        # the user's top categories (each located once per popularity state), then the user's
+        # own items; each item once, with its global rank
+        pool = self._pool(popularity, p.popular_pool)
+        scopes = []
         if category is not None:
-            more += popularity.top_ranked(p.popular_pool, category)[0]
+            scopes.append(self._pool(popularity, p.popular_pool, category))
         if p.pool_categories > 0 and p.category_pool > 0 and dw:
             for c in heapq.nlargest(p.pool_categories, dw, key=lambda c: (dw[c], c)):
-                more += popularity.top_ranked(p.category_pool, c)[0]
+                scopes.append(self._pool(popularity, p.category_pool, c))
         in_pool = pool.at
-        more = [j for j in dict.fromkeys(more) if j not in in_pool]
-        m_pos, m_ci, m_ri, m_outside = self._locate(more)
-        js = pool.ids + more
-        n_pool, nj = len(pool.ids), len(pool.ids) + len(more)
-        at = {j: t for t, j in enumerate(more, n_pool)}
-        rank_a = np.concatenate((pool.ranks, np.asarray(popularity.ranks(more), np.float64)))
-        pos_a = np.concatenate((pool.pos, m_pos))
-        ci_a = np.concatenate((pool.ci, m_ci))
-        ri_a = np.concatenate((pool.ri, m_ri))
-        outside = pool.outside + [t + n_pool for t in m_outside]
+        at: dict[str, int] = {}  # candidate → its index, beyond the shop's pool
+        js = list(pool.ids)
+        parts = [(pool.ranks, pool.pos, pool.ci, pool.ri)]
+        outside = list(pool.outside)
+        for scope in scopes:
+            first, taken = len(js), []
+            for t, j in enumerate(scope.ids):
+                if j not in in_pool and j not in at:
+                    at[j] = len(js)
+                    js.append(j)
+                    taken.append(t)
+            if taken:
+                parts.append((scope.ranks[taken], scope.pos[taken], scope.ci[taken], scope.ri[taken]))
+                if scope.outside:
+                    unknown = set(scope.outside)
+                    outside.extend(first + q for q, t in enumerate(taken) if t in unknown)
+        more = [j for j in iw if j not in in_pool and j not in at]
+        if more:
+            m_pos, m_ci, m_ri, m_outside = self._locate(more)
+            outside.extend(t + len(js) for t in m_outside)
+            at.update(zip(more, range(len(js), len(js) + len(more))))
+            js += more
+            parts.append((np.asarray(popularity.ranks(more), np.float64), m_pos, m_ci, m_ri))
+        nj = len(js)
+        rank_a, pos_a, ci_a, ri_a = (np.concatenate(column) for column in zip(*parts))
         r_top = popularity.max_rank()
         if r_top > -math.inf and nj:
             pop_a = np.exp2(rank_a - r_top)
@@ -1118,6 +1141,7 @@ def _top_indices(s: np.ndarray, n: int) -> np.ndarray:
 
 
 _GROUPS = 64
+_POOLS_KEPT = 4096  # located pools per ranker (≈ 10 KB each at 50 items)
 _GROUP_ROWS = np.arange(_GROUPS)
 
 

@@ -445,6 +445,28 @@ def test_the_popular_pool_follows_the_popularity_it_was_built_from():
     assert _recommend(ranker, profile, k=5).to_dict() == _recommend(_ranker(), profile, k=5).to_dict()
 
 
+@settings(max_examples=40, deadline=None)
+@given(
+    profile_events_st,
+    st.lists(st.tuples(st.sampled_from(sorted(ITEMS)), st.integers(1, 9)), min_size=1, max_size=6),
+    st.sampled_from([None, "a1", "b2", "rA", "x"]),
+)
+def test_a_ranker_that_keeps_its_pools_answers_as_a_fresh_one(events, learned, category):
+    """The located pools (the shop's, a category's, the user's top categories') are kept per
+    popularity state: after the popularity learns more, a long-lived ranker answers exactly as
+    one built afterwards, with and without a category filter, items outside the model included."""
+    params = RankParams(category_pool=3, pool_categories=2, popular_pool=8)
+    kept = _ranker(params=params)
+    profile = _profile([(i, t, T0 + dt) for i, t, dt in events])
+    pop = _popularity({i: (n * 7) % 11 + 1 for n, i in enumerate(ITEMS)})
+    for item, n in learned:
+        _recommend(kept, profile, popularity=pop, category=category, explain=True)
+        for _ in range(n):
+            pop.learn(item, CATALOG.category_of(item), 2.0, T0)
+        answer = _recommend(kept, profile, popularity=pop, category=category, explain=True)
+        assert answer.to_dict() == _recommend(_ranker(params=params), profile, popularity=pop, category=category, explain=True).to_dict()
+
+
 def test_timing_smoke():
     result = bench_ranking(n_items=20_000, dims=32, requests=30, popularity_events=5_000)
     print("bench_ranking (20k items x 32):", result)
