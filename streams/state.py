@@ -15,6 +15,7 @@ import asyncio
 from typing import Collection, Iterable, Iterator, Mapping
 
 import orjson
+from aiokafka.partitioner import murmur2
 from rocksdict import WriteBatch
 
 from models.catalog import InvalidCatalogRecord, parse_record
@@ -149,8 +150,19 @@ class PartitionBatch:
 
 
 def read_profile(table, user_id: str) -> Profile | None:
-    """A user's stored profile, from whichever local partition holds it (None if absent)."""
-    raw = table.data._get(user_id.encode())
+    """A user's stored profile (None if absent).
+
+    A profile lives in its events' partition.  That is first looked for where Kafka's default
+    partitioner (murmur2, as aiokafka's and the Java client's) puts the key, which is also where
+    `table_route` sends the request: one RocksDB read.  Events keyed by another partitioner are
+    still found, in a look through every local partition (Faust's own `_get`, up to one
+    existence check per partition: most of a read's cost when it is not the first)."""
+    key = user_id.encode()
+    store = table.data
+    db = store._dbs.get((murmur2(key) & 0x7FFFFFFF) % table.partitions)
+    raw = db.get(key) if db is not None else None
+    if raw is None:
+        raw = store._get(key)
     return None if raw is None else Profile.from_bytes(raw)
 
 

@@ -155,7 +155,7 @@ def publish(settings: Settings, catalog, events) -> "ReplaySummary":  # noqa: F8
     return asyncio.run(_publish(settings, list(catalog), events, progress=False))
 
 
-async def _produce_raw(settings: Settings, messages: list[tuple[bytes | None, bytes]]) -> None:
+async def _produce_raw(settings: Settings, messages: list[tuple]) -> None:
     from streams.replay import new_producer
     from streams.topics import ensure_topics, topic_specs
 
@@ -164,14 +164,16 @@ async def _produce_raw(settings: Settings, messages: list[tuple[bytes | None, by
     producer = new_producer(settings)
     await producer.start()
     try:
-        futures = [await producer.send(topic, value, key=key) for key, value in messages]
+        futures = [await producer.send(topic, value, key=key, partition=partition) for key, value, partition in
+                   (m if len(m) == 3 else (*m, None) for m in messages)]
         await asyncio.gather(*futures)
     finally:
         await producer.stop()
 
 
-def produce_raw(settings: Settings, messages: list[tuple[bytes | None, bytes]]) -> None:
-    """Put messages on the events topic exactly as given (no validation), keyed as given."""
+def produce_raw(settings: Settings, messages: list[tuple]) -> None:
+    """Put messages on the events topic exactly as given (no validation): (key, value), or
+    (key, value, partition) for a partition other than the default partitioner's."""
     asyncio.run(_produce_raw(settings, messages))
 
 

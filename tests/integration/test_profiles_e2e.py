@@ -10,7 +10,7 @@ from models.events import parse_event
 from models.loaders import open_log
 from models.profile import build_profiles
 from tests.conftest import data_file
-from tests.integration.harness import Worker, assert_profile_matches, publish, isolated_env, wait_until
+from tests.integration.harness import Worker, assert_profile_matches, isolated_env, produce_raw, publish, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -47,5 +47,33 @@ def test_replayed_profiles_equal_the_in_process_model(log, kafka, tmp_path):
             assert body["params"]["half_life_s"] == dict(params.half_life_s)
             assert_profile_matches(body, profile, params)
         assert worker.metric("strata_events_processed_total") == summary.sent
+    finally:
+        worker.stop()
+
+
+def test_a_profile_keyed_to_another_partition_is_still_served(kafka, tmp_path):
+    """Profiles are read from the partition Kafka's default partitioner gives the user first; a
+    producer with another partitioner (librdkafka's crc32, an explicit partition) must not hide them."""
+    from aiokafka.partitioner import murmur2
+    import orjson
+
+    env = isolated_env(kafka, "other-partitioner", partitions=4)
+    worker = Worker(env, tmp_path / "data")
+    worker.start()
+    try:
+        users = [f"p-{n}" for n in range(8)]
+        home = {u: (murmur2(u.encode()) & 0x7FFFFFFF) % 4 for u in users}
+        messages = []
+        for n, user in enumerate(users):
+            partition = home[user] if n % 2 == 0 else (home[user] + 1 + n % 3) % 4
+            event = {"event_id": f"e-{n}", "user_id": user, "item_id": f"i-{n}", "type": "cart", "ts": 1_700_000_000 + n}
+            messages.append((user.encode(), orjson.dumps(event), partition))
+        produce_raw(worker.settings, messages)
+        wait_until(lambda: worker.metric("strata_events_processed_total") >= len(users), 60, "events processed")
+        for n, user in enumerate(users):
+            status, body = worker.get(f"/users/{user}/profile")
+            assert status == 200, (user, body)
+            assert body["events"] == 1 and list(body["layers"]["item"]) == [f"i-{n}"]
+        assert worker.get("/users/p-none/profile")[0] == 404
     finally:
         worker.stop()
