@@ -149,20 +149,23 @@ class PartitionBatch:
             self._last_send = None
 
 
-def read_profile(table, user_id: str) -> Profile | None:
-    """A user's stored profile (None if absent).
+def read_value(table, key: bytes) -> bytes | None:
+    """A user's value in a table keyed like the events (profiles, long-term vectors), or None.
 
-    A profile lives in its events' partition.  That is first looked for where Kafka's default
+    A value lives in its events' partition.  That is first looked for where Kafka's default
     partitioner (murmur2, as aiokafka's and the Java client's) puts the key, which is also where
     `table_route` sends the request: one RocksDB read.  Events keyed by another partitioner are
     still found, in a look through every local partition (Faust's own `_get`, up to one
     existence check per partition: most of a read's cost when it is not the first)."""
-    key = user_id.encode()
     store = table.data
     db = store._dbs.get((murmur2(key) & 0x7FFFFFFF) % table.partitions)
     raw = db.get(key) if db is not None else None
-    if raw is None:
-        raw = store._get(key)
+    return store._get(key) if raw is None else raw
+
+
+def read_profile(table, user_id: str) -> Profile | None:
+    """A user's stored profile (None if absent); see `read_value`."""
+    raw = read_value(table, user_id.encode())
     return None if raw is None else Profile.from_bytes(raw)
 
 

@@ -24,7 +24,7 @@ from streams.app import (
     user_to_vector,
 )
 from streams.metrics import metrics
-from streams.state import count_keys, read_profile
+from streams.state import count_keys, read_profile, read_value
 
 # Printable characters, 1-128 of them (SPEC §2 ids); anything else is a 400.
 _ID = re.compile(r"^[^\x00-\x1f\x7f]{1,128}$")
@@ -340,7 +340,7 @@ async def refresh_ranker() -> None:
 def _long_term(user_id: str, version) -> np.ndarray | None:
     from streams.trainer import parse_user_vector
 
-    raw = user_to_vector.data._get(user_id.encode())
+    raw = read_value(user_to_vector, user_id.encode())
     if raw is None:
         return None
     vector_version, vector = parse_user_vector(raw)
