@@ -120,6 +120,7 @@ async def _apply_events(batch) -> None:
     params = settings.profile
     now = time.time()
     applied: list = []
+    stamps: list = []  # the applied records' Kafka timestamps (ms)
     shop = ShopRates()  # this batch's counts; the activity feed adds up every worker's
     popularity = popularity_feed.popularity
     flushed: list[PartitionBatch] = []
@@ -169,6 +170,7 @@ async def _apply_events(batch) -> None:
             if profile.learn(parsed, domain, overall, params):
                 metrics.events[parsed.type] += 1
                 applied.append((parsed, domain))
+                stamps.append(record.timestamp)
                 shop.add(seen)
             else:
                 metrics.duplicates += 1
@@ -189,7 +191,9 @@ async def _apply_events(batch) -> None:
     await app.producer.flush()
     for writes in flushed:
         await writes.confirm()
-    stamps = [record.timestamp for records in batch.values() for record in records if record.timestamp]
+    # Only what changed a profile: a redelivered batch (duplicates) or a rejected record would
+    # count its age, not an update's latency.
+    stamps = [stamp for stamp in stamps if stamp]
     if stamps:
         done = time.time()
         metrics.update_latency.observe_many(np.maximum(done - np.array(stamps, dtype=np.float64) / 1000.0, 0.0))

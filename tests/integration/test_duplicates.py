@@ -60,5 +60,6 @@ def test_events_produced_twice_change_nothing(kafka, tmp_path):
         assert_all_profiles_match(worker, reference, params)
         assert worker.metric("strata_events_processed_total") == len(events)
         assert worker.metric("strata_events_duplicate_total") == len(events)
+        assert worker.metric("strata_update_latency_seconds_count") == len(events)  # the copies updated nothing
     finally:
         worker.stop()
