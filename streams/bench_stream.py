@@ -25,14 +25,13 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import sys
 import tempfile
 import time
 import uuid
 from dataclasses import replace
 from pathlib import Path
 
-from streams.bench import BenchError, BenchWorker, free_port
+from streams.bench import BenchError, BenchWorker, forget_topics, free_port
 from streams.config import Settings
 
 
@@ -137,17 +136,6 @@ async def _produce_at_rate(settings: Settings, topic: str, events: list[dict], r
         await producer.stop()
 
 
-def _forget_topics(settings: Settings) -> None:
-    """A run's topics hold its events and changelogs (≈ 150 MB and ~60 partitions at 300,000
-    events): left behind, repeated runs fill the broker's disk and slow it down."""
-    from streams.topics import delete_app_topics
-
-    try:
-        asyncio.run(delete_app_topics(settings))
-    except Exception as exc:  # the figures are measured; a broker that refuses is worth a line, not a failure
-        print(f"could not delete the run's topics ({exc!r}); prefix {settings.topic_prefix}", file=sys.stderr)
-
-
 def run_bench(base: Settings, events: int = 300_000, workers: int = 1, rate: float = 2000.0,
               latency_events: int | None = None, users: int = 20_000, items: int = 5_000,
               progress=print, keep: bool = False) -> dict:
@@ -229,7 +217,7 @@ def run_bench(base: Settings, events: int = 300_000, workers: int = 1, rate: flo
             p.stop()
         if not keep:
             shutil.rmtree(root, ignore_errors=True)
-            _forget_topics(settings)
+            forget_topics(settings)
 
     from streams.bench import machine_info
 
