@@ -338,6 +338,26 @@ def fold_in(
     return solve_fold_in(Y, YtY, idx, c, regularization)
 
 
+def fold_in_weights(
+    Y: np.ndarray, YtY: np.ndarray, rows: np.ndarray, weights: np.ndarray, alpha: float, regularization: float
+) -> np.ndarray | None:
+    """The user vector (float32, ready to score against Y) from the rows of Y of a user's items
+    and their decayed weights: c = 1 + α·w for every row with w > 0; None when there is none.
+    Rows must be distinct and in range (one per key of a profile layer, looked up in the
+    model's index); the weights' order is the order of the solve's sums."""
+    rows = np.asarray(rows, dtype=np.intp)
+    weights = np.asarray(weights, dtype=np.float64)
+    keep = weights > 0
+    if not keep.all():
+        rows, weights = rows[keep], weights[keep]
+    if rows.shape[0] == 0:
+        return None
+    c = 1.0 + float(alpha) * weights
+    if not np.isfinite(c).all():
+        raise ValueError("item weights must be finite")
+    return solve_fold_in(Y, YtY, rows, c, float(regularization)).astype(np.float32)
+
+
 def solve_fold_in(Y: np.ndarray, YtY: np.ndarray, idx: np.ndarray, c: np.ndarray, regularization: float) -> np.ndarray:
     """`fold_in` for arguments known to be right (distinct in-range rows, finite float64
     confidences, at least one item): the solve alone, for callers that build them so."""

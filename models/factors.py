@@ -34,7 +34,7 @@ from typing import Mapping
 import msgpack
 import numpy as np
 
-from models.als import gram, solve_fold_in
+from models.als import fold_in_weights, gram
 
 FORMAT = 1
 DTYPE = np.dtype("<f4")
@@ -165,17 +165,12 @@ class FactorModel:
         weights: list[float] = []
         for item, w in item_weights.items():
             row = index.get(item)
-            if row is not None and w > 0:
+            if row is not None:
                 rows.append(row)
                 weights.append(w)
-        if not rows:
-            return None
-        c = 1.0 + float(alpha) * np.asarray(weights, dtype=np.float64)
-        if not np.isfinite(c).all():
-            raise ValueError("item weights must be finite")
         # distinct rows: one per key of a mapping, and the index maps items to distinct rows
-        x = solve_fold_in(self.Y, self.YtY, np.asarray(rows, dtype=np.intp), c, float(regularization))
-        return x.astype(np.float32)
+        return fold_in_weights(self.Y, self.YtY, np.asarray(rows, dtype=np.intp), np.asarray(weights, dtype=np.float64),
+                               alpha, regularization)
 
     # -- disk ------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:

@@ -50,6 +50,7 @@ from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
+from models.als import fold_in_weights, gram
 from models.catalog import ROOT_UNKNOWN
 from models.popularity import DAY, Popularity
 from models.profile import LAYERS, Profile, ProfileParams
@@ -520,6 +521,15 @@ class _Candidates:
         return float(self.pop[t]) if t is not None else 0.0
 
 
+class _FoldIn(NamedTuple):
+    """What one user's vector is made of, solved with the batch's products (`Ranker._vector`)."""
+
+    rows: np.ndarray  # rows of Y of the user's items in the model
+    weights: np.ndarray  # their decayed item weights
+    evidence: float  # Σ_i w_item(i,T), for the blend
+    long_term: np.ndarray | None
+
+
 @dataclass(frozen=True)
 class _Plan:
     """One request after everything but the dense pass (see `Ranker._plan`)."""
@@ -527,7 +537,7 @@ class _Plan:
     request: RankRequest
     lam: dict[str, float]
     coef: _Coefficients
-    x: np.ndarray | None  # the blended user vector; None without factors
+    fold: _FoldIn | None  # the user vector's inputs; None without factors
     lo: int  # the dense range scored: the request's category (or root), or every item
     hi: int
     purchased: Mapping[str, Any]  # left out of the answer (empty with exclude_purchased=False)
@@ -556,12 +566,14 @@ class _Pool:
 @dataclass
 class RankBatch:
     """Requests between `Ranker.plan` and `Ranker.finish`: the answers that needed no dense pass,
-    the plans by item range, each range's float32 user vectors (one row, or a matrix) and, after
-    `Ranker.products`, their scores."""
+    the plans by item range, their user vectors (by request index; none without factors), each
+    range's float32 factor rows (one row, or a matrix) and, after `Ranker.products`, their
+    scores."""
 
     ranker: "Ranker"
     answers: list[Recommendations | None]
     groups: dict[tuple[int, int], list[tuple[int, _Plan]]] = field(default_factory=dict)
+    vectors: dict[int, np.ndarray] = field(default_factory=dict)
     factors: dict[tuple[int, int], np.ndarray] = field(default_factory=dict)
     scores: dict[tuple[int, int], np.ndarray] | None = None
 
@@ -570,9 +582,9 @@ class RankBatch:
 class Ranker:
     """Scores candidates for one factor-model version and catalog state.
 
-    `model` (or None) needs `item_ids`, `Y` (n×k), `index` (item → row) and
-    `fold_in(item_weights, alpha, regularization) -> ndarray | None`; its
-    `version` and training α/λ (see `RankParams.alpha`) are used when present.
+    `model` (or None) needs `item_ids`, `Y` (n×k) and `index` (item → row); its `YtY`
+    (else computed here), `version` and training α/λ (see `RankParams.alpha`) are used when
+    present.  Users are folded in by `models.als.fold_in_weights`, as `FactorModel.fold_in`.
     `category_of` maps an item to its category (callable or mapping) and
     `root_of` a category to its root (e.g. `Catalog.category_of/root_of`).
 
@@ -619,6 +631,7 @@ class Ranker:
             self.dims = 0
             self._Yt = np.zeros((0, 0), np.float32)
             self._Y = np.zeros((0, 0), np.float32)
+            self._fold = None
             self._perm = np.zeros(0, np.int64)
             self._inv = np.zeros(0, np.int64)
             self._index: Mapping[str, int] = {}
@@ -635,6 +648,8 @@ class Ranker:
         self.n, self.dims = n, Y.shape[1]
         self._ids = ids
         self._Y = Y
+        YtY = getattr(model, "YtY", None)
+        self._fold = (model.Y, gram(model.Y) if YtY is None else YtY)  # what fold_in_weights solves with
         self._index = model.index
         cat_of = self._category_of
         cis = np.fromiter((self._cat(cat_of(i)) for i in ids), dtype=np.int64, count=n)
@@ -688,12 +703,18 @@ class Ranker:
             self._memo[item] = info
         return info
 
-    def _locate(self, items: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
-        """(dense position or −1, category index, root index) of each item as three arrays, and
-        the indices of the items outside the model; vectorised for the model's items."""
-        n = len(items)
+    def _rows(self, items) -> np.ndarray:
+        """The model row of each item, −1 for those outside the model."""
         index_get = self._index.get
-        rows = np.fromiter((index_get(j, -1) for j in items), np.int64, n)
+        return np.fromiter((index_get(j, -1) for j in items), np.int64, len(items))
+
+    def _locate(self, items: list[str], rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
+        """(dense position or −1, category index, root index) of each item as three arrays, and
+        the indices of the items outside the model; vectorised for the model's items (whose
+        `rows` may be given)."""
+        n = len(items)
+        if rows is None:
+            rows = self._rows(items)
         if self.n:
             safe = np.maximum(rows, 0)
             pos = np.where(rows >= 0, self._inv[safe], -1)
@@ -794,7 +815,12 @@ class Ranker:
             else:
                 batch.groups.setdefault((plan.lo, plan.hi), []).append((i, plan))
         for (lo, hi), members in batch.groups.items():
-            X = [(plan.coef.factor * plan.x).astype(np.float32) for _, plan in members if plan.x is not None]
+            X = []
+            for i, plan in members:
+                x = self._vector(plan.fold)
+                if x is not None:
+                    batch.vectors[i] = x
+                    X.append((plan.coef.factor * x).astype(np.float32))
             if hi > lo and X:
                 # one request keeps the matvec, so that a lone request (and the evaluator) is
                 # bit for bit what it was before batching
@@ -817,16 +843,31 @@ class Ranker:
         for (lo, hi), members in batch.groups.items():
             S = scores.get((lo, hi))
             rows = iter(S if S is not None and S.ndim == 2 else [S])
-            index_get = self._index.get
             m = hi - lo
             for i, plan in members:
-                s = next(rows) if plan.x is not None and m > 0 else None
-                if s is None:
-                    s = np.zeros(m, np.float32)
+                x = batch.vectors.get(i)
+                top = None
                 if m > 0:
-                    self._add_sparse(plan, s, lo, hi, index_get)
-                out[i] = self._finish(plan, s)
+                    s = next(rows) if x is not None else None
+                    if s is None:
+                        s = np.zeros(m, np.float32)
+                    self._add_sparse(plan, s, lo, hi)
+                    top = self._perm[_top_indices(s, plan.request.k + _MARGIN) + lo]
+                out[i] = self._finish(plan, x, top)
         return out  # type: ignore[return-value]
+
+    def _vector(self, fold: "_FoldIn | None") -> np.ndarray | None:
+        """x_u: the fold-in of the item layer blended with the long-term vector (float64), or
+        None (no factors, nothing to fold in, or not finite)."""
+        if fold is None:
+            return None
+        Y, YtY = self._fold
+        live = fold_in_weights(Y, YtY, fold.rows, fold.weights, self._alpha, self._reg)
+        x = blend_user_vector(live, fold.long_term, fold.evidence, self.params)
+        if x is None:
+            return None
+        x = np.asarray(x, dtype=np.float64)
+        return x if np.all(np.isfinite(x)) else None
 
     def _plan(self, request: RankRequest) -> "_Plan | Recommendations":
         """Everything of one request but the dense pass (or its answer, when it needs none)."""
@@ -844,38 +885,39 @@ class Ranker:
         rw = profile.weights("overall", pp, now)
         lam = _layer_weights(profile, dw, p, now, pp, request.domain_share)
         l_item, l_dom, l_over = lam["item"], lam["domain"], lam["overall"]
-        iw_max = max(iw.values(), default=0.0)
+        own_items = list(iw)
+        own_w = np.fromiter(iw.values(), np.float64, len(own_items))
+        iw_max = float(own_w.max()) if own_items else 0.0
         dw_max = max(dw.values(), default=0.0)
         rw_max = max(rw.values(), default=0.0)
         rho = repeat_propensity(profile, p, pp, request.revisit_rate)
         c_own = l_item * p.item_own_weight * rho
         c_seen = l_item * p.seen_penalty * (1.0 - rho) if p.repeat_prior is not None else 0.0
-        own_of = {j: w / iw_max for j, w in iw.items()} if iw_max > 0 else {}
-        if p.recency_weight > 0 and own_of:
+        # ŵ_item(j) plus its recency, per own item j (in the item layer's order)
+        own = own_w / iw_max if iw_max > 0 else None
+        if p.recency_weight > 0 and own is not None:
             a_rec, h_rec = p.recency_weight, p.recency_half_life_s
             item_time = profile.t["item"]
             if p.recency_rank:
-                by_time = sorted(own_of, key=lambda j: (-item_time[j], j))
-                for r, j in enumerate(by_time):
-                    own_of[j] += a_rec / (1.0 + r)
+                times = np.fromiter((item_time[j] for j in own_items), np.float64, len(own_items))
+                by_time = np.lexsort((np.array(own_items), -times))  # newest first; ties by item
+                own[by_time] += a_rec / (1.0 + np.arange(len(own_items)))
             else:
-                for j in own_of:
-                    own_of[j] += a_rec * 2.0 ** (-max(0.0, now - item_time[j]) / h_rec)
+                own += [a_rec * 2.0 ** (-max(0.0, now - item_time[j]) / h_rec) for j in own_items]
+        own_of = dict(zip(own_items, own.tolist())) if own is not None else {}
         c_fac = l_item * p.item_factor_weight
         eps = p.root_floor
 
+        # the user's items in the model, looked up once: for the fold-in and as candidates
+        own_rows = self._rows(own_items)
         # user vector: fold-in of the current item layer, blended with the long-term one
-        x: np.ndarray | None = None
+        fold: _FoldIn | None = None
         if self.model is not None and c_fac > 0:
-            live = self.model.fold_in(iw, self._alpha, self._reg)
             lt = long_term
             if lt is not None and np.shape(lt) != (self.dims,):
                 lt = None  # a vector of another model: ignore
-            x = blend_user_vector(live, lt, sum(iw.values()), p)
-            if x is not None:
-                x = np.asarray(x, dtype=np.float64)
-                if not np.all(np.isfinite(x)):
-                    x = None
+            known = own_rows >= 0
+            fold = _FoldIn(own_rows[known], own_w[known], sum(iw.values()), lt)
 
         lo, hi = self._filter(category)
         purchased = profile.purchases if request.exclude_purchased else {}
@@ -907,9 +949,15 @@ class Ranker:
                 if scope.outside:
                     unknown = set(scope.outside)
                     outside.extend(first + q for q, t in enumerate(taken) if t in unknown)
-        more = [j for j in iw if j not in in_pool and j not in at]
-        if more:
-            m_pos, m_ci, m_ri, m_outside = self._locate(more)
+        # each own item's candidate index; those in no pool are added as candidates of their own
+        in_pool_get, at_get = in_pool.get, at.get
+        own_at = [in_pool_get(j, at_get(j, -1)) for j in own_items]
+        new = [q for q, t in enumerate(own_at) if t < 0]
+        if new:
+            more = [own_items[q] for q in new]
+            for t, q in enumerate(new, len(js)):
+                own_at[q] = t
+            m_pos, m_ci, m_ri, m_outside = self._locate(more, own_rows[new])
             outside.extend(t + len(js) for t in m_outside)
             at.update(zip(more, range(len(js), len(js) + len(more))))
             js += more
@@ -921,14 +969,12 @@ class Ranker:
             pop_a = np.exp2(rank_a - r_top)
         else:
             pop_a = np.zeros(nj)
-        # the user's items are all among the candidates: in the pool or in `more`
         own_a = np.zeros(nj)
         seen_a = np.zeros(nj)
-        for j, w in own_of.items():
-            t = in_pool.get(j)
-            t = at[j] if t is None else t
-            own_a[t] = w
-            seen_a[t] = 1.0
+        if own is not None:
+            own_t = np.asarray(own_at, np.int64)
+            own_a[own_t] = own
+            seen_a[own_t] = 1.0
         own_a *= c_own
         if c_seen:
             own_a -= c_seen * seen_a
@@ -951,7 +997,7 @@ class Ranker:
             request=request,
             lam=lam,
             coef=_Coefficients(c_own, c_seen, c_fac, l_dom, l_over, eps),
-            x=x,
+            fold=fold,
             lo=lo,
             hi=hi,
             purchased=purchased,
@@ -962,7 +1008,10 @@ class Ranker:
             candidates=_Candidates(in_pool, at, pop_a, pos_a, add_a, extra),
         )
 
-    def _add_sparse(self, plan: "_Plan", s: np.ndarray, lo: int, hi: int, index_get) -> None:
+    def _add_sparse(self, plan: "_Plan", s: np.ndarray, lo: int, hi: int) -> None:
+        """Adds to the dense scores s (of items lo..hi) the plan's domain and sparse terms, and
+        −inf for its purchases."""
+        index_get = self._index.get
         l_dom = plan.coef.domain
         if l_dom > 0:
             for ci, w in plan.by_category.items():
@@ -980,18 +1029,16 @@ class Ranker:
                 if lo <= pos < hi:
                     s[pos - lo] = -np.inf
 
-    def _finish(self, plan: "_Plan", s: np.ndarray) -> Recommendations:
-        """The top k of one plan from its dense scores and its extras, with exact contributions."""
-        k, x, lo, m = plan.request.k, plan.x, plan.lo, plan.hi - plan.lo
+    def _finish(self, plan: "_Plan", x: np.ndarray | None, dense: np.ndarray | None) -> Recommendations:
+        """The top k of one plan from its user vector, the model rows of its dense finalists and
+        its candidates outside the model, with exact contributions."""
+        k = plan.request.k
         c_own, c_seen, c_fac, l_dom, l_over, eps = plan.coef
         own_of, dom_w, root_w, candidates = plan.own, plan.by_category, plan.by_root, plan.candidates
-        # top-k of the dense scores and of the candidates outside them, then exact contributions
-        margin = k + 8
-        finalists: list[str] = []
-        if m > 0:
-            top = _top_indices(s, margin)
-            finalists.extend(self._ids[r] for r in self._perm[top + lo].tolist())
-        finalists.extend(j for _, j in heapq.nlargest(margin, candidates.outside))
+        # the dense finalists and the best candidates outside the model, then exact contributions
+        ids = self._ids
+        finalists = [ids[r] for r in dense.tolist()] if dense is not None else []
+        finalists.extend(j for _, j in heapq.nlargest(k + _MARGIN, candidates.outside))
 
         rows: list[tuple[float, str, dict[str, float], dict]] = []
         for j in finalists:
@@ -1141,32 +1188,22 @@ def _top_indices(s: np.ndarray, n: int) -> np.ndarray:
 
 
 _GROUPS = 64
+_MARGIN = 8  # finalists beyond k: the dense scores' float32 rounding must not change the top k
 _POOLS_KEPT = 4096  # located pools per ranker (≈ 10 KB each at 50 items)
 _GROUP_ROWS = np.arange(_GROUPS)
 
 
 # -- benchmark ---------------------------------------------------------------------
 class _BenchModel:
-    """A factor model stand-in: random Y and the fold-in of SPEC §3 by a direct solve."""
+    """A factor model stand-in with random Y: what `Ranker` reads of a model."""
 
-    def __init__(self, item_ids: tuple[str, ...], Y: np.ndarray, regularization: float = 0.1) -> None:
+    def __init__(self, item_ids: tuple[str, ...], Y: np.ndarray) -> None:
         self.version = "bench"
         self.item_ids = item_ids
         self.Y = Y
         self.index = {i: n for n, i in enumerate(item_ids)}
-        self.YtY = (Y.T.astype(np.float64) @ Y.astype(np.float64))
+        self.YtY = gram(Y)
         self.params = None
-        self._eye = np.eye(Y.shape[1]) * regularization
-
-    def fold_in(self, item_weights: Mapping[str, float], alpha: float, regularization: float) -> np.ndarray | None:
-        rows = [(self.index[i], w) for i, w in item_weights.items() if i in self.index]
-        if not rows:
-            return None
-        idx = np.fromiter((r for r, _ in rows), np.int64, len(rows))
-        c = 1.0 + alpha * np.fromiter((w for _, w in rows), np.float64, len(rows))
-        Yu = self.Y[idx].astype(np.float64)
-        A = self.YtY + (Yu.T * (c - 1.0)) @ Yu + np.eye(self.Y.shape[1]) * regularization
-        return np.linalg.solve(A, Yu.T @ c)
 
 
 def bench_ranking(

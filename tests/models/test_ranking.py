@@ -471,3 +471,24 @@ def test_timing_smoke():
     result = bench_ranking(n_items=20_000, dims=32, requests=30, popularity_events=5_000)
     print("bench_ranking (20k items x 32):", result)
     assert set(result["latency_ms"]) >= {"p50", "p95", "p99"}
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(sorted(ITEMS)), st.sampled_from(EVENT_TYPES), st.integers(0, 20)), min_size=1, max_size=40),
+       st.booleans(), st.integers(0, 5000))
+def test_the_own_item_term_is_its_definition(events, by_rank, later):
+    """ŵ_item(j) plus the recency of j, for every own item: by rank (newest first, ties by the
+    smaller item id) or by the decay of its age, as the module docstring defines it."""
+    params = RankParams(recency_rank=by_rank)
+    profile = _profile([(item, etype, T0 + 60 * minute) for item, etype, minute in events])
+    now = profile.last_ts + later
+    plan = _ranker(params=params)._plan(RankRequest(profile, 5, POP, now, PP))
+    iw = profile.weights("item", PP, now)
+    top = max(iw.values())
+    times = profile.t["item"]
+    if by_rank:
+        newest_first = sorted(iw, key=lambda j: (-times[j], j))
+        recency = {j: params.recency_weight / (1.0 + r) for r, j in enumerate(newest_first)}
+    else:
+        recency = {j: params.recency_weight * 2.0 ** (-max(0.0, now - times[j]) / params.recency_half_life_s) for j in iw}
+    assert plan.own == {j: w / top + recency[j] for j, w in iw.items()}
