@@ -26,6 +26,7 @@ popularity the ranker uses: it too is independent of T.
 """
 from __future__ import annotations
 
+import itertools
 import math
 from bisect import bisect_left, insort
 from typing import Iterable, Iterator, Mapping
@@ -202,8 +203,7 @@ class Popularity:
 
     def ranks(self, items: Iterable[str]) -> list[float]:
         """Global ranks of many items at once (−inf for unseen ones)."""
-        get, ninf = self._rank.get, -math.inf
-        return [get(j, ninf) for j in items]
+        return list(map(self._rank.get, items, itertools.repeat(-math.inf)))
 
     def max_rank(self, category: str | None = None) -> float:
         """The rank of the most popular item of the scope (−inf when empty)."""

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import contextlib
 import heapq
+import itertools
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -705,8 +706,8 @@ class Ranker:
 
     def _rows(self, items) -> np.ndarray:
         """The model row of each item, −1 for those outside the model."""
-        index_get = self._index.get
-        return np.fromiter((index_get(j, -1) for j in items), np.int64, len(items))
+        n = len(items)
+        return np.fromiter(map(self._index.get, items, itertools.repeat(-1, n)), np.int64, n)
 
     def _locate(self, items: list[str], rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
         """(dense position or −1, category index, root index) of each item as three arrays, and
@@ -951,12 +952,11 @@ class Ranker:
                     outside.extend(first + q for q, t in enumerate(taken) if t in unknown)
         # each own item's candidate index; those in no pool are added as candidates of their own
         in_pool_get, at_get = in_pool.get, at.get
-        own_at = [in_pool_get(j, at_get(j, -1)) for j in own_items]
-        new = [q for q, t in enumerate(own_at) if t < 0]
-        if new:
-            more = [own_items[q] for q in new]
-            for t, q in enumerate(new, len(js)):
-                own_at[q] = t
+        own_at = np.fromiter((in_pool_get(j, at_get(j, -1)) for j in own_items), np.int64, len(own_items))
+        new = np.flatnonzero(own_at < 0)
+        if new.shape[0]:
+            more = [own_items[q] for q in new.tolist()]
+            own_at[new] = np.arange(len(js), len(js) + len(more))
             m_pos, m_ci, m_ri, m_outside = self._locate(more, own_rows[new])
             outside.extend(t + len(js) for t in m_outside)
             at.update(zip(more, range(len(js), len(js) + len(more))))
@@ -972,9 +972,8 @@ class Ranker:
         own_a = np.zeros(nj)
         seen_a = np.zeros(nj)
         if own is not None:
-            own_t = np.asarray(own_at, np.int64)
-            own_a[own_t] = own
-            seen_a[own_t] = 1.0
+            own_a[own_at] = own
+            seen_a[own_at] = 1.0
         own_a *= c_own
         if c_seen:
             own_a -= c_seen * seen_a
@@ -1011,7 +1010,6 @@ class Ranker:
     def _add_sparse(self, plan: "_Plan", s: np.ndarray, lo: int, hi: int) -> None:
         """Adds to the dense scores s (of items lo..hi) the plan's domain and sparse terms, and
         −inf for its purchases."""
-        index_get = self._index.get
         l_dom = plan.coef.domain
         if l_dom > 0:
             for ci, w in plan.by_category.items():
@@ -1022,12 +1020,10 @@ class Ranker:
         pos_a, add_a = plan.candidates.pos, plan.candidates.add
         mask = (pos_a >= lo) & (pos_a < hi) & (add_a != 0)
         s[pos_a[mask] - lo] += add_a[mask].astype(np.float32)
-        for j in plan.purchased:
-            row = index_get(j)
-            if row is not None:
-                pos = int(self._inv[row])
-                if lo <= pos < hi:
-                    s[pos - lo] = -np.inf
+        if plan.purchased:
+            rows = self._rows(list(plan.purchased))
+            pos = self._inv[rows[rows >= 0]]
+            s[pos[(pos >= lo) & (pos < hi)] - lo] = -np.inf
 
     def _finish(self, plan: "_Plan", x: np.ndarray | None, dense: np.ndarray | None) -> Recommendations:
         """The top k of one plan from its user vector, the model rows of its dense finalists and
