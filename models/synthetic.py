@@ -209,7 +209,7 @@ def iter_chunks(config: SyntheticConfig, world: World | None = None) -> Iterator
     world = world if world is not None else build_world(config)
     _, rng = _rngs(config.seed)
     cfg = config
-    n_leaf, cpr = cfg.leaves, cfg.categories_per_root
+    cpr = cfg.categories_per_root
 
     # user state: 1-3 preferred leaves (slots), extra ones often siblings of the first
     n_pref = rng.integers(1, 4, cfg.users)
