@@ -900,8 +900,10 @@ class Ranker:
             a_rec, h_rec = p.recency_weight, p.recency_half_life_s
             item_time = profile.t["item"]
             if p.recency_rank:
-                times = np.fromiter((item_time[j] for j in own_items), np.float64, len(own_items))
-                by_time = np.lexsort((np.array(own_items), -times))  # newest first; ties by item
+                times = np.fromiter(map(item_time.__getitem__, own_items), np.float64, len(own_items))
+                by_time = np.argsort(-times, kind="stable")  # newest first …
+                if (times[by_time[1:]] == times[by_time[:-1]]).any():
+                    by_time = np.lexsort((np.array(own_items), -times))  # … ties by item
                 own[by_time] += a_rec / (1.0 + np.arange(len(own_items)))
             else:
                 own += [a_rec * 2.0 ** (-max(0.0, now - item_time[j]) / h_rec) for j in own_items]
@@ -931,7 +933,7 @@ class Ranker:
         if category is not None:
             scopes.append(self._pool(popularity, p.popular_pool, category))
         if p.pool_categories > 0 and p.category_pool > 0 and dw:
-            for c in heapq.nlargest(p.pool_categories, dw, key=lambda c: (dw[c], c)):
+            for _, c in heapq.nlargest(p.pool_categories, zip(dw.values(), dw)):  # ties: the larger key
                 scopes.append(self._pool(popularity, p.category_pool, c))
         in_pool = pool.at
         at: dict[str, int] = {}  # candidate → its index, beyond the shop's pool
@@ -952,7 +954,7 @@ class Ranker:
                     outside.extend(first + q for q, t in enumerate(taken) if t in unknown)
         # each own item's candidate index; those in no pool are added as candidates of their own
         in_pool_get, at_get = in_pool.get, at.get
-        own_at = np.fromiter((in_pool_get(j, at_get(j, -1)) for j in own_items), np.int64, len(own_items))
+        own_at = np.fromiter(map(in_pool_get, own_items, map(at_get, own_items, itertools.repeat(-1))), np.int64, len(own_items))
         new = np.flatnonzero(own_at < 0)
         if new.shape[0]:
             more = [own_items[q] for q in new.tolist()]
@@ -1012,11 +1014,18 @@ class Ranker:
         −inf for its purchases."""
         l_dom = plan.coef.domain
         if l_dom > 0:
-            for ci, w in plan.by_category.items():
-                a, b = self._cat_range[ci]
-                a, b = max(a, lo), min(b, hi)
-                if a < b:
-                    s[a - lo : b - lo] += np.float32(l_dom * w)
+            cat_range = self._cat_range
+            if lo == 0 and hi == self.n:  # no filter: every category's range as it is
+                for ci, w in plan.by_category.items():
+                    a, b = cat_range[ci]
+                    if a < b:
+                        s[a:b] += l_dom * w  # a Python float, added as float32 (NEP 50)
+            else:
+                for ci, w in plan.by_category.items():
+                    a, b = cat_range[ci]
+                    a, b = max(a, lo), min(b, hi)
+                    if a < b:
+                        s[a - lo : b - lo] += l_dom * w
         pos_a, add_a = plan.candidates.pos, plan.candidates.add
         mask = (pos_a >= lo) & (pos_a < hi) & (add_a != 0)
         s[pos_a[mask] - lo] += add_a[mask].astype(np.float32)
