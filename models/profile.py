@@ -166,8 +166,8 @@ class Profile:
         if T is None:
             return {}
         h = params.half_life_s[layer]
-        ts = self.t[layer]
-        return {k: w * 2.0 ** (-(T - ts[k]) / h) for k, w in self.w[layer].items()}
+        # w[layer] and t[layer] hold the same keys in the same order (see to_bytes)
+        return {k: w * 2.0 ** ((t - T) / h) for (k, w), t in zip(self.w[layer].items(), self.t[layer].values())}
 
     def snapshot(self, params: ProfileParams, as_of: float | None = None) -> dict:
         """The profile as the HTTP view shows it (SPEC §4)."""

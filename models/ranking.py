@@ -517,10 +517,6 @@ class _Candidates:
     add: np.ndarray
     outside: list[tuple[float, str]]
 
-    def popularity(self, item: str) -> float:
-        t = self.in_pool.get(item, self.in_more.get(item))
-        return float(self.pop[t]) if t is not None else 0.0
-
 
 class _FoldIn(NamedTuple):
     """What one user's vector is made of, solved with the batch's products (`Ranker._vector`)."""
@@ -1040,20 +1036,31 @@ class Ranker:
         k = plan.request.k
         c_own, c_seen, c_fac, l_dom, l_over, eps = plan.coef
         own_of, dom_w, root_w, candidates = plan.own, plan.by_category, plan.by_root, plan.candidates
-        # the dense finalists and the best candidates outside the model, then exact contributions
-        ids = self._ids
-        finalists = [ids[r] for r in dense.tolist()] if dense is not None else []
-        finalists.extend(j for _, j in heapq.nlargest(k + _MARGIN, candidates.outside))
+        # the dense finalists (model rows) and the best candidates outside the model, each with
+        # its row (−1 outside), category and root index; then exact contributions
+        finalists: list[tuple[str, int, int, int]] = []
+        if dense is not None:
+            ids = self._ids
+            dense_rows = dense.tolist()
+            finalists.extend(zip([ids[r] for r in dense_rows], dense_rows, self._item_cat[dense].tolist(),
+                                 self._item_root[dense].tolist()))
+        for _, j in heapq.nlargest(k + _MARGIN, candidates.outside):
+            _, ci, ri = self._resolve(j)
+            finalists.append((j, -1, ci, ri))
 
+        Y = self._Y
+        in_pool, in_more, pop = candidates.in_pool, candidates.in_more, candidates.pop
         rows: list[tuple[float, str, dict[str, float], dict]] = []
-        for j in finalists:
-            pos, ci, ri = self._resolve(j)
+        for j, row, ci, ri in finalists:
             own = c_own * own_of.get(j, 0.0) - (c_seen if j in own_of else 0.0)
             fac = 0.0
-            if x is not None and pos >= 0:
-                fac = c_fac * float(np.dot(x, self._Y[self._perm[pos]]))
+            if x is not None and row >= 0:
+                fac = c_fac * float(np.dot(x, Y[row]))
             dom = l_dom * dom_w.get(ci, 0.0)
-            over = l_over * (eps + (1.0 - eps) * root_w.get(ri, 0.0)) * candidates.popularity(j)
+            t = in_pool.get(j)
+            if t is None:
+                t = in_more.get(j)
+            over = l_over * (eps + (1.0 - eps) * root_w.get(ri, 0.0)) * (float(pop[t]) if t is not None else 0.0)
             contrib = {"item": own + fac, "domain": dom, "overall": over}
             score = contrib["item"] + contrib["domain"] + contrib["overall"]
             rows.append((score, j, contrib, {"own": own, "fac": fac, "ci": ci, "ri": ri}))
