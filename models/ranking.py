@@ -521,7 +521,7 @@ class _Candidates:
 class _FoldIn(NamedTuple):
     """What one user's vector is made of.  `Ranker.plan` solves them (`Ranker._vector`) after
     planning every request of the batch: solved in the middle of each plan, they cost the loop
-    ≈ 5 % more (docs/tools/compare_ranking.py), their numpy work evicting the planning's
+    5–9 % more (docs/tools/compare_ranking.py), their numpy work evicting the planning's
     look-ups."""
 
     rows: np.ndarray  # rows of Y of the user's items in the model
