@@ -149,7 +149,17 @@ class BatchingConsumer(_AIOKafkaConsumer):
                     prefetch = (route.epoch, asyncio.ensure_future(self._wait_next_records(1.0)))
                 epoch, fetch = prefetch
                 prefetch = None
-                records, active = await fetch
+                try:
+                    records, active = await fetch
+                except KeyError as exc:
+                    # aiokafka's fetcher drops the buffered records of a partition a rebalance took
+                    # away; a fetch still running in the consumer thread from before the rebalance
+                    # (its waiter cancelled when Faust restarted this fetcher) can then meet a
+                    # partition it listed and no longer finds.  Nothing was handed over: fetch
+                    # again (a partition whose position moved is re-fetched from the applied
+                    # prefix, `BatchRoute.holes`).
+                    log.warning("fetch lost a partition to a rebalance (%r); fetching again", exc)
+                    continue
                 if not (consumer_should_stop() or fetcher_should_stop() or self.should_stop):
                     prefetch = (route.epoch, asyncio.ensure_future(self._wait_next_records(1.0)))
                 await self.sleep(0)
