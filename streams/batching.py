@@ -152,13 +152,16 @@ class BatchingConsumer(_AIOKafkaConsumer):
                 try:
                     records, active = await fetch
                 except KeyError as exc:
-                    # aiokafka's fetcher drops the buffered records of a partition a rebalance took
-                    # away; a fetch still running in the consumer thread from before the rebalance
-                    # (its waiter cancelled when Faust restarted this fetcher) can then meet a
-                    # partition it listed and no longer finds.  Nothing was handed over: fetch
-                    # again (a partition whose position moved is re-fetched from the applied
-                    # prefix, `BatchRoute.holes`).
-                    log.warning("fetch lost a partition to a rebalance (%r); fetching again", exc)
+                    # Faust seeks from this thread while the fetch drains aiokafka's buffers in the
+                    # consumer thread; a seek that drops a partition's buffer mid-drain raises here,
+                    # after the drain took (and moved the positions past) records of other
+                    # partitions that are now lost.  As in a rebalance: every partition back to its
+                    # committed offset, and what was applied since is de-duplicated per user.
+                    log.warning("a seek raced the fetch (%r); seeking to the committed offsets", exc)
+                    try:
+                        await self.perform_seek()
+                    except KafkaError as seek_exc:
+                        log.warning("seek to committed offsets failed (%r); the assignment seeks again", seek_exc)
                     continue
                 if not (consumer_should_stop() or fetcher_should_stop() or self.should_stop):
                     prefetch = (route.epoch, asyncio.ensure_future(self._wait_next_records(1.0)))
