@@ -170,7 +170,8 @@ async def _apply_events(batch) -> None:
             if profile.learn(parsed, domain, overall, params):
                 metrics.events[parsed.type] += 1
                 applied.append((parsed, domain))
-                stamps.append(record.timestamp)
+                if record.timestamp:
+                    stamps.append(record.timestamp)
                 shop.add(seen)
             else:
                 metrics.duplicates += 1
@@ -193,7 +194,6 @@ async def _apply_events(batch) -> None:
         await writes.confirm()
     # Only what changed a profile: a redelivered batch (duplicates) or a rejected record would
     # count its age, not an update's latency.
-    stamps = [stamp for stamp in stamps if stamp]
     if stamps:
         done = time.time()
         metrics.update_latency.observe_many(np.maximum(done - np.array(stamps, dtype=np.float64) / 1000.0, 0.0))

@@ -158,10 +158,7 @@ class BatchingConsumer(_AIOKafkaConsumer):
                     # partitions that are now lost.  As in a rebalance: every partition back to its
                     # committed offset, and what was applied since is de-duplicated per user.
                     log.warning("a seek raced the fetch (%r); seeking to the committed offsets", exc)
-                    try:
-                        await self.perform_seek()
-                    except KafkaError as seek_exc:
-                        log.warning("seek to committed offsets failed (%r); the assignment seeks again", seek_exc)
+                    await self._seek_to_committed()
                     continue
                 if not (consumer_should_stop() or fetcher_should_stop() or self.should_stop):
                     prefetch = (route.epoch, asyncio.ensure_future(self._wait_next_records(1.0)))
@@ -170,13 +167,8 @@ class BatchingConsumer(_AIOKafkaConsumer):
                     continue
                 if not self.flow_active:
                     # As Faust's getmany: records fetched while the flow is stopped (rebalance)
-                    # are dropped and the partitions go back to their committed offsets.  The
-                    # rebalance may take a partition away while the seek waits for the committed
-                    # offsets; its new owner seeks it, so that is no reason to crash the worker.
-                    try:
-                        await self.perform_seek()
-                    except KafkaError as exc:
-                        log.warning("seek to committed offsets during a rebalance failed (%r); the assignment seeks again", exc)
+                    # are dropped and the partitions go back to their committed offsets.
+                    await self._seek_to_committed()
                     continue
                 generation = self.app.consumer_generation_id
                 ours: dict[TP, list] = {}
@@ -218,6 +210,15 @@ class BatchingConsumer(_AIOKafkaConsumer):
         finally:
             if prefetch is not None:
                 prefetch[1].cancel()
+
+    async def _seek_to_committed(self) -> None:
+        """Every assigned partition back to its committed offset (Faust's `perform_seek`).  A
+        rebalance may take a partition away while the seek waits for the committed offsets; its
+        new owner seeks it, so that is no reason to crash the worker."""
+        try:
+            await self.perform_seek()
+        except KafkaError as exc:
+            log.warning("seek to committed offsets failed (%r); the assignment seeks again", exc)
 
     async def _process_batch(self, batch: dict[TP, list], generation: int, epoch: int) -> None:
         route = self.route
