@@ -78,7 +78,9 @@ def isolated_env(bootstrap: str, name: str, partitions: int = 4) -> dict[str, st
 class Worker:
     """One `strata worker` process with its own data dir and web port."""
 
-    def __init__(self, env: dict[str, str], data_dir: Path, port: int | None = None) -> None:
+    def __init__(self, env: dict[str, str], data_dir: Path, port: int | None = None,
+                 command: tuple[str, ...] = ("-m", "streams", "worker")) -> None:
+        self.command = command  # the arguments to Python that run the worker
         self.env = {**env, "STRATA_DATA_DIR": str(data_dir), "STRATA_WEB_PORT": str(port or free_port())}
         self.settings = Settings.from_env(self.env)
         self.data_dir = data_dir
@@ -95,7 +97,7 @@ class Worker:
         child_env = {k: v for k, v in os.environ.items() if not k.startswith("STRATA_")}
         child_env.update(self.env)
         self.log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "streams", "worker"], env=child_env, stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen([sys.executable, *self.command], env=child_env, stdout=self.log, stderr=subprocess.STDOUT)
         wait_until(self._ready, timeout, f"worker on {self.url} to be ready; log: {self.log_path}")
         return time.monotonic() - started
 
