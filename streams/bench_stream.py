@@ -31,12 +31,24 @@ import uuid
 from dataclasses import replace
 from pathlib import Path
 
-from streams.bench import BenchError, BenchWorker, forget_topics, free_port
+from streams.bench import BenchError, BenchWorker, cpu_per_unit, forget_topics, free_port
 from streams.config import Settings
 
 
 def _processed(scrapes: list[dict[str, float]]) -> float:
     return sum(v for s in scrapes for k, v in s.items() if k.startswith("strata_events_processed_total"))
+
+
+def _thread_cpu(scrapes: list[dict[str, float]]) -> dict[str, float]:
+    """CPU seconds by thread name, summed over workers (`strata_thread_cpu_seconds_total`)."""
+    prefix = 'strata_thread_cpu_seconds_total{thread="'
+    out: dict[str, float] = {}
+    for s in scrapes:
+        for k, v in s.items():
+            if k.startswith(prefix):
+                name = k[len(prefix):].split('"', 1)[0]
+                out[name] = out.get(name, 0.0) + v
+    return out
 
 
 def _buckets(scrapes: list[dict[str, float]]) -> dict[float, float]:
@@ -188,16 +200,21 @@ def run_bench(base: Settings, events: int = 300_000, workers: int = 1, rate: flo
             n = _processed(scrapes) if all(scrapes) else 0.0
             now = time.perf_counter()
             if n > 0:
-                samples.append((now, n))
+                samples.append((now, n, scrapes))
             if n >= len(backlog):
                 break
             if time.monotonic() > deadline:
                 raise BenchError(f"workers processed only {n:.0f} of {len(backlog)} events in 600 s")
             # Not faster: every scrape costs the worker a /metrics render.
             time.sleep(0.25)
-        (t0, n0), (t1, n1) = samples[0], samples[-1]
+        (t0, n0, first), (t1, n1, last) = samples[0], samples[-1]
         worker_rate = (n1 - n0) / (t1 - t0) if t1 > t0 else float("nan")
         progress(f"  {n1 - n0:,.0f} events in {t1 - t0:.2f}s = {worker_rate:,.0f}/s")
+        cpu0 = _thread_cpu(first)
+        cpu = cpu_per_unit({name: s - cpu0.get(name, 0.0) for name, s in _thread_cpu(last).items()}, max(n1 - n0, 1),
+                           None, None)
+        if workers > 1:  # the threads of several processes: no one event loop to bound the rate
+            cpu["bound_per_s"] = {}
 
         progress(f"latency: {len(live):,} events at {rate:,.0f}/s …")
         before = _buckets([p.scrape() for p in procs])
@@ -226,6 +243,7 @@ def run_bench(base: Settings, events: int = 300_000, workers: int = 1, rate: flo
         "events_per_s": round(worker_rate, 1),
         "raw_consume_per_s": round(raw_rate, 1),
         "ratio": round(worker_rate / raw_rate, 4),
+        "cpu_per_event": cpu,
         "latency_ms": latency,
         "workers": workers,
         "partitions": base.partitions,

@@ -5,6 +5,8 @@ not state: nothing here needs to survive a rebalance.
 """
 from __future__ import annotations
 
+import os
+import re
 import threading
 from collections import defaultdict
 
@@ -22,6 +24,35 @@ GAUGE_HELP = {
     "shop_revisit_rate": "The shop's learned revisit rate: share of events that return to an item of the user's item layer.",
     "shop_domain_share": "The shop's learned domain share, by the user's earlier events: how much of what the item layer leaves goes to the domain layer.",
 }
+
+
+def thread_cpu_seconds() -> dict[str, float]:
+    """CPU seconds (user + system) each thread of this process has used, by thread name: Python's
+    name for a Python thread ("main" for the event loop's), the kernel's for a native one (e.g.
+    RocksDB's), threads of one pool summed ("strata-products_0" counts as "strata-products").
+    Linux only (/proc); {} elsewhere.  Which thread a throughput is bound by is the first question
+    of any benchmark on two cores, and `strata bench` divides these by the work done."""
+    try:
+        tasks = os.listdir("/proc/self/task")
+        tick = os.sysconf("SC_CLK_TCK")
+        with open("/proc/self/comm") as f:
+            unnamed = f.read().strip()  # a native thread that kept the process's name: "native"
+    except (OSError, ValueError):
+        return {}
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    names[threading.main_thread().native_id] = "main"
+    out: dict[str, float] = defaultdict(float)
+    for task in tasks:
+        try:
+            with open(f"/proc/self/task/{task}/stat") as f:
+                stat = f.read()
+        except OSError:  # the thread ended meanwhile
+            continue
+        comm, _, rest = stat.partition(" (")[2].rpartition(") ")
+        fields = rest.split()
+        name = names.get(int(task)) or ("native" if comm == unnamed else comm)
+        out[re.sub(r"_\d+$", "", name)] += (int(fields[11]) + int(fields[12])) / tick
+    return dict(out)
 
 
 class Histogram:
@@ -109,6 +140,11 @@ class Metrics:
             "# TYPE strata_consumer_lag gauge",
         ]
         lines += [f'strata_consumer_lag{{partition="{p}"}} {n}' for p, n in sorted(self.lag.items())]
+        lines += [
+            "# HELP strata_thread_cpu_seconds_total CPU seconds used by this process's threads, by thread name (main: the event loop).",
+            "# TYPE strata_thread_cpu_seconds_total counter",
+        ]
+        lines += [f'strata_thread_cpu_seconds_total{{thread="{name}"}} {seconds:.2f}' for name, seconds in sorted(thread_cpu_seconds().items())]
         lines += [
             "# HELP strata_consumer_lag_total Sum of strata_consumer_lag over this worker's partitions.",
             "# TYPE strata_consumer_lag_total gauge",

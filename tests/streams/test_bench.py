@@ -58,3 +58,48 @@ def test_profile_size_bench_measures_what_the_workers_store():
     assert result["users"] == len(profiles)
     assert result["bytes"]["max"] == sizes[-1]
     assert result["users_at_item_cap"] == sum(len(p.w["item"]) >= 20 for p in profiles.values()) > 0
+
+
+def test_thread_cpu_is_counted_for_the_thread_that_spent_it():
+    import threading
+    import time
+
+    from streams.metrics import thread_cpu_seconds
+
+    if not os.path.exists("/proc/self/task"):
+        import pytest
+
+        pytest.skip("per-thread CPU comes from Linux /proc")
+    before = thread_cpu_seconds()
+    spun, measured = threading.Event(), threading.Event()
+
+    def spin() -> None:
+        started = time.thread_time()
+        while time.thread_time() - started < 0.3:
+            pass
+        spun.set()
+        measured.wait(10)  # stays alive to be measured: an ended thread leaves /proc
+
+    worker = threading.Thread(target=spin, name="spinner_0")
+    worker.start()
+    assert spun.wait(10)
+    during = thread_cpu_seconds()
+    measured.set()
+    worker.join()
+    assert during.get("spinner", 0.0) >= 0.1, during  # the pool suffix is dropped
+    assert during["main"] - before["main"] < 0.15, (before, during)  # the main thread only waited
+
+
+def test_cpu_per_unit_divides_by_the_work_and_names_the_bound():
+    from streams.bench import cpu_line, cpu_per_unit
+
+    cpu = cpu_per_unit({"main": 9.0, "strata-products": 4.5, "idle": 0.0}, 4000, 1.5, 2)
+    assert cpu["worker_ms"] == {"main": 2.25, "strata-products": 1.125}
+    assert cpu["client_ms"] == 0.375
+    assert cpu["bound_per_s"] == {"event_loop": round(1000 / 2.25, 1), "2_cores": round(2000 / 3.75, 1)}
+    line = cpu_line(cpu, "request")
+    assert line.startswith("CPU per request: worker main 2.25 ms, strata-products 1.12 ms; client 0.38 ms")
+    assert "444/s (event loop), 533/s (2 cores)" in line
+    events = cpu_per_unit({"main": 3.0}, 100_000, None, None)
+    assert events["bound_per_s"] == {"event_loop": round(1000 / 0.03, 1)} and "client" not in cpu_line(events, "event")
+    assert "main 30.0 µs" in cpu_line(events, "event")
