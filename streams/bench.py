@@ -130,12 +130,32 @@ async def _serve_http(base: str, users: list[str], requests: int, concurrency: i
 
 
 async def _worker_cpu(session) -> dict[str, float]:
-    """The worker's CPU seconds by thread, from its /metrics (`strata_thread_cpu_seconds_total`)."""
+    """The worker's CPU seconds by thread, from its /metrics."""
     async with session.get("/metrics") as response:
         text = await response.text() if response.status == 200 else ""
+    return thread_cpu([parse_metrics(text)])
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    """Prometheus text → {series: value}, the labels kept in the series name."""
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
+
+
+def thread_cpu(scrapes: list[dict[str, float]]) -> dict[str, float]:
+    """CPU seconds by thread name (`strata_thread_cpu_seconds_total`), summed over workers' scrapes."""
     prefix = 'strata_thread_cpu_seconds_total{thread="'
-    return {line[len(prefix):].split('"', 1)[0]: float(line.rpartition(" ")[2])
-            for line in text.splitlines() if line.startswith(prefix)}
+    out: dict[str, float] = {}
+    for series in scrapes:
+        for k, v in series.items():
+            if k.startswith(prefix):
+                name = k[len(prefix):].split('"', 1)[0]
+                out[name] = out.get(name, 0.0) + v
+    return out
 
 
 def cpu_per_unit(worker_cpu: dict[str, float], units: int, client_cpu: float | None, shared_cores: int | None) -> dict:
@@ -324,14 +344,7 @@ class BenchWorker:
         if self.proc is not None and self.proc.poll() is not None:
             raise BenchError(f"worker exited ({self.proc.returncode}); log {self.log_path}")
         status, text = self.get("/metrics")
-        if status != 200:
-            return {}
-        out: dict[str, float] = {}
-        for line in str(text).splitlines():
-            if line and not line.startswith("#"):
-                name, _, value = line.rpartition(" ")
-                out[name] = float(value)
-        return out
+        return parse_metrics(str(text)) if status == 200 else {}
 
     def metric(self, name: str) -> float:
         """Sum of a metric over its labels; -1 while the worker does not answer."""

@@ -31,24 +31,12 @@ import uuid
 from dataclasses import replace
 from pathlib import Path
 
-from streams.bench import BenchError, BenchWorker, cpu_per_unit, forget_topics, free_port
+from streams.bench import BenchError, BenchWorker, cpu_per_unit, forget_topics, free_port, thread_cpu
 from streams.config import Settings
 
 
 def _processed(scrapes: list[dict[str, float]]) -> float:
     return sum(v for s in scrapes for k, v in s.items() if k.startswith("strata_events_processed_total"))
-
-
-def _thread_cpu(scrapes: list[dict[str, float]]) -> dict[str, float]:
-    """CPU seconds by thread name, summed over workers (`strata_thread_cpu_seconds_total`)."""
-    prefix = 'strata_thread_cpu_seconds_total{thread="'
-    out: dict[str, float] = {}
-    for s in scrapes:
-        for k, v in s.items():
-            if k.startswith(prefix):
-                name = k[len(prefix):].split('"', 1)[0]
-                out[name] = out.get(name, 0.0) + v
-    return out
 
 
 def _buckets(scrapes: list[dict[str, float]]) -> dict[float, float]:
@@ -210,8 +198,8 @@ def run_bench(base: Settings, events: int = 300_000, workers: int = 1, rate: flo
         (t0, n0, first), (t1, n1, last) = samples[0], samples[-1]
         worker_rate = (n1 - n0) / (t1 - t0) if t1 > t0 else float("nan")
         progress(f"  {n1 - n0:,.0f} events in {t1 - t0:.2f}s = {worker_rate:,.0f}/s")
-        cpu0 = _thread_cpu(first)
-        cpu = cpu_per_unit({name: s - cpu0.get(name, 0.0) for name, s in _thread_cpu(last).items()}, max(n1 - n0, 1),
+        cpu0 = thread_cpu(first)
+        cpu = cpu_per_unit({name: s - cpu0.get(name, 0.0) for name, s in thread_cpu(last).items()}, max(n1 - n0, 1),
                            None, None)
         if workers > 1:  # the threads of several processes: no one event loop to bound the rate
             cpu["bound_per_s"] = {}

@@ -103,3 +103,17 @@ def test_cpu_per_unit_divides_by_the_work_and_names_the_bound():
     events = cpu_per_unit({"main": 3.0}, 100_000, None, None)
     assert events["bound_per_s"] == {"event_loop": round(1000 / 0.03, 1)} and "client" not in cpu_line(events, "event")
     assert "main 30.0 µs" in cpu_line(events, "event")
+
+
+def test_the_benches_read_the_thread_cpu_the_worker_renders():
+    from streams.bench import parse_metrics, thread_cpu
+    from streams.metrics import Metrics, thread_cpu_seconds
+
+    if not thread_cpu_seconds():
+        import pytest
+
+        pytest.skip("per-thread CPU comes from Linux /proc")
+    series = parse_metrics(Metrics().render())
+    one = thread_cpu([series])
+    assert "main" in one and all(v >= 0 for v in one.values())
+    assert thread_cpu([series, series]) == {name: 2 * v for name, v in one.items()}  # summed over workers
