@@ -11,6 +11,7 @@ import json
 import os
 import platform
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -146,15 +147,19 @@ def parse_metrics(text: str) -> dict[str, float]:
     return out
 
 
+_THREAD_LABEL = re.compile(r'thread="((?:[^"\\]|\\.)*)"')  # a label value, escapes included
+
+
 def thread_cpu(scrapes: list[dict[str, float]]) -> dict[str, float]:
     """CPU seconds by thread name (`strata_thread_cpu_seconds_total`), summed over workers' scrapes."""
-    prefix = 'strata_thread_cpu_seconds_total{thread="'
     out: dict[str, float] = {}
     for series in scrapes:
         for k, v in series.items():
-            if k.startswith(prefix):
-                name = k[len(prefix):].split('"', 1)[0]
-                out[name] = out.get(name, 0.0) + v
+            if k.startswith("strata_thread_cpu_seconds_total{"):
+                label = _THREAD_LABEL.search(k)
+                if label:
+                    name = re.sub(r"\\(.)", lambda m: "\n" if m[1] == "n" else m[1], label[1])
+                    out[name] = out.get(name, 0.0) + v
     return out
 
 

@@ -55,6 +55,11 @@ def thread_cpu_seconds() -> dict[str, float]:
     return dict(out)
 
 
+def _label(value: str) -> str:
+    """A Prometheus label value: backslash, double quote and newline escaped."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
 class Histogram:
     def __init__(self, buckets=LATENCY_BUCKETS_S) -> None:
         self.buckets = tuple(buckets)
@@ -144,7 +149,8 @@ class Metrics:
             "# HELP strata_thread_cpu_seconds_total CPU seconds used by this process's threads, by thread name (main: the event loop).",
             "# TYPE strata_thread_cpu_seconds_total counter",
         ]
-        lines += [f'strata_thread_cpu_seconds_total{{thread="{name}"}} {seconds:.2f}' for name, seconds in sorted(thread_cpu_seconds().items())]
+        lines += [f'strata_thread_cpu_seconds_total{{thread="{_label(name)}"}} {seconds:.2f}'
+                  for name, seconds in sorted(thread_cpu_seconds().items())]
         lines += [
             "# HELP strata_consumer_lag_total Sum of strata_consumer_lag over this worker's partitions.",
             "# TYPE strata_consumer_lag_total gauge",

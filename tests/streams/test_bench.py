@@ -117,3 +117,14 @@ def test_the_benches_read_the_thread_cpu_the_worker_renders():
     one = thread_cpu([series])
     assert "main" in one and all(v >= 0 for v in one.values())
     assert thread_cpu([series, series]) == {name: 2 * v for name, v in one.items()}  # summed over workers
+
+
+def test_thread_names_survive_the_prometheus_text_both_ways(monkeypatch):
+    import streams.metrics as m
+    from streams.bench import parse_metrics, thread_cpu
+
+    odd = 'pool "x"\\y\nz'
+    monkeypatch.setattr(m, "thread_cpu_seconds", lambda: {odd: 1.5, "main": 2.0})
+    text = m.Metrics().render()
+    assert 'strata_thread_cpu_seconds_total{thread="pool \\"x\\"\\\\y\\nz"} 1.50' in text
+    assert thread_cpu([parse_metrics(text)]) == {odd: 1.5, "main": 2.0}
