@@ -123,11 +123,12 @@ async def _serve_http(base: str, users: list[str], requests: int, concurrency: i
             return time.perf_counter() - started
 
         await run(warmup, record=False)  # connections, caches; same concurrency
-        worker_cpu, client_cpu = await _worker_cpu(session), time.process_time()
+        worker_before, client_cpu = await _worker_cpu(session), time.process_time()
         elapsed = await run(requests, record=True)
         client_cpu = time.process_time() - client_cpu
-        worker_cpu = {name: s - worker_cpu.get(name, 0.0) for name, s in (await _worker_cpu(session)).items()}
-    return {"latencies": latencies, "errors": errors, "elapsed": elapsed, "worker_cpu": worker_cpu, "client_cpu": client_cpu}
+        worker_after = await _worker_cpu(session)
+    return {"latencies": latencies, "errors": errors, "elapsed": elapsed,
+            "worker_cpu": (worker_before, worker_after), "client_cpu": client_cpu}
 
 
 async def _worker_cpu(session) -> dict[str, float]:
@@ -163,11 +164,14 @@ def thread_cpu(scrapes: list[dict[str, float]]) -> dict[str, float]:
     return out
 
 
-def cpu_per_unit(worker_cpu: dict[str, float], units: int, client_cpu: float | None, shared_cores: int | None) -> dict:
-    """CPU ms per unit of work (a request, an event) of each worker thread that worked and of
-    the client, and the rate each bound allows: one thread's (the event loop's Python holds
-    the GIL) and, when the client shares the worker's machine, the cores'."""
-    worker = {name: round(s / units * 1000, 4) for name, s in sorted(worker_cpu.items(), key=lambda kv: -kv[1]) if s > 0}
+def cpu_per_unit(before: dict[str, float], after: dict[str, float], units: int, client_cpu: float | None,
+                 shared_cores: int | None) -> dict:
+    """CPU ms per unit of work (a request, an event) of each worker thread that worked between
+    two readings of its CPU seconds by thread (`thread_cpu`) and of the client, and the rate
+    each bound allows: one thread's (the event loop's Python holds the GIL) and, when the
+    client shares the worker's machine, the cores'."""
+    spent = {name: s - before.get(name, 0.0) for name, s in after.items()}
+    worker = {name: round(s / units * 1000, 4) for name, s in sorted(spent.items(), key=lambda kv: -kv[1]) if s > 0}
     out: dict = {"worker_ms": worker, "bound_per_s": {}}
     if client_cpu is not None:
         out["client_ms"] = round(client_cpu / units * 1000, 4)
@@ -202,7 +206,7 @@ def bench_serve_http(settings: Settings, *, url: str | None, users: int, user_pr
         "errors": run["errors"],
         "req_per_s": round(ok / run["elapsed"], 1),
         "latency_ms": percentiles_ms(run["latencies"]),
-        "cpu_per_request": cpu_per_unit(run["worker_cpu"], requests, run["client_cpu"], os.cpu_count() if local else None),
+        "cpu_per_request": cpu_per_unit(*run["worker_cpu"], requests, run["client_cpu"], os.cpu_count() if local else None),
         "concurrency": concurrency,
         "k": k,
         "users": users,

@@ -198,9 +198,7 @@ def run_bench(base: Settings, events: int = 300_000, workers: int = 1, rate: flo
         (t0, n0, first), (t1, n1, last) = samples[0], samples[-1]
         worker_rate = (n1 - n0) / (t1 - t0) if t1 > t0 else float("nan")
         progress(f"  {n1 - n0:,.0f} events in {t1 - t0:.2f}s = {worker_rate:,.0f}/s")
-        cpu0 = thread_cpu(first)
-        cpu = cpu_per_unit({name: s - cpu0.get(name, 0.0) for name, s in thread_cpu(last).items()}, max(n1 - n0, 1),
-                           None, None)
+        cpu = cpu_per_unit(thread_cpu(first), thread_cpu(last), max(n1 - n0, 1), None, None)
         if workers > 1:  # the threads of several processes: no one event loop to bound the rate
             cpu["bound_per_s"] = {}
 
