@@ -120,6 +120,7 @@ async def _apply_events(batch) -> None:
     params = settings.profile
     now = time.time()
     applied: list = []
+    applied_types: dict[str, int] = {}  # counted in `metrics` with the latencies, once flushed
     stamps: list = []  # the applied records' Kafka timestamps (ms)
     shop = ShopRates()  # this batch's counts; the activity feed adds up every worker's
     popularity = popularity_feed.popularity
@@ -168,7 +169,7 @@ async def _apply_events(batch) -> None:
             # before the profile learns the event
             seen = ShopRates.observe(profile, parsed.item_id, domain, popularity, rank_params, params)
             if profile.learn(parsed, domain, overall, params):
-                metrics.events[parsed.type] += 1
+                applied_types[parsed.type] = applied_types.get(parsed.type, 0) + 1
                 applied.append((parsed, domain))
                 if record.timestamp:
                     stamps.append(record.timestamp)
@@ -192,8 +193,13 @@ async def _apply_events(batch) -> None:
     await app.producer.flush()
     for writes in flushed:
         await writes.confirm()
-    # Only what changed a profile: a redelivered batch (duplicates) or a rejected record would
-    # count its age, not an update's latency.
+    # The applied events are counted together with their latencies, once durable, with no await
+    # in between: a scrape sees both or neither, so whoever reads the latencies of the events
+    # counted after some point (`strata bench stream`) gets those and no others.  Only what
+    # changed a profile: a redelivered batch (duplicates) or a rejected record would count its
+    # age, not an update's latency.
+    for type_, n in applied_types.items():
+        metrics.events[type_] += n
     if stamps:
         done = time.time()
         metrics.update_latency.observe_many(np.maximum(done - np.array(stamps, dtype=np.float64) / 1000.0, 0.0))

@@ -215,6 +215,9 @@ def run_bench(base: Settings, events: int = 300_000, workers: int = 1, rate: flo
         latency = percentiles_from_histogram(before, after)
         latency["offered_rate"] = rate
         latency["achieved_offered_rate"] = round(len(live) / took, 1)
+        if latency["observations"] != len(live):  # each live event is new and valid: applied once
+            progress(f"  warning: {latency['observations']:,} latencies observed for {len(live):,} events; "
+                     "the percentiles include events of the backlog phase or miss some of this one")
     finally:
         for p in procs:
             p.stop()
