@@ -576,6 +576,7 @@ class RankBatch:
     vectors: dict[int, np.ndarray] = field(default_factory=dict)
     factors: dict[tuple[int, int], np.ndarray] = field(default_factory=dict)
     scores: dict[tuple[int, int], np.ndarray] | None = None
+    bounded: dict[int, np.ndarray] = field(default_factory=dict)  # dense finalists found without a product
 
 
 # -- the ranker ------------------------------------------------------------------
@@ -597,6 +598,10 @@ class Ranker:
     250k items (run it off the event loop); `recommend` updates that small
     memo, so call it from one thread at a time.
     """
+
+    # A request's dense pass is skipped when the bound of `_bounded` leaves at most this share
+    # of its item range to score (then scored item by item); 0 scores every item, always.
+    bound_share = 0.25
 
     def __init__(
         self,
@@ -638,6 +643,7 @@ class Ranker:
             self._ids: tuple[str, ...] = ()
             self._item_cat = np.zeros(0, np.int64)
             self._item_root = np.zeros(0, np.int64)
+            self._index_norms(np.zeros(0, np.int64))
             return
 
         ids = tuple(model.item_ids)
@@ -671,6 +677,35 @@ class Ranker:
                 ranges[int(keys[s])] = (s, e)
         self._item_cat = cis
         self._item_root = ris
+        self._index_norms(cis[perm])
+
+    def _index_norms(self, dense_cat: np.ndarray) -> None:
+        """What `_bounded` needs: each category's dense positions by descending factor norm, and
+        a sorted key that counts, in one `searchsorted`, a category's items above a norm.
+
+        Category segment g (the g-th category range in dense order) holds keys g + 1 − ‖y‖/D,
+        in (g, g + 1] with D just above the largest norm, ascending within the segment as the
+        norms descend."""
+        n = self.n
+        if n == 0:
+            self._seg_start = self._seg_cat = self._seg_of_cat = self._by_norm = np.zeros(0, np.int64)
+            self._marked = np.zeros(0, bool)
+            self._norm_key = np.zeros(0)
+            self._norm_max, self._norm_scale = 0.0, 1.0
+            return
+        norms = np.sqrt(np.einsum("ij,ij->j", self._Yt, self._Yt, dtype=np.float64))
+        seg = np.zeros(n, np.int64)
+        seg[1:] = np.cumsum(dense_cat[1:] != dense_cat[:-1])
+        order = np.lexsort((-norms, seg))
+        self._seg_start = np.flatnonzero(np.r_[True, seg[1:] != seg[:-1]])
+        self._seg_cat = dense_cat[self._seg_start]
+        self._seg_of_cat = np.full(len(self._cat_ids), -1, np.int64)
+        self._seg_of_cat[self._seg_cat] = np.arange(self._seg_start.shape[0])
+        self._norm_max = float(norms.max())
+        self._norm_scale = self._norm_max * 1.001 + 1e-30
+        self._by_norm = order
+        self._marked = np.zeros(n, bool)  # scratch of `_bounded`, all False between its calls
+        self._norm_key = seg[order] + 1.0 - norms[order] / self._norm_scale
 
     # -- vocabulary ----------------------------------------------------------
     def _cat(self, cat: str | None) -> int:
@@ -820,7 +855,11 @@ class Ranker:
                 x = self._vector(plan.fold)
                 if x is not None:
                     batch.vectors[i] = x
-                    X.append((plan.coef.factor * x).astype(np.float32))
+                    top = self._bounded(plan, x, lo, hi) if self.bound_share > 0 else None
+                    if top is not None:
+                        batch.bounded[i] = top
+                    else:
+                        X.append((plan.coef.factor * x).astype(np.float32))
             if hi > lo and X:
                 # one request keeps the matvec, so that a lone request (and the evaluator) is
                 # bit for bit what it was before batching
@@ -846,8 +885,8 @@ class Ranker:
             m = hi - lo
             for i, plan in members:
                 x = batch.vectors.get(i)
-                top = None
-                if m > 0:
+                top = batch.bounded.get(i)
+                if m > 0 and top is None:
                     s = next(rows) if x is not None else None
                     if s is None:
                         s = np.zeros(m, np.float32)
@@ -1008,6 +1047,81 @@ class Ranker:
             candidates=_Candidates(in_pool, at, pop_a, pos_a, add_a, extra),
         )
 
+    def _bounded(self, plan: "_Plan", x: np.ndarray, lo: int, hi: int) -> np.ndarray | None:
+        """The plan's dense finalists (model rows) from its candidates and the few items whose
+        bound reaches them, or None when the bound leaves more than `bound_share` of the range
+        (then the dense pass scores every item).
+
+        An item j that is no candidate scores s(j) = a_fac·x·y_j + λ_domain·ŵ_domain(c(j)) ≤
+        a_fac·‖x‖·‖y_j‖ + λ_domain·ŵ_domain(c(j)) (Cauchy–Schwarz).  Let L be the (k + margin)-th
+        best candidate's score: an item whose bound is below L cannot be a finalist, and within
+        each category those are the items under a norm threshold — the tail of the category in
+        `_by_norm` order.  On a shop where a user's own items and the popular pools lead (the
+        item layer's own-item term is large), that leaves a few hundred items to score instead
+        of the whole catalogue."""
+        n_final = plan.request.k + _MARGIN
+        cand = plan.candidates
+        inside = (cand.pos >= lo) & (cand.pos < hi)
+        cpos = cand.pos[inside]
+        if cpos.shape[0] < n_final or lo >= hi:
+            return None
+        c_fac, l_dom = plan.coef.factor, plan.coef.domain
+        dom_of_seg = np.zeros(self._seg_start.shape[0] + 1)  # the last: categories without items
+        for ci, w in plan.by_category.items():
+            if ci < self._seg_of_cat.shape[0]:
+                dom_of_seg[self._seg_of_cat[ci]] = l_dom * w
+        dom_of_seg[-1] = 0.0
+        segs_of_pos = lambda pos: np.searchsorted(self._seg_start, pos, side="right") - 1  # noqa: E731
+        purchased = self._purchased_positions(plan, lo, hi)
+        xf = (c_fac * x).astype(np.float32)  # as the dense pass's row of X
+        perm, marked = self._perm, self._marked
+        s_c = self._Y[perm[cpos]] @ xf + dom_of_seg[segs_of_pos(cpos)] + cand.add[inside]
+        if purchased.shape[0]:
+            marked[purchased] = True
+            s_c[marked[cpos]] = -np.inf
+            marked[purchased] = False
+        finite = s_c[np.isfinite(s_c)]
+        if finite.shape[0] < n_final:
+            return None
+        L = float(np.partition(finite, finite.shape[0] - n_final)[finite.shape[0] - n_final])
+        # per category of the range: the items whose bound reaches L, by norm; generous by 1e-6
+        # of the scores' scale for the rounding of float32 factors and of the products
+        g_lo, g_hi = int(segs_of_pos(lo)), int(segs_of_pos(hi - 1)) + 1
+        a = c_fac * float(np.sqrt(x @ x))
+        slack = 1e-6 * (abs(L) + l_dom + a * self._norm_max + 1.0)
+        g = np.arange(g_lo, g_hi)
+        need = (L - slack - dom_of_seg[g_lo:g_hi]) / (a * (1.0 + 1e-6)) if a > 0 else np.where(
+            dom_of_seg[g_lo:g_hi] >= L - slack, 0.0, np.inf)
+        q = g + 1.0 - np.clip(need / self._norm_scale, 0.0, 1.0)
+        ends = np.searchsorted(self._norm_key, q, side="right")
+        starts = self._seg_start[g_lo:g_hi]
+        counts = np.maximum(ends - starts, 0)
+        total = int(counts.sum())
+        if total > self.bound_share * (hi - lo):
+            return None
+        if total:
+            offsets = np.repeat(starts - np.cumsum(counts) + counts, counts)
+            extra = self._by_norm[offsets + np.arange(total)]
+            marked[cpos] = True
+            marked[purchased] = True
+            extra = extra[~marked[extra]]
+            marked[cpos] = False
+            marked[purchased] = False
+            s_e = self._Y[perm[extra]] @ xf + dom_of_seg[segs_of_pos(extra)]
+            pos = np.concatenate((cpos, extra))
+            score = np.concatenate((s_c, s_e))
+        else:
+            pos, score = cpos, s_c
+        return self._perm[pos[_top_indices(score, n_final)]]
+
+    def _purchased_positions(self, plan: "_Plan", lo: int, hi: int) -> np.ndarray:
+        """Dense positions, within lo..hi, of the items the request leaves out."""
+        if not plan.purchased:
+            return np.zeros(0, np.int64)
+        rows = self._rows(list(plan.purchased))
+        pos = self._inv[rows[rows >= 0]]
+        return pos[(pos >= lo) & (pos < hi)]
+
     def _add_sparse(self, plan: "_Plan", s: np.ndarray, lo: int, hi: int) -> None:
         """Adds to the dense scores s (of items lo..hi) the plan's domain and sparse terms, and
         −inf for its purchases."""
@@ -1028,10 +1142,9 @@ class Ranker:
         pos_a, add_a = plan.candidates.pos, plan.candidates.add
         mask = (pos_a >= lo) & (pos_a < hi) & (add_a != 0)
         s[pos_a[mask] - lo] += add_a[mask].astype(np.float32)
-        if plan.purchased:
-            rows = self._rows(list(plan.purchased))
-            pos = self._inv[rows[rows >= 0]]
-            s[pos[(pos >= lo) & (pos < hi)] - lo] = -np.inf
+        purchased = self._purchased_positions(plan, lo, hi)
+        if purchased.shape[0]:
+            s[purchased - lo] = -np.inf
 
     def _finish(self, plan: "_Plan", x: np.ndarray | None, dense: np.ndarray | None) -> Recommendations:
         """The top k of one plan from its user vector, the model rows of its dense finalists and
