@@ -625,6 +625,7 @@ class Ranker:
         self._memo: dict[str, tuple[int, int, int]] = {}
         # pools of the popularity state (`_pools_of`, `_pools_changes`) they were located in
         self._pools: dict[tuple[str | None, int], _Pool] = {}
+        self._beyond_pools: dict[int, tuple[_Pool, _Pool]] = {}  # id(scope pool) → (it, `_beyond` of it)
         self._pools_of: Popularity | None = None
         self._pools_changes = -1
 
@@ -770,16 +771,32 @@ class Ranker:
         the users of a category its pool, so these are most of a request's candidates)."""
         if self._pools_of is not popularity or self._pools_changes != popularity.changes:
             self._pools.clear()
+            self._beyond_pools.clear()
             self._pools_of, self._pools_changes = popularity, popularity.changes
         pool = self._pools.get((scope, size))
         if pool is None:
             if len(self._pools) >= _POOLS_KEPT:
                 self._pools.clear()
+                self._beyond_pools.clear()
             ids = popularity.top_ranked(size, scope)[0]
             pos, ci, ri, outside = self._locate(ids)
             pool = self._pools[(scope, size)] = _Pool(
                 ids, {j: t for t, j in enumerate(ids)}, np.asarray(popularity.ranks(ids), np.float64), pos, ci, ri, outside)
         return pool
+
+    def _beyond(self, scope: _Pool, shop: _Pool) -> _Pool:
+        """The items of a scope's pool that are not in the shop's pool, as a pool of their own;
+        kept with the pools (the shop's pool is replaced only when they are all dropped)."""
+        kept = self._beyond_pools.get(id(scope))
+        if kept is not None and kept[0] is scope:
+            return kept[1]
+        in_shop = shop.at
+        taken = [t for t, j in enumerate(scope.ids) if j not in in_shop]
+        unknown = set(scope.outside)
+        part = _Pool([scope.ids[t] for t in taken], {}, scope.ranks[taken], scope.pos[taken], scope.ci[taken],
+                     scope.ri[taken], [q for q, t in enumerate(taken) if t in unknown])
+        self._beyond_pools[id(scope)] = (scope, part)
+        return part
 
     def _filter(self, category: str | None) -> tuple[int, int]:
         """The dense range of the items of `category` (a category or a root); all without one."""
@@ -979,17 +996,23 @@ class Ranker:
         parts = [(pool.ranks, pool.pos, pool.ci, pool.ri)]
         outside = list(pool.outside)
         for scope in scopes:
-            first, taken = len(js), []
-            for t, j in enumerate(scope.ids):
-                if j not in in_pool and j not in at:
-                    at[j] = len(js)
-                    js.append(j)
-                    taken.append(t)
-            if taken:
-                parts.append((scope.ranks[taken], scope.pos[taken], scope.ci[taken], scope.ri[taken]))
-                if scope.outside:
-                    unknown = set(scope.outside)
-                    outside.extend(first + q for q, t in enumerate(taken) if t in unknown)
+            part = self._beyond(scope, pool)
+            ids, take = part.ids, None
+            if at and not at.keys().isdisjoint(ids):  # scopes that share items (a root and its category)
+                take = [q for q, j in enumerate(ids) if j not in at]
+                ids = [ids[q] for q in take]
+            if not ids:
+                continue
+            first = len(js)
+            at.update(zip(ids, range(first, first + len(ids))))
+            js += ids
+            if take is None:
+                parts.append((part.ranks, part.pos, part.ci, part.ri))
+                outside.extend(first + q for q in part.outside)
+            else:
+                parts.append((part.ranks[take], part.pos[take], part.ci[take], part.ri[take]))
+                unknown = set(part.outside)
+                outside.extend(first + n for n, q in enumerate(take) if q in unknown)
         # each own item's candidate index; those in no pool are added as candidates of their own
         in_pool_get, at_get = in_pool.get, at.get
         own_at = np.fromiter(map(in_pool_get, own_items, map(at_get, own_items, itertools.repeat(-1))), np.int64, len(own_items))
