@@ -123,19 +123,31 @@ async def _serve_http(base: str, users: list[str], requests: int, concurrency: i
             return time.perf_counter() - started
 
         await run(warmup, record=False)  # connections, caches; same concurrency
-        worker_before, client_cpu = await _worker_cpu(session), time.process_time()
+        worker_before, client_cpu = await _worker_metrics(session), time.process_time()
         elapsed = await run(requests, record=True)
         client_cpu = time.process_time() - client_cpu
-        worker_after = await _worker_cpu(session)
+        worker_after = await _worker_metrics(session)
     return {"latencies": latencies, "errors": errors, "elapsed": elapsed,
-            "worker_cpu": (worker_before, worker_after), "client_cpu": client_cpu}
+            "worker_cpu": (thread_cpu([worker_before]), thread_cpu([worker_after])),
+            "bounded_share": bounded_share(worker_before, worker_after), "client_cpu": client_cpu}
 
 
-async def _worker_cpu(session) -> dict[str, float]:
-    """The worker's CPU seconds by thread, from its /metrics."""
+async def _worker_metrics(session) -> dict[str, float]:
+    """The worker's /metrics, parsed ({} if it does not answer)."""
     async with session.get("/metrics") as response:
         text = await response.text() if response.status == 200 else ""
-    return thread_cpu([parse_metrics(text)])
+    return parse_metrics(text)
+
+
+def bounded_share(before: dict[str, float], after: dict[str, float]) -> float | None:
+    """The share of the requests ranked between two scrapes of a worker's /metrics that a
+    factor-norm bound answered without a dense pass (None when none were ranked or the worker
+    does not count them)."""
+    ranked = after.get("strata_recommendations_total", 0.0) - before.get("strata_recommendations_total", 0.0)
+    name = "strata_recommendations_bounded_total"
+    if ranked <= 0 or name not in after:
+        return None
+    return round((after[name] - before.get(name, 0.0)) / ranked, 4)
 
 
 def parse_metrics(text: str) -> dict[str, float]:
@@ -207,6 +219,7 @@ def bench_serve_http(settings: Settings, *, url: str | None, users: int, user_pr
         "req_per_s": round(ok / run["elapsed"], 1),
         "latency_ms": percentiles_ms(run["latencies"]),
         "cpu_per_request": cpu_per_unit(*run["worker_cpu"], requests, run["client_cpu"], os.cpu_count() if local else None),
+        "without_dense_pass": run["bounded_share"],
         "concurrency": concurrency,
         "k": k,
         "users": users,
@@ -502,6 +515,8 @@ def run(args, settings: Settings) -> int:
         say(f"serve over HTTP ({result['url']}, concurrency {args.concurrency}): {result['req_per_s']:,.0f} req/s · "
             f"p50 {lat['p50']} ms · p95 {lat['p95']} ms · p99 {lat['p99']} ms · errors {sum(result['errors'].values())}")
         say(cpu_line(result["cpu_per_request"], "request"))
+        if result["without_dense_pass"] is not None:
+            say(f"answered without a dense pass (the factor-norm bound): {result['without_dense_pass']:.0%} of the requests")
     elif args.what == "train":
         from models.als import ALSParams
 

@@ -89,6 +89,7 @@ class Metrics:
         self.batches = 0
         self.recommendations = 0  # requests ranked …
         self.recommendation_batches = 0  # … in this many recommend_many calls
+        self.recommendations_bounded = 0  # … of which this many without a dense pass
         self.update_latency = Histogram()
         self.gauges: dict[str, float | dict[str, float]] = {}  # name → value, or labels → value
         self.lag: dict[int, int] = {}  # events partition → lag, set by the /metrics view
@@ -120,6 +121,9 @@ class Metrics:
             "# HELP strata_recommendation_batches_total Rankings of concurrent requests together (one dense pass each); requests / batches is the mean batch.",
             "# TYPE strata_recommendation_batches_total counter",
             f"strata_recommendation_batches_total {self.recommendation_batches}",
+            "# HELP strata_recommendations_bounded_total Requests whose finalists a factor-norm bound found without scoring every item.",
+            "# TYPE strata_recommendations_bounded_total counter",
+            f"strata_recommendations_bounded_total {self.recommendations_bounded}",
             "# HELP strata_update_latency_seconds Time from an event's Kafka timestamp to its profile being written.",
             "# TYPE strata_update_latency_seconds histogram",
         ]

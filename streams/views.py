@@ -313,6 +313,7 @@ class _RankQueue:
                     self.scheduled = True
                     asyncio.get_running_loop().call_soon(self._run)
             answers = ranker.finish(planned)
+            metrics.recommendations_bounded += len(planned.bounded)
         except Exception:  # noqa: BLE001 - find the request that fails
             for _, request, future in items:
                 if future.done():

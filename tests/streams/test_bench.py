@@ -128,3 +128,15 @@ def test_thread_names_survive_the_prometheus_text_both_ways(monkeypatch):
     text = m.Metrics().render()
     assert 'strata_thread_cpu_seconds_total{thread="pool \\"x\\"\\\\y\\nz"} 1.50' in text
     assert thread_cpu([parse_metrics(text)]) == {odd: 1.5, "main": 2.0}
+
+
+def test_bench_serve_reads_the_share_of_requests_answered_without_a_dense_pass():
+    from streams.bench import bounded_share, parse_metrics
+    from streams.metrics import Metrics
+
+    m = Metrics()
+    before = parse_metrics(m.render())
+    m.recommendations, m.recommendations_bounded = 40, 30
+    assert bounded_share(before, parse_metrics(m.render())) == 0.75
+    assert bounded_share(before, before) is None  # nothing ranked in between
+    assert bounded_share({}, {"strata_recommendations_total": 5.0}) is None  # a worker that does not count them
