@@ -516,6 +516,8 @@ class _Candidates:
     pos: np.ndarray
     add: np.ndarray
     outside: list[tuple[float, str]]
+    ci: np.ndarray  # category index per candidate
+    ys: list[np.ndarray]  # the pools' factor rows, in candidate order (the user's own items after them)
 
 
 class _FoldIn(NamedTuple):
@@ -561,6 +563,7 @@ class _Pool:
     ci: np.ndarray
     ri: np.ndarray
     outside: list[int]  # indices of the items the factor model does not know
+    Y: np.ndarray  # their factor rows, contiguous (rows of zeros outside the model), for `_bounded`
 
 
 @dataclass
@@ -689,7 +692,7 @@ class Ranker:
         norms descend."""
         n = self.n
         if n == 0:
-            self._seg_start = self._seg_cat = self._seg_of_cat = self._by_norm = np.zeros(0, np.int64)
+            self._seg_start = self._seg_cat = self._by_norm = self._dense_cat = np.zeros(0, np.int64)
             self._marked = np.zeros(0, bool)
             self._norm_key = np.zeros(0)
             self._norm_max, self._norm_scale = 0.0, 1.0
@@ -700,8 +703,7 @@ class Ranker:
         order = np.lexsort((-norms, seg))
         self._seg_start = np.flatnonzero(np.r_[True, seg[1:] != seg[:-1]])
         self._seg_cat = dense_cat[self._seg_start]
-        self._seg_of_cat = np.full(len(self._cat_ids), -1, np.int64)
-        self._seg_of_cat[self._seg_cat] = np.arange(self._seg_start.shape[0])
+        self._dense_cat = dense_cat
         self._norm_max = float(norms.max())
         self._norm_scale = self._norm_max * 1.001 + 1e-30
         self._by_norm = order
@@ -781,7 +783,8 @@ class Ranker:
             ids = popularity.top_ranked(size, scope)[0]
             pos, ci, ri, outside = self._locate(ids)
             pool = self._pools[(scope, size)] = _Pool(
-                ids, {j: t for t, j in enumerate(ids)}, np.asarray(popularity.ranks(ids), np.float64), pos, ci, ri, outside)
+                ids, {j: t for t, j in enumerate(ids)}, np.asarray(popularity.ranks(ids), np.float64), pos, ci, ri, outside,
+                self._rows_at(pos))
         return pool
 
     def _beyond(self, scope: _Pool, shop: _Pool) -> _Pool:
@@ -794,9 +797,15 @@ class Ranker:
         taken = [t for t, j in enumerate(scope.ids) if j not in in_shop]
         unknown = set(scope.outside)
         part = _Pool([scope.ids[t] for t in taken], {}, scope.ranks[taken], scope.pos[taken], scope.ci[taken],
-                     scope.ri[taken], [q for q, t in enumerate(taken) if t in unknown])
+                     scope.ri[taken], [q for q, t in enumerate(taken) if t in unknown], scope.Y[taken])
         self._beyond_pools[id(scope)] = (scope, part)
         return part
+
+    def _rows_at(self, pos: np.ndarray) -> np.ndarray:
+        """The factor rows of dense positions, as one contiguous array (zeros for −1)."""
+        Y = self._Y[self._perm[np.maximum(pos, 0)]] if self.n else np.zeros((pos.shape[0], self.dims), np.float32)
+        Y[pos < 0] = 0.0
+        return Y
 
     def _filter(self, category: str | None) -> tuple[int, int]:
         """The dense range of the items of `category` (a category or a root); all without one."""
@@ -994,6 +1003,7 @@ class Ranker:
         at: dict[str, int] = {}  # candidate → its index, beyond the shop's pool
         js = list(pool.ids)
         parts = [(pool.ranks, pool.pos, pool.ci, pool.ri)]
+        ys = [pool.Y]  # each part's factor rows; the user's own items' are gathered when needed
         outside = list(pool.outside)
         for scope in scopes:
             part = self._beyond(scope, pool)
@@ -1008,9 +1018,11 @@ class Ranker:
             js += ids
             if take is None:
                 parts.append((part.ranks, part.pos, part.ci, part.ri))
+                ys.append(part.Y)
                 outside.extend(first + q for q in part.outside)
             else:
                 parts.append((part.ranks[take], part.pos[take], part.ci[take], part.ri[take]))
+                ys.append(part.Y[take])
                 unknown = set(part.outside)
                 outside.extend(first + n for n, q in enumerate(take) if q in unknown)
         # each own item's candidate index; those in no pool are added as candidates of their own
@@ -1067,7 +1079,7 @@ class Ranker:
             own=own_of,
             by_category=dom_w,
             by_root=root_w,
-            candidates=_Candidates(in_pool, at, pop_a, pos_a, add_a, extra),
+            candidates=_Candidates(in_pool, at, pop_a, pos_a, add_a, extra, ci_a, ys),
         )
 
     def _bounded(self, plan: "_Plan", x: np.ndarray, lo: int, hi: int) -> np.ndarray | None:
@@ -1084,21 +1096,25 @@ class Ranker:
         of the whole catalogue."""
         n_final = plan.request.k + _MARGIN
         cand = plan.candidates
-        inside = (cand.pos >= lo) & (cand.pos < hi)
-        cpos = cand.pos[inside]
-        if cpos.shape[0] < n_final or lo >= hi:
+        if lo >= hi or cand.pos.shape[0] < n_final:
             return None
         c_fac, l_dom = plan.coef.factor, plan.coef.domain
-        dom_of_seg = np.zeros(self._seg_start.shape[0] + 1)  # the last: categories without items
+        dom_of_cat = np.zeros(len(self._cat_ids))
         for ci, w in plan.by_category.items():
-            if ci < self._seg_of_cat.shape[0]:
-                dom_of_seg[self._seg_of_cat[ci]] = l_dom * w
-        dom_of_seg[-1] = 0.0
-        segs_of_pos = lambda pos: np.searchsorted(self._seg_start, pos, side="right") - 1  # noqa: E731
-        purchased = self._purchased_positions(plan, lo, hi)
+            dom_of_cat[ci] = l_dom * w
         xf = (c_fac * x).astype(np.float32)  # as the dense pass's row of X
+        # the candidates' dense scores: the pools' rows are kept contiguous, the own items' gathered
+        fac = [Y @ xf for Y in cand.ys]
+        pooled = sum(f.shape[0] for f in fac)
+        if pooled < cand.pos.shape[0]:
+            fac.append(self._rows_at(cand.pos[pooled:]) @ xf)
+        inside = (cand.pos >= lo) & (cand.pos < hi)
+        cpos = cand.pos[inside]
+        if cpos.shape[0] < n_final:
+            return None
+        s_c = np.concatenate(fac)[inside] + dom_of_cat[cand.ci[inside]] + cand.add[inside]
         perm, marked = self._perm, self._marked
-        s_c = self._Y[perm[cpos]] @ xf + dom_of_seg[segs_of_pos(cpos)] + cand.add[inside]
+        purchased = self._purchased_positions(plan, lo, hi)
         if purchased.shape[0]:
             marked[purchased] = True
             s_c[marked[cpos]] = -np.inf
@@ -1109,12 +1125,16 @@ class Ranker:
         L = float(np.partition(finite, finite.shape[0] - n_final)[finite.shape[0] - n_final])
         # per category of the range: the items whose bound reaches L, by norm; generous by 1e-6
         # of the scores' scale for the rounding of float32 factors and of the products
-        g_lo, g_hi = int(segs_of_pos(lo)), int(segs_of_pos(hi - 1)) + 1
+        if lo == 0 and hi == self.n:
+            g_lo, g_hi = 0, self._seg_start.shape[0]
+        else:
+            g_lo, g_hi = np.searchsorted(self._seg_start, (lo, hi - 1), side="right").tolist()
+            g_lo -= 1
+        dom_of_seg = dom_of_cat[self._seg_cat[g_lo:g_hi]]
         a = c_fac * float(np.sqrt(x @ x))
         slack = 1e-6 * (abs(L) + l_dom + a * self._norm_max + 1.0)
         g = np.arange(g_lo, g_hi)
-        need = (L - slack - dom_of_seg[g_lo:g_hi]) / (a * (1.0 + 1e-6)) if a > 0 else np.where(
-            dom_of_seg[g_lo:g_hi] >= L - slack, 0.0, np.inf)
+        need = (L - slack - dom_of_seg) / (a * (1.0 + 1e-6)) if a > 0 else np.where(dom_of_seg >= L - slack, 0.0, np.inf)
         q = g + 1.0 - np.clip(need / self._norm_scale, 0.0, 1.0)
         ends = np.searchsorted(self._norm_key, q, side="right")
         starts = self._seg_start[g_lo:g_hi]
@@ -1130,7 +1150,7 @@ class Ranker:
             extra = extra[~marked[extra]]
             marked[cpos] = False
             marked[purchased] = False
-            s_e = self._Y[perm[extra]] @ xf + dom_of_seg[segs_of_pos(extra)]
+            s_e = self._Y[perm[extra]] @ xf + dom_of_cat[self._dense_cat[extra]]
             pos = np.concatenate((cpos, extra))
             score = np.concatenate((s_c, s_e))
         else:
