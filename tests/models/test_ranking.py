@@ -405,39 +405,17 @@ def test_the_products_may_run_on_another_thread_between_plan_and_finish():
     assert [r.to_dict() for r in got] == [r.to_dict() for r in _ranker().recommend_many(requests)]
 
 
-@settings(max_examples=15, deadline=None)
-@given(st.integers(0, 2**32 - 1), st.integers(2, 12))
-def test_a_batch_over_a_larger_catalogue_matches_single_requests(seed, users):
-    """Random factors over 3,000 items: the batch's matrix product rounds differently from a
-    matvec, and the finalist margin keeps the answers the same."""
+def _random_world(seed: int, users: int, params: RankParams = RP, spread_norms: bool = False):
+    """3,000 items in 37 categories under 5 roots, random factors (norms spread 10× apart if
+    asked), zipf popularity, users of 1-60 events (some carts and purchases): (a ranker
+    factory, the popularity, the profiles)."""
     rng = np.random.default_rng(seed)
     ids = [f"i{n}" for n in range(3000)]
     cat_of = {i: f"c{n % 37}" for n, i in enumerate(ids)}
-    model = StandInFactors(ids, rng.normal(0, 0.3, (3000, 16)))
-    ranker = Ranker(model, cat_of, lambda c: f"r{int(c[1:]) % 5}", RP)
-    pop = Popularity(RP.popularity_half_life_s)
-    for n, j in enumerate(rng.zipf(1.3, 4000) % 3000):
-        pop.learn(ids[j], cat_of[ids[j]], 1.0, T0 + n)
-    requests = []
-    for u in range(users):
-        profile = Profile()
-        for e, j in enumerate(rng.integers(0, 3000, int(rng.integers(1, 60)))):
-            item = ids[int(j)]
-            profile.learn(Event(f"{u}-{e}", f"u{u}", item, EVENT_TYPES[e % 5], T0 + 10 * e), cat_of[item], "r0", PP)
-        requests.append(RankRequest(profile, 10, pop, T0 + 5000, PP, user_id=f"u{u}"))
-    batch = ranker.recommend_many(requests)
-    single = Ranker(model, cat_of, lambda c: f"r{int(c[1:]) % 5}", RP)
-    assert [b.to_dict() for b in batch] == [_alone(single, r).to_dict() for r in requests]
-
-
-def _bound_world(seed: int, users: int, own_weight: float):
-    """3,000 items in 37 categories under 5 roots, random factors, zipf popularity, users of
-    1-60 events (some carts and purchases): for the bounded dense pass against the full one."""
-    rng = np.random.default_rng(seed)
-    ids = [f"i{n}" for n in range(3000)]
-    cat_of = {i: f"c{n % 37}" for n, i in enumerate(ids)}
-    model = StandInFactors(ids, rng.normal(0, 0.3, (3000, 16)) * rng.uniform(0.2, 2.0, (3000, 1)))
-    params = RankParams(item_own_weight=own_weight)
+    Y = rng.normal(0, 0.3, (3000, 16))
+    if spread_norms:
+        Y *= rng.uniform(0.2, 2.0, (3000, 1))
+    model = StandInFactors(ids, Y)
     make = lambda: Ranker(model, cat_of, lambda c: f"r{int(c[1:]) % 5}", params)  # noqa: E731
     pop = Popularity(params.popularity_half_life_s)
     for n, j in enumerate(rng.zipf(1.3, 4000) % 3000):
@@ -452,6 +430,20 @@ def _bound_world(seed: int, users: int, own_weight: float):
     return make, pop, profiles
 
 
+@settings(max_examples=15, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(2, 12))
+def test_a_batch_over_a_larger_catalogue_matches_single_requests(seed, users):
+    """Random factors over 3,000 items: the batch's matrix product rounds differently from a
+    matvec, and the finalist margin keeps the answers the same (the dense pass for every
+    request: no bound)."""
+    make, pop, profiles = _random_world(seed, users)
+    requests = [RankRequest(p, 10, pop, T0 + 5000, PP, user_id=f"u{u}") for u, p in enumerate(profiles)]
+    ranker, single = make(), make()
+    ranker.bound_share = single.bound_share = 0.0
+    batch = ranker.recommend_many(requests)
+    assert [b.to_dict() for b in batch] == [_alone(single, r).to_dict() for r in requests]
+
+
 @settings(max_examples=25, deadline=None)
 @given(st.integers(0, 2**32 - 1), st.sampled_from([100.0, 5.0, 0.0]), st.sampled_from([None, "c3", "r2"]),
        st.booleans(), st.integers(1, 30))
@@ -459,7 +451,7 @@ def test_the_bounded_dense_pass_finds_what_scoring_every_item_finds(seed, own_we
     """Skipping the items whose Cauchy–Schwarz bound cannot reach the candidates' (k + margin)-th
     score changes no answer: the same items, scores and layers as the dense pass over every
     item, with category and root filters, purchases left out or kept, any k."""
-    make, pop, profiles = _bound_world(seed, 8, own_weight)
+    make, pop, profiles = _random_world(seed, 8, RankParams(item_own_weight=own_weight), spread_norms=True)
     requests = [RankRequest(p, k, pop, T0 + 5000, PP, category=category, exclude_purchased=exclude, user_id=f"u{u}")
                 for u, p in enumerate(profiles)]
     bounded, full = make(), make()
@@ -471,7 +463,7 @@ def test_the_bound_skips_the_dense_pass_when_the_users_own_items_lead():
     """With the own-item term large (the default), the candidates' scores are out of reach of
     almost every other item: most requests are answered without a dense pass, and as the full
     pass answers them."""
-    make, pop, profiles = _bound_world(7, 40, RP.item_own_weight)
+    make, pop, profiles = _random_world(7, 40, spread_norms=True)
     requests = [RankRequest(p, 10, pop, T0 + 5000, PP, user_id=f"u{u}") for u, p in enumerate(profiles)]
     bounded, full = make(), make()
     full.bound_share = 0.0
