@@ -568,10 +568,11 @@ class _Pool:
 
 @dataclass
 class RankBatch:
-    """Requests between `Ranker.plan` and `Ranker.finish`: the answers that needed no dense pass,
-    the plans by item range, their user vectors (by request index; none without factors), each
-    range's float32 factor rows (one row, or a matrix) and, after `Ranker.products`, their
-    scores."""
+    """Requests between `Ranker.plan` and `Ranker.finish`: the answers that needed no ranking
+    (cold start, k = 0), the plans by item range, their user vectors (by request index; none
+    without factors), the dense finalists the bound found (`bounded`), each range's float32
+    factor rows of the other requests (one row, or a matrix) and, after `Ranker.products`,
+    their scores."""
 
     ranker: "Ranker"
     answers: list[Recommendations | None]
@@ -855,8 +856,9 @@ class Ranker:
     def recommend_many(self, requests: Sequence[RankRequest]) -> list[Recommendations]:
         """`recommend` for several requests at once, in their order.
 
-        The dense pass reads all n × k factors for every request; requests over the same item
-        range (the whole catalogue, or one category) share it as one matrix product, which on
+        Most requests need no dense pass: the bound of `_bounded` finds their finalists among
+        the candidates and a few items.  The others read all n × k factors; requests over the
+        same item range (the whole catalogue, or one category) share it as one matrix product, which on
         this hardware costs about a quarter of one matvec per request (the matvec is bound by
         memory bandwidth, the product by arithmetic).  Each request's finalists are then
         re-scored exactly as alone: a batch changes no result beyond float32 rounding of the
@@ -871,7 +873,8 @@ class Ranker:
         return self.finish(batch)
 
     def plan(self, requests: Sequence[RankRequest]) -> "RankBatch":
-        """Everything of the requests but the matrix products (plain Python: the caller's thread)."""
+        """Everything of the requests but the matrix products, which only the requests the bound
+        of `_bounded` cannot answer need (the caller's thread)."""
         batch = RankBatch(self, [None] * len(requests))
         for i, request in enumerate(requests):
             plan = self._plan(request)
