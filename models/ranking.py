@@ -563,7 +563,7 @@ class _Pool:
     ci: np.ndarray
     ri: np.ndarray
     outside: list[int]  # indices of the items the factor model does not know
-    Y: np.ndarray  # their factor rows, contiguous (rows of zeros outside the model), for `_bounded`
+    Y: np.ndarray | None  # their factor rows, contiguous (zeros outside the model), if `_bounded` is tried
 
 
 @dataclass
@@ -610,6 +610,10 @@ class Ranker:
     # still pays ≈ 0.3 ms a request for the sparse adds and the top-n over every item: 2 % is
     # where a worker's loop breaks even; a single-threaded caller may take more (the evaluator).
     bound_share = 0.02
+    # Nor is the bound tried on a catalogue of fewer items than this: its fixed cost (the
+    # candidates scored, ≈ 0.1 ms a request, and the pools' factor rows copied at every
+    # popularity change) is more than a dense pass over so few items.
+    bound_min_items = 20_000
 
     def __init__(
         self,
@@ -789,7 +793,7 @@ class Ranker:
             pos, ci, ri, outside = self._locate(ids)
             pool = self._pools[(scope, size)] = _Pool(
                 ids, {j: t for t, j in enumerate(ids)}, np.asarray(popularity.ranks(ids), np.float64), pos, ci, ri, outside,
-                self._rows_at(pos))
+                self._rows_at(pos) if self._bounding() else None)
         return pool
 
     def _beyond(self, scope: _Pool, shop: _Pool) -> _Pool:
@@ -802,9 +806,14 @@ class Ranker:
         taken = [t for t, j in enumerate(scope.ids) if j not in in_shop]
         unknown = set(scope.outside)
         part = _Pool([scope.ids[t] for t in taken], {}, scope.ranks[taken], scope.pos[taken], scope.ci[taken],
-                     scope.ri[taken], [q for q, t in enumerate(taken) if t in unknown], scope.Y[taken])
+                     scope.ri[taken], [q for q, t in enumerate(taken) if t in unknown],
+                     scope.Y[taken] if scope.Y is not None else None)
         self._beyond_pools[id(scope)] = (scope, part)
         return part
+
+    def _bounding(self) -> bool:
+        """Whether `plan` tries the bound of `_bounded` (see `bound_share`, `bound_min_items`)."""
+        return self.bound_share > 0 and self.n >= self.bound_min_items
 
     def _rows_at(self, pos: np.ndarray) -> np.ndarray:
         """The factor rows of dense positions, as one contiguous array (zeros for −1)."""
@@ -882,13 +891,14 @@ class Ranker:
                 batch.answers[i] = plan
             else:
                 batch.groups.setdefault((plan.lo, plan.hi), []).append((i, plan))
+        bounding = self._bounding()
         for (lo, hi), members in batch.groups.items():
             X = []
             for i, plan in members:
                 x = self._vector(plan.fold)
                 if x is not None:
                     batch.vectors[i] = x
-                    top = self._bounded(plan, x, lo, hi) if self.bound_share > 0 else None
+                    top = self._bounded(plan, x, lo, hi) if bounding else None
                     if top is not None:
                         batch.bounded[i] = top
                     else:
@@ -1111,7 +1121,8 @@ class Ranker:
             dom_of_cat[ci] = l_dom * w
         xf = (c_fac * x).astype(np.float32)  # as the dense pass's row of X
         # the candidates' dense scores: the pools' rows are kept contiguous, the own items' gathered
-        fac = [Y @ xf for Y in cand.ys]
+        # (all of them, for pools located while the bound was not tried)
+        fac = [Y @ xf for Y in cand.ys] if all(Y is not None for Y in cand.ys) else []
         pooled = sum(f.shape[0] for f in fac)
         if pooled < cand.pos.shape[0]:
             fac.append(self._rows_at(cand.pos[pooled:]) @ xf)
@@ -1162,7 +1173,7 @@ class Ranker:
             score = np.concatenate((s_c, s_e))
         else:
             pos, score = cpos, s_c
-        return self._perm[pos[_top_indices(score, n_final)]]
+        return perm[pos[_top_indices(score, n_final)]]
 
     def _purchased_positions(self, plan: "_Plan", lo: int, hi: int) -> np.ndarray:
         """Dense positions, within lo..hi, of the items the request leaves out."""

@@ -455,7 +455,7 @@ def test_the_bounded_dense_pass_finds_what_scoring_every_item_finds(seed, own_we
     requests = [RankRequest(p, k, pop, T0 + 5000, PP, category=category, exclude_purchased=exclude, user_id=f"u{u}")
                 for u, p in enumerate(profiles)]
     bounded, full = make(), make()
-    bounded.bound_share, full.bound_share = 1.0, 0.0
+    bounded.bound_share, bounded.bound_min_items, full.bound_share = 1.0, 0, 0.0
     assert [r.to_dict() for r in bounded.recommend_many(requests)] == [r.to_dict() for r in full.recommend_many(requests)]
 
 
@@ -466,12 +466,13 @@ def test_the_bound_skips_the_dense_pass_when_the_users_own_items_lead():
     make, pop, profiles = _random_world(7, 40, spread_norms=True)
     requests = [RankRequest(p, 10, pop, T0 + 5000, PP, user_id=f"u{u}") for u, p in enumerate(profiles)]
     bounded, full = make(), make()
-    full.bound_share = 0.0
+    bounded.bound_min_items, full.bound_share = 0, 0.0
     batch = bounded.plan(requests)
     assert len(batch.bounded) >= len(requests) // 2
     bounded.products(batch)
     assert [r.to_dict() for r in bounded.finish(batch)] == [r.to_dict() for r in full.recommend_many(requests)]
     assert not full.plan(requests).bounded
+    assert not make().plan(requests).bounded  # 3,000 items: below `bound_min_items`, a dense pass is cheaper
 
 
 def test_the_popular_pool_follows_the_popularity_it_was_built_from():
