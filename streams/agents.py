@@ -8,7 +8,7 @@ from collections import OrderedDict
 import numpy as np
 
 from models.events import Forget, InvalidEvent, parse_keyed_message
-from models.profile import Profile
+from models.profile import Profile, encode_profiles
 from models.ranking import ShopRates
 from streams.app import (
     activity_topic,
@@ -177,9 +177,10 @@ async def _apply_events(batch) -> None:
             else:
                 metrics.duplicates += 1
             profile.seq = record.offset
+        encoded = iter(encode_profiles([p for p in profiles.values() if p is not None]))
         for user_id, profile in profiles.items():
             key = user_id.encode()
-            writes.put(key, None if profile is None else profile.to_bytes(), existed[user_id])
+            writes.put(key, None if profile is None else next(encoded), existed[user_id])
             profile_cache.put(key, profile)
         await writes.flush()
         flushed.append(writes)

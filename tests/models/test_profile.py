@@ -96,6 +96,28 @@ def test_duplicate_event_ids_are_dropped():
     assert p.count == 1 and p.weights("item", PARAMS) == {"i": 1.0}
 
 
+_u64_st = st.one_of(st.integers(0, 2**64 - 1), st.sampled_from([0, 2**64 - 1, 0x0101010101010101, 0xFF << 32]))
+
+
+@given(st.lists(_u64_st, max_size=33), _u64_st, st.integers(0, 40))
+def test_the_window_search_is_membership(window, h, straddle):
+    """`_holds` searches the window's bytes: it finds exactly the elements, never 8 bytes that
+    straddle two of them."""
+    import sys
+    from array import array
+
+    from models.profile import _holds
+
+    recent = array("Q", window)
+    raw = recent.tobytes()
+    if len(raw) >= 16:  # also ask for the bytes across a boundary
+        at = 8 * (straddle % (len(window) - 1)) + 1 + straddle % 7
+        assert _holds(recent, int.from_bytes(raw[at:at + 8], sys.byteorder)) == (int.from_bytes(raw[at:at + 8], sys.byteorder) in window)
+    assert _holds(recent, h) == (h in window)
+    if window:
+        assert _holds(recent, window[straddle % len(window)])
+
+
 @given(events_st)
 def test_bytes_round_trip(events):
     p = _profile(events)
@@ -236,16 +258,41 @@ _offsets_st = st.one_of(
 )
 
 
-@settings(max_examples=300)
-@given(st.sampled_from([T0, T0 + 0.123, 1.5, 0.0, 2.0**40 + 0.5]), st.lists(_offsets_st, min_size=1, max_size=80))
-def test_the_python_and_numpy_time_columns_are_the_same_bytes(T, offsets):
-    """The time columns have a plain-Python and a numpy implementation (fast below and above
-    `_SMALL` times); on any input they accept the same times and give the same bytes."""
-    from models.profile import _millis_np, _millis_py, _seconds_np, _seconds_py
+_T_st = st.sampled_from([T0, T0 + 0.123, 1.5, 0.0, 2.0**40 + 0.5, 2.0**44 + 0.5, None])
 
-    times = [T - d for d in offsets]
-    assert _seconds_py(T, times) == _seconds_np(T, times)
-    assert _millis_py(T, times) == _millis_np(T, times)
+
+@settings(max_examples=300)
+@given(st.lists(st.tuples(_T_st, st.lists(_offsets_st, max_size=80)), min_size=1, max_size=6))
+def test_the_python_and_numpy_time_columns_are_the_same_bytes(columns):
+    """The time columns have a plain-Python implementation (one column at a time, fast for few
+    times) and a numpy one (every column of a batch at once); on any input they accept the same
+    times and give the same bytes."""
+    from models.profile import _time_column_py, _time_columns_np
+
+    Ts, times, bounds = [], [], [0]
+    for T, offsets in columns:
+        Ts.append(T)
+        times += [(T or 0.0) - d for d in offsets]
+        bounds.append(len(times))
+    expected = [_time_column_py(T, times[a:b]) for T, a, b in zip(Ts, bounds, bounds[1:])]
+    assert _time_columns_np(Ts, times, bounds) == expected
+
+
+millisecond_events_st = events_st.map(lambda events: [e._replace(ts=round(e.ts, 3)) for e in events])
+
+
+@settings(max_examples=50)
+@given(st.lists(st.one_of(events_st, whole_second_events_st, millisecond_events_st), min_size=1, max_size=12))
+def test_profiles_encoded_together_are_the_bytes_of_each(event_lists):
+    """A micro-batch encodes its profiles together (`encode_profiles`); each one's bytes are
+    what it gives alone, and read back to it."""
+    from models.profile import encode_profiles
+
+    profiles = [_profile(events) for events in event_lists]
+    profiles += [Profile()]  # nothing learned: no times, no T
+    together = encode_profiles(profiles)
+    assert together == [p.to_bytes() for p in profiles]
+    assert [Profile.from_bytes(b) for b in together] == profiles
 
 
 def test_times_that_are_not_whole_seconds_come_back_exactly():
