@@ -95,8 +95,11 @@ def _event_hash(event_id: str, _blake2b=hashlib.blake2b, _from_bytes=int.from_by
 
 
 def _holds(recent: array, h: int, _byteorder=sys.byteorder) -> bool:
-    """`h in recent`, searched in C: `in` makes a Python int of every element (1.2 µs for a
-    full window of 32, on every event; this takes 0.5)."""
+    """`h in recent`.  `in` makes a Python int of every element: 1.1 µs for a full window of 32,
+    on every event of a returning user, where searching the bytes in C takes 0.6.  Below a
+    dozen elements `in` is the cheaper."""
+    if len(recent) < 12:
+        return h in recent
     buf = recent.tobytes()
     needle = h.to_bytes(8, _byteorder)
     i = buf.find(needle)
