@@ -9,7 +9,8 @@ log (20,000 users, 5,000 items, keyed by user onto 8 partitions, fetched 1,250 r
 partition at a time), each doing what `streams/agents.py` does with a fetched batch — parse and
 validate every record, the shop's online rates, the profile update, the encoding of every
 touched profile, the batch's activity aggregate, and the popularity feed learning it — with
-Kafka and RocksDB left out.  It prints the CPU time per event of each, round by round.
+Kafka and RocksDB left out.  The two alternate fetch by fetch, so that both see the same
+moments of the machine.  It prints the CPU time per event of each, round by round.
 """
 from __future__ import annotations
 
@@ -50,27 +51,32 @@ def fetches(events: list[dict]) -> list[dict[int, list[Record]]]:
     return out
 
 
-def hot_path(package: str, catalog_records: list[dict], batches: list) -> float:
-    """CPU seconds of the model work of every batch, on fresh state."""
-    m = {name: importlib.import_module(f"{package}.{name}") for name in ("catalog", "events", "popularity", "profile", "ranking")}
-    Profile, ShopRates = m["profile"].Profile, m["ranking"].ShopRates
-    encode = getattr(m["profile"], "encode_profiles", None) or (lambda profiles: [p.to_bytes() for p in profiles])
-    parse = m["events"].parse_keyed_message
-    catalog = m["catalog"].Catalog.from_records(catalog_records)
-    params, rank_params = m["profile"].ProfileParams(), m["ranking"].RankParams()
-    popularity = m["popularity"].Popularity(half_life_s=rank_params.popularity_half_life_s)
-    beta, h = params.beta, popularity.half_life_s
-    cache: dict[bytes, object] = {}
-    store: dict[bytes, bytes] = {}
-    now = time.time()
-    gc.collect()
-    start = time.process_time()
-    for batch in batches:
+class HotPath:
+    """One checkout's model work on fresh state; `step(batch)` processes one fetch and returns
+    its CPU seconds."""
+
+    def __init__(self, package: str, catalog_records: list[dict]) -> None:
+        m = {name: importlib.import_module(f"{package}.{name}")
+             for name in ("catalog", "events", "popularity", "profile", "ranking")}
+        self.Profile, self.ShopRates = m["profile"].Profile, m["ranking"].ShopRates
+        self.encode = getattr(m["profile"], "encode_profiles", None) or (lambda profiles: [p.to_bytes() for p in profiles])
+        self.parse = m["events"].parse_keyed_message
+        self.catalog = m["catalog"].Catalog.from_records(catalog_records)
+        self.params, self.rank_params = m["profile"].ProfileParams(), m["ranking"].RankParams()
+        self.popularity = m["popularity"].Popularity(half_life_s=self.rank_params.popularity_half_life_s)
+        self.cache: dict[bytes, object] = {}
+        self.store: dict[bytes, bytes] = {}
+        self.now = time.time()
+
+    def step(self, batch: dict[int, list[Record]]) -> float:
+        Profile, ShopRates, popularity, params = self.Profile, self.ShopRates, self.popularity, self.params
+        cache, store, beta, h = self.cache, self.store, params.beta, popularity.half_life_s
+        start = time.process_time()
         applied, shop = [], ShopRates()
         for records in batch.values():
             profiles: dict[str, object] = {}
             for record in records:
-                event = parse(record.key, record.value, now)
+                event = self.parse(record.key, record.value, self.now)
                 profile = profiles.get(event.user_id)
                 if profile is None:
                     profile = cache.get(record.key)
@@ -78,13 +84,13 @@ def hot_path(package: str, catalog_records: list[dict], batches: list) -> float:
                         raw = store.get(record.key)
                         profile = Profile() if raw is None else Profile.from_bytes(raw)
                     profiles[event.user_id] = profile
-                domain, overall = catalog.layers_for(event.item_id, event.category_id)
-                seen = ShopRates.observe(profile, event.item_id, domain, popularity, rank_params, params)
+                domain, overall = self.catalog.layers_for(event.item_id, event.category_id)
+                seen = ShopRates.observe(profile, event.item_id, domain, popularity, self.rank_params, params)
                 if profile.learn(event, domain, overall, params):
                     applied.append((event, domain))
                     shop.add(seen)
                 profile.seq = record.offset
-            for (user_id, profile), raw in zip(profiles.items(), encode(list(profiles.values()))):
+            for (user_id, profile), raw in zip(profiles.items(), self.encode(list(profiles.values()))):
                 key = user_id.encode()
                 store[key] = raw
                 cache[key] = profile
@@ -102,7 +108,7 @@ def hot_path(package: str, catalog_records: list[dict], batches: list) -> float:
         ShopRates.from_dict(message)
         for item, category, weight, ts in message["items"]:
             popularity.learn(item, category, float(weight), float(ts))
-    return time.process_time() - start
+        return time.process_time() - start
 
 
 def main() -> None:
@@ -122,18 +128,22 @@ def main() -> None:
         old = load_old(args.old, Path(tmp))
         rows = []
         for r in range(args.rounds):
-            for name, package in (("old", old), ("new", "models")) if r % 2 == 0 else (("new", "models"), ("old", old)):
-                seconds = hot_path(package, catalog_records, batches)
-                rows.append({"round": r + 1, "code": name, "us_per_event": round(seconds / len(events) * 1e6, 2)})
-                print(f"round {r + 1}  {name}: {rows[-1]['us_per_event']:6.2f} µs CPU an event", flush=True)
-    per = {name: sorted(row["us_per_event"] for row in rows if row["code"] == name) for name in ("old", "new")}
-    ratios = [n["us_per_event"] / o["us_per_event"] for n, o in zip(
-        (row for row in rows if row["code"] == "new"), (row for row in rows if row["code"] == "old"))]
-    summary = {"events": len(events), "fetches": len(batches), "rounds": rows,
-               "median_us_per_event": {k: v[len(v) // 2] for k, v in per.items()},
-               "new_over_old_per_round": [round(x, 3) for x in ratios]}
-    print(json.dumps(summary))
-    print(f"new / old, round by round: {' '.join(f'{x:.2f}' for x in ratios)}")
+            # Fetch by fetch, in alternating order, so that both see the same moments of the machine.
+            sides = {"old": HotPath(old, catalog_records), "new": HotPath("models", catalog_records)}
+            cpu = {"old": 0.0, "new": 0.0}
+            gc.collect()
+            for i, batch in enumerate(batches):
+                for name in ("old", "new") if (i + r) % 2 == 0 else ("new", "old"):
+                    cpu[name] += sides[name].step(batch)
+            row = {"round": r + 1, **{f"{name}_us_per_event": round(cpu[name] / len(events) * 1e6, 2) for name in cpu},
+                   "new_over_old": round(cpu["new"] / cpu["old"], 3)}
+            rows.append(row)
+            print(f"round {r + 1}: old {row['old_us_per_event']:6.2f} µs, new {row['new_us_per_event']:6.2f} µs CPU an event"
+                  f" · new / old {row['new_over_old']:.3f}", flush=True)
+    ratios = sorted(row["new_over_old"] for row in rows)
+    print(json.dumps({"events": len(events), "fetches": len(batches), "rounds": rows,
+                      "median_new_over_old": ratios[len(ratios) // 2]}))
+    print(f"new / old, median of {len(rows)} rounds: {ratios[len(ratios) // 2]:.3f} (range {ratios[0]:.3f} … {ratios[-1]:.3f})")
 
 
 if __name__ == "__main__":
