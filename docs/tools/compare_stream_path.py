@@ -15,7 +15,6 @@ moments of the machine.  It prints the CPU time per event of each, round by roun
 from __future__ import annotations
 
 import argparse
-import gc
 import importlib
 import json
 import sys
@@ -33,6 +32,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from compare_ranking import load_old  # noqa: E402
+from streams.worker import tune_garbage_collector  # noqa: E402
 
 Record = namedtuple("Record", "key value offset")
 PARTITIONS, PER_FETCH = 8, 1_250
@@ -124,6 +124,7 @@ def main() -> None:
     source = open_log(f"users=20000,items=5000,events={args.events}", "synthetic", seed=7)
     catalog_records, events = list(source.catalog()), list(source.events())
     batches = fetches(events)
+    tune_garbage_collector()  # as the worker does: collections are part of the hot path's cost
     with tempfile.TemporaryDirectory() as tmp:
         old = load_old(args.old, Path(tmp))
         rows = []
@@ -131,7 +132,6 @@ def main() -> None:
             # Fetch by fetch, in alternating order, so that both see the same moments of the machine.
             sides = {"old": HotPath(old, catalog_records), "new": HotPath("models", catalog_records)}
             cpu = {"old": 0.0, "new": 0.0}
-            gc.collect()
             for i, batch in enumerate(batches):
                 for name in ("old", "new") if (i + r) % 2 == 0 else ("new", "old"):
                     cpu[name] += sides[name].step(batch)
