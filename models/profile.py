@@ -330,12 +330,8 @@ def encode_profiles(profiles: Sequence[Profile]) -> list[bytes]:
     return out
 
 
-def _f32(values: Collection[float]) -> bytes:
-    return struct.pack(f"<{len(values)}f", *values)
-
-
 def _f32_column(values: list[float]) -> bytes:
-    """`_f32` of a long list (one conversion in C; the values are float32 already, so exact)."""
+    """Little-endian float32s (the values are float32 already, so exact)."""
     column = array("f", values)
     if _BIG_ENDIAN:
         column.byteswap()
@@ -377,7 +373,7 @@ def _pack_keys(keys: list[str]) -> list | bytes:
     if not keys or not keys[0].isdigit():  # the common rejection, without joining every key
         return keys
     digits = "".join(keys)
-    if not (digits.isascii() and digits.isdigit()):  # the common rejection, without parsing
+    if not (digits.isascii() and digits.isdigit()):  # without parsing any
         return keys
     ints = list(map(int, keys))
     # int() also takes " 7", "+7", "0_7", "07" and other digits: only keys it gives back verbatim
