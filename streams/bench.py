@@ -488,12 +488,22 @@ def run(args, settings: Settings) -> int:
     """`strata bench WHAT`: run it, print the JSON and the summary line."""
     say = lambda line: print(line, file=sys.stderr)  # noqa: E731
     if args.what == "stream":
-        from streams.bench_stream import run_bench, summary_line
+        from streams.bench_stream import run_bench, runs_line, summarise_runs, summary_line
 
-        result = run_bench(settings, events=args.events, workers=args.workers, rate=args.rate, progress=say)
+        results = []
+        for n in range(args.runs):
+            if args.runs > 1:
+                say(f"run {n + 1} of {args.runs}")
+            results.append(run_bench(settings, events=args.events, workers=args.workers, rate=args.rate, progress=say))
+            if args.runs > 1:
+                say(summary_line(results[-1]))
+        result = results[0] if args.runs == 1 else summarise_runs(results)
         _emit(result, args.json)
-        say(summary_line(result))
-        say(cpu_line(result["cpu_per_event"], "event"))
+        if args.runs == 1:
+            say(summary_line(result))
+            say(cpu_line(result["cpu_per_event"], "event"))
+        else:
+            say(runs_line(result))
     elif args.what == "serve" and args.in_process:
         from models.ranking import bench_ranking
 

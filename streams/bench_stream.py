@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import statistics
 import tempfile
 import time
 import uuid
@@ -248,4 +249,38 @@ def summary_line(result: dict) -> str:
         f"stream: {result['events_per_s']:,.0f} events/s with {result['workers']} worker(s) "
         f"({result['ratio']:.0%} of raw aiokafka {result['raw_consume_per_s']:,.0f}/s) · "
         f"latency at {lat['offered_rate']:,.0f}/s p50 {lat['p50']} ms · p95 {lat['p95']} ms · p99 {lat['p99']} ms"
+    )
+
+
+TARGET_EVENTS_PER_S = 25_000  # SPEC §7
+
+
+def summarise_runs(results: list[dict]) -> dict:
+    """Several runs of `run_bench` as one result: each run, and the median and range of the figures
+    that drift with the machine (its speed swings by ±20 % within minutes, more than most changes)."""
+
+    def spread(values: list[float]) -> dict:
+        ordered = sorted(values)
+        return {"median": statistics.median(ordered), "min": ordered[0], "max": ordered[-1]}
+
+    loop = [r["cpu_per_event"]["worker_ms"].get("main") for r in results]
+    return {
+        "runs": results,
+        "events_per_s": spread([r["events_per_s"] for r in results]),
+        "ratio": spread([r["ratio"] for r in results]),
+        "p99_ms": spread([r["latency_ms"]["p99"] for r in results if r["latency_ms"]["p99"] is not None] or [float("nan")]),
+        "event_loop_us_per_event": spread([1000.0 * x for x in loop]) if None not in loop else None,
+        "runs_at_target": sum(r["events_per_s"] >= TARGET_EVENTS_PER_S for r in results),
+        "target_events_per_s": TARGET_EVENTS_PER_S,
+        "machine": results[-1].get("machine"),
+    }
+
+
+def runs_line(summary: dict) -> str:
+    rate, p99 = summary["events_per_s"], summary["p99_ms"]
+    n = len(summary["runs"])
+    return (
+        f"stream, {n} runs: median {rate['median']:,.0f} events/s ({rate['min']:,.0f} … {rate['max']:,.0f}), "
+        f"{summary['runs_at_target']} of {n} at {summary['target_events_per_s']:,}/s or more · "
+        f"p99 at the offered rate: median {p99['median']} ms, worst {p99['max']} ms"
     )

@@ -154,6 +154,8 @@ def cmd_recommend(args, settings: Settings) -> int:
 def cmd_bench(args, settings: Settings) -> int:
     from streams.bench import BenchError, run
 
+    if args.runs > 1 and args.what != "stream":
+        raise CommandError(f"--runs is for `bench stream`; `bench {args.what}` runs once", 2)
     try:
         if args.what == "serve" and args.in_process:
             return run(args, settings)  # on the main thread, as a worker ranks: no broker involved
@@ -324,6 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--events", type=_positive_int, default=300_000, help="stream: synthetic events in the backlog")
     p.add_argument("--workers", type=_positive_int, default=1, help="stream: worker processes in the group")
     p.add_argument("--rate", type=_positive_float, default=2_000.0, help="stream: offered events/s of the latency phase")
+    p.add_argument("--runs", type=_positive_int, default=1, help="stream: runs one after the other, each on fresh topics; the JSON keeps each and their median and range")
     p.add_argument("--in-process", action="store_true", help="rank in this process, no HTTP")
     p.add_argument("--items", type=_positive_int, default=250_000)
     p.add_argument("--dims", type=_positive_int, help=f"serve: factors of the in-process model (default 64, SPEC §7); train: ALS factors (default {ALS_DEFAULTS.factors})")

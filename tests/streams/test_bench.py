@@ -140,3 +140,29 @@ def test_bench_serve_reads_the_share_of_requests_answered_without_a_dense_pass()
     assert bounded_share(before, parse_metrics(m.render())) == 0.75
     assert bounded_share(before, before) is None  # nothing ranked in between
     assert bounded_share({}, {"strata_recommendations_total": 5.0}) is None  # a worker that does not count them
+
+
+def _stream_result(rate: float, p99: float, loop_ms: float) -> dict:
+    return {"events_per_s": rate, "ratio": rate / 200_000, "cpu_per_event": {"worker_ms": {"main": loop_ms}},
+            "latency_ms": {"p99": p99}}
+
+
+def test_several_stream_runs_give_their_median_range_and_runs_at_the_target():
+    from streams.bench_stream import runs_line, summarise_runs
+
+    runs = [_stream_result(24_000, 40.0, 0.040), _stream_result(31_000, 98.0, 0.030), _stream_result(26_000, 35.0, 0.036)]
+    summary = summarise_runs(runs)
+    assert summary["runs"] == runs
+    assert summary["events_per_s"] == {"median": 26_000, "min": 24_000, "max": 31_000}
+    assert summary["p99_ms"] == {"median": 40.0, "min": 35.0, "max": 98.0}
+    assert summary["event_loop_us_per_event"]["median"] == 36.0
+    assert summary["runs_at_target"] == 2
+    assert "median 26,000 events/s (24,000 … 31,000), 2 of 3 at 25,000/s or more" in runs_line(summary)
+
+
+def test_runs_are_refused_for_benches_that_run_once():
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STRATA_")}
+    result = subprocess.run([sys.executable, "-m", "streams", "bench", "serve", "--runs", "3"],
+                            capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 2, result
+    assert "--runs is for `bench stream`" in result.stderr and "Traceback" not in result.stderr
