@@ -20,20 +20,22 @@ def test_percentiles_are_in_milliseconds():
     assert p["p50"] == 1.0 and p["max"] == 200.0 and 1.0 <= p["p99"] <= 200.0
 
 
-def test_serve_without_a_worker_exits_1_with_a_hint():
+def _strata(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    """`strata ARGS` in a subprocess, with none of this environment's STRATA_ settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("STRATA_")}
-    result = subprocess.run([sys.executable, "-m", "streams", "bench", "serve", "--url", "http://127.0.0.1:9"],
-                            capture_output=True, text=True, env=env, timeout=60)
+    return subprocess.run([sys.executable, "-m", "streams", *args], capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def test_serve_without_a_worker_exits_1_with_a_hint():
+    result = _strata("bench", "serve", "--url", "http://127.0.0.1:9")
     assert result.returncode == 1, result
     assert "strata worker" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_train_bench_on_a_tiny_synthetic_log_reports_fit_seconds(tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STRATA_")}
     out = tmp_path / "train.json"
-    result = subprocess.run([sys.executable, "-m", "streams", "bench", "train", "--synthetic-users", "200", "--synthetic-items", "500",
-                             "--synthetic-events", "5000", "--iterations", "2", "--dims", "8", "--json", str(out)],
-                            capture_output=True, text=True, env=env, timeout=120)
+    result = _strata("bench", "train", "--synthetic-users", "200", "--synthetic-items", "500", "--synthetic-events", "5000",
+                     "--iterations", "2", "--dims", "8", "--json", str(out), timeout=120)
     assert result.returncode == 0, result.stderr
     import json
 
@@ -161,8 +163,6 @@ def test_several_stream_runs_give_their_median_range_and_runs_at_the_target():
 
 
 def test_runs_are_refused_for_benches_that_run_once():
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STRATA_")}
-    result = subprocess.run([sys.executable, "-m", "streams", "bench", "serve", "--runs", "3"],
-                            capture_output=True, text=True, env=env, timeout=60)
+    result = _strata("bench", "serve", "--runs", "3")
     assert result.returncode == 2, result
     assert "--runs is for `bench stream`" in result.stderr and "Traceback" not in result.stderr
