@@ -35,6 +35,8 @@ from pathlib import Path
 from streams.bench import BenchError, BenchWorker, cpu_per_unit, forget_topics, free_port, thread_cpu
 from streams.config import Settings
 
+TARGET_EVENTS_PER_S = 25_000  # SPEC §7
+
 
 def _processed(scrapes: list[dict[str, float]]) -> float:
     return sum(v for s in scrapes for k, v in s.items() if k.startswith("strata_events_processed_total"))
@@ -252,9 +254,6 @@ def summary_line(result: dict) -> str:
     )
 
 
-TARGET_EVENTS_PER_S = 25_000  # SPEC §7
-
-
 def summarise_runs(results: list[dict]) -> dict:
     """Several runs of `run_bench` as one result: each run, and the median and range of the figures
     that drift with the machine (its speed swings by ±20 % within minutes, more than most changes)."""
@@ -264,11 +263,12 @@ def summarise_runs(results: list[dict]) -> dict:
         return {"median": statistics.median(ordered), "min": ordered[0], "max": ordered[-1]}
 
     loop = [r["cpu_per_event"]["worker_ms"].get("main") for r in results]
+    p99 = [r["latency_ms"]["p99"] for r in results if r["latency_ms"]["p99"] is not None]
     return {
         "runs": results,
         "events_per_s": spread([r["events_per_s"] for r in results]),
         "ratio": spread([r["ratio"] for r in results]),
-        "p99_ms": spread([r["latency_ms"]["p99"] for r in results if r["latency_ms"]["p99"] is not None] or [float("nan")]),
+        "p99_ms": spread(p99) if p99 else None,
         "event_loop_us_per_event": spread([1000.0 * x for x in loop]) if None not in loop else None,
         "runs_at_target": sum(r["events_per_s"] >= TARGET_EVENTS_PER_S for r in results),
         "target_events_per_s": TARGET_EVENTS_PER_S,
@@ -279,8 +279,9 @@ def summarise_runs(results: list[dict]) -> dict:
 def runs_line(summary: dict) -> str:
     rate, p99 = summary["events_per_s"], summary["p99_ms"]
     n = len(summary["runs"])
+    latency = f"median {p99['median']} ms, worst {p99['max']} ms" if p99 else "none observed"
     return (
         f"stream, {n} runs: median {rate['median']:,.0f} events/s ({rate['min']:,.0f} … {rate['max']:,.0f}), "
         f"{summary['runs_at_target']} of {n} at {summary['target_events_per_s']:,}/s or more · "
-        f"p99 at the offered rate: median {p99['median']} ms, worst {p99['max']} ms"
+        f"p99 at the offered rate: {latency}"
     )
