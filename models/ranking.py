@@ -1024,24 +1024,20 @@ class Ranker:
         outside = list(pool.outside)
         for scope in scopes:
             part = self._beyond(scope, pool)
-            ids, take = part.ids, None
+            ids, take, unknown = part.ids, slice(None), part.outside
             if at and not at.keys().isdisjoint(ids):  # scopes that share items (a root and its category)
                 take = [q for q, j in enumerate(ids) if j not in at]
                 ids = [ids[q] for q in take]
+                outside_part = set(part.outside)
+                unknown = [n for n, q in enumerate(take) if q in outside_part]
             if not ids:
                 continue
             first = len(js)
             at.update(zip(ids, range(first, first + len(ids))))
             js += ids
-            if take is None:
-                parts.append((part.ranks, part.pos, part.ci, part.ri))
-                ys.append(part.Y)
-                outside.extend(first + q for q in part.outside)
-            else:
-                parts.append((part.ranks[take], part.pos[take], part.ci[take], part.ri[take]))
-                ys.append(part.Y[take])
-                unknown = set(part.outside)
-                outside.extend(first + n for n, q in enumerate(take) if q in unknown)
+            parts.append((part.ranks[take], part.pos[take], part.ci[take], part.ri[take]))
+            ys.append(None if part.Y is None else part.Y[take])  # no rows kept where the bound is not tried
+            outside.extend(first + q for q in unknown)
         # each own item's candidate index; those in no pool are added as candidates of their own
         in_pool_get, at_get = in_pool.get, at.get
         own_at = np.fromiter(map(in_pool_get, own_items, map(at_get, own_items, itertools.repeat(-1))), np.int64, len(own_items))

@@ -459,6 +459,23 @@ def test_the_bounded_dense_pass_finds_what_scoring_every_item_finds(seed, own_we
     assert [r.to_dict() for r in bounded.recommend_many(requests)] == [r.to_dict() for r in full.recommend_many(requests)]
 
 
+@settings(max_examples=10, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.sampled_from(["c3", "c5", "r0", "r2"]))
+def test_filtered_requests_whose_pools_share_items_beyond_the_shops(seed, category):
+    """A category filter and the user's top categories can hold the same items beyond the shop's
+    pool (a small shop pool makes it common): each is a candidate once, with the bound tried or
+    not (below `bound_min_items` the pools keep no factor rows), and the answers are the dense
+    pass's."""
+    params = RankParams(popular_pool=5, category_pool=50, pool_categories=3)
+    make, pop, profiles = _random_world(seed, 8, params)
+    requests = [RankRequest(p, 10, pop, T0 + 5000, PP, category=category, user_id=f"u{u}") for u, p in enumerate(profiles)]
+    bounded, small, full = make(), make(), make()
+    bounded.bound_share, bounded.bound_min_items, full.bound_share = 1.0, 0, 0.0
+    expected = [r.to_dict() for r in full.recommend_many(requests)]
+    assert [r.to_dict() for r in small.recommend_many(requests)] == expected
+    assert [r.to_dict() for r in bounded.recommend_many(requests)] == expected
+
+
 def test_the_bound_skips_the_dense_pass_when_the_users_own_items_lead():
     """With the own-item term large (the default), the candidates' scores are out of reach of
     almost every other item: most requests are answered without a dense pass, and as the full
