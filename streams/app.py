@@ -50,7 +50,9 @@ app = faust.App(
     broker_max_poll_records=settings.batch_size,
     producer_acks=-1,
     stream_wait_empty=False,
-    table_standby_replicas=0,
+    # Each table partition is also kept, as a standby, by another worker (when there is one);
+    # standbys follow the changelog in batches (streams.batching) and answer recommendations.
+    table_standby_replicas=settings.standby_replicas,
     worker_redirect_stdouts=False,
     web_cors_options=None,
 )
@@ -151,7 +153,7 @@ user_to_vector = app.Table(
 events_route.recovered_tables.update({user_to_profile.name, user_to_vector.name, catalog_table.name})
 
 
-def _catalog_recovered(table) -> None:
+def _catalog_recovered(table, standby: bool) -> None:
     if table is catalog_table:
         for view in _catalog_views:
             view.invalidate()
@@ -163,7 +165,8 @@ events_route.on_recovered.append(_catalog_recovered)
 # again after partitions moved or were recovered (streams.state.KeyCounts).
 profile_counts = KeyCounts(user_to_profile)
 events_route.on_rebalance.append(profile_counts.clear)
-events_route.on_recovered.append(lambda table: profile_counts.clear() if table is user_to_profile else None)
+# (A standby's writes are not counted: it turns active only through a rebalance, which clears.)
+events_route.on_recovered.append(lambda table, standby: profile_counts.clear() if table is user_to_profile and not standby else None)
 
 rank_params = RankParams()
 # Derived state every worker holds in full, rebuilt from its topic on start (see streams.feeds).

@@ -84,11 +84,13 @@ class BatchRoute:
         self.stale_batches = 0
         self._lock: Optional[asyncio.Lock] = None
         self.batches = 0
-        # Tables whose changelog records, while their partition actively recovers, are
-        # written in batches (see BatchingConsumer._recover_batch) instead of one by one.
+        # Tables whose changelog records, while their partition actively recovers or is a
+        # standby, are written in batches (see BatchingConsumer._recover_batch) instead of one by one.
         self.recovered_tables: set[str] = set()
         self.recovered_records = 0
-        self.on_recovered: list[Callable[[object], None]] = []  # called with the table after each batch
+        self.standby_records = 0  # applied to standby partitions (see streams.views: served from there)
+        # Called with the table and whether the partition is a standby, after each batch applied.
+        self.on_recovered: list[Callable[[object, bool], None]] = []
         # Called (under the lock) when partitions are revoked or assigned: derived local state
         # (e.g. decoded-profile caches) must not outlive the assignment it was built under.
         self.on_rebalance: list[Callable[[], None]] = []
@@ -253,23 +255,29 @@ class BatchingConsumer(_AIOKafkaConsumer):
 
     # -- recovery --------------------------------------------------------------
     def _recover_batch(self, tp: TP, records: list, generation: int) -> bool:
-        """Apply a fetched run of an actively recovering changelog partition of one of the
-        route's tables in one RocksDB write; False leaves the records to Faust's own path.
+        """Apply a fetched run of a changelog partition of one of the route's tables, actively
+        recovering or a standby, in one RocksDB write; False leaves the records to Faust's own path.
 
         Faust's recovery takes changelog records one message at a time through its stream
-        machinery (≈ 4,000 records/s here).  This does what its `apply_changelog_batch` does —
-        puts and deletes, then the persisted offset — and advances the recovery's offset for
-        the partition, from which Faust decides that recovery is complete.
+        machinery (≈ 4,000 records/s here), and a standby applies them in buffers of
+        `standby_buffer_size`, so its store can trail the changelog by that many records.  This
+        does what its `apply_changelog_batch` does — puts and deletes, then the persisted offset —
+        and advances the recovery's offset for the partition, from which Faust decides that
+        recovery is complete; a standby's store is as fresh as the last fetch.
         """
         recovery = self.app.tables.recovery
-        if not recovery.in_recovery or tp not in recovery.active_tps:
+        if recovery.in_recovery and tp in recovery.active_tps:
+            offsets = recovery.active_offsets
+        elif tp in recovery.standby_tps:
+            offsets = recovery.standby_offsets
+        else:
             return False
         table = recovery.tp_to_table.get(tp)
         if table is None or table.name not in self.route.recovered_tables:
             return False
         if self.app.consumer_generation_id != generation or not self.flow_active:
             return True  # fetched under an old assignment: recovery restarts from the persisted offset
-        seen = recovery.active_offsets.get(tp)
+        seen = offsets.get(tp)
         batch = WriteBatch(raw_mode=True)
         last = None
         for record in records:
@@ -285,11 +293,15 @@ class BatchingConsumer(_AIOKafkaConsumer):
         store = table.data
         store._db_for_partition(tp.partition).write(batch)
         store.set_persisted_offset(tp, last)
-        recovery.active_offsets[tp] = last
+        offsets[tp] = last
         self._read_offset[tp] = last
-        self.route.recovered_records += len(records)
+        standby = offsets is recovery.standby_offsets
+        if standby:
+            self.route.standby_records += len(records)
+        else:
+            self.route.recovered_records += len(records)
         for callback in self.route.on_recovered:
-            callback(table)
+            callback(table, standby)
         return True
 
     # -- committing ----------------------------------------------------------

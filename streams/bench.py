@@ -89,7 +89,9 @@ def _get_json(url: str, timeout: float = 10.0) -> tuple[int, dict]:
         raise BenchError(f"no Strata worker answers at {url} ({getattr(exc, 'reason', exc)}); start one with `strata worker`") from None
 
 
-async def _serve_http(base: str, users: list[str], requests: int, concurrency: int, k: int, warmup: int) -> dict:
+async def _serve_http(bases: list[str], users: list[str], requests: int, concurrency: int, k: int, warmup: int) -> dict:
+    """`concurrency` clients, client i sending to `bases[i % len(bases)]` over its own keep-alive
+    connection; each worker's /metrics is read before and after the timed run."""
     import aiohttp
 
     rng = random.Random(0)
@@ -97,14 +99,16 @@ async def _serve_http(base: str, users: list[str], requests: int, concurrency: i
     latencies: list[float] = []
     errors: dict[int, int] = {}
 
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(base, connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as session:
+    timeout = aiohttp.ClientTimeout(total=30)
+    per_worker = -(-concurrency // len(bases))
+    sessions = [aiohttp.ClientSession(base, connector=aiohttp.TCPConnector(limit=per_worker), timeout=timeout) for base in bases]
+    try:
 
         async def run(n: int, record: bool) -> float:
             queue = [paths[rng.randrange(len(paths))] for _ in range(n)]
             queue.reverse()
 
-            async def client() -> None:
+            async def client(session) -> None:
                 while queue:
                     path = queue.pop()
                     t0 = time.perf_counter()
@@ -119,17 +123,23 @@ async def _serve_http(base: str, users: list[str], requests: int, concurrency: i
                             errors[status] = errors.get(status, 0) + 1
 
             started = time.perf_counter()
-            await asyncio.gather(*(client() for _ in range(concurrency)))
+            await asyncio.gather(*(client(sessions[i % len(sessions)]) for i in range(concurrency)))
             return time.perf_counter() - started
 
         await run(warmup, record=False)  # connections, caches; same concurrency
-        worker_before, client_cpu = await _worker_metrics(session), time.process_time()
+        before, client_cpu = [await _worker_metrics(s) for s in sessions], time.process_time()
         elapsed = await run(requests, record=True)
         client_cpu = time.process_time() - client_cpu
-        worker_after = await _worker_metrics(session)
+        after = [await _worker_metrics(s) for s in sessions]
+    finally:
+        for session in sessions:
+            await session.close()
+    before_total, after_total = summed(before), summed(after)
     return {"latencies": latencies, "errors": errors, "elapsed": elapsed,
-            "worker_cpu": (thread_cpu([worker_before]), thread_cpu([worker_after])),
-            "bounded_share": bounded_share(worker_before, worker_after), "client_cpu": client_cpu}
+            "worker_cpu": (thread_cpu(before), thread_cpu(after)),
+            "bounded_share": counter_share("strata_recommendations_bounded_total", before_total, after_total),
+            "standby_share": counter_share("strata_recommendations_from_standby_total", before_total, after_total),
+            "client_cpu": client_cpu}
 
 
 async def _worker_metrics(session) -> dict[str, float]:
@@ -139,12 +149,20 @@ async def _worker_metrics(session) -> dict[str, float]:
     return parse_metrics(text)
 
 
-def bounded_share(before: dict[str, float], after: dict[str, float]) -> float | None:
-    """The share of the requests ranked between two scrapes of a worker's /metrics that a
-    factor-norm bound answered without a dense pass (None when none were ranked or the worker
-    does not count them)."""
+def summed(scrapes: list[dict[str, float]]) -> dict[str, float]:
+    """Several workers' parsed /metrics as one: each series summed."""
+    out: dict[str, float] = {}
+    for series in scrapes:
+        for name, value in series.items():
+            out[name] = out.get(name, 0.0) + value
+    return out
+
+
+def counter_share(name: str, before: dict[str, float], after: dict[str, float]) -> float | None:
+    """The share of the requests ranked between two scrapes of /metrics that counter `name` counted
+    (e.g. answered by a factor-norm bound without a dense pass, or from a standby copy); None when
+    none were ranked or the worker does not count them."""
     ranked = after.get("strata_recommendations_total", 0.0) - before.get("strata_recommendations_total", 0.0)
-    name = "strata_recommendations_bounded_total"
     if ranked <= 0 or name not in after:
         return None
     return round((after[name] - before.get(name, 0.0)) / ranked, 4)
@@ -177,56 +195,67 @@ def thread_cpu(scrapes: list[dict[str, float]]) -> dict[str, float]:
 
 
 def cpu_per_unit(before: dict[str, float], after: dict[str, float], units: int, client_cpu: float | None,
-                 shared_cores: int | None) -> dict:
+                 shared_cores: int | None, loops: int = 1) -> dict:
     """CPU ms per unit of work (a request, an event) of each worker thread that worked between
-    two readings of its CPU seconds by thread (`thread_cpu`) and of the client, and the rate
-    each bound allows: one thread's (the event loop's Python holds the GIL) and, when the
-    client shares the worker's machine, the cores'."""
+    two readings of its CPU seconds by thread (`thread_cpu`, summed over workers) and of the
+    client, and the rate each bound allows: the event loop's (its Python holds the GIL; with
+    `loops` workers sharing the work evenly, theirs together) and, when the client shares the
+    workers' machine, the cores'."""
     spent = {name: s - before.get(name, 0.0) for name, s in after.items()}
     worker = {name: round(s / units * 1000, 4) for name, s in sorted(spent.items(), key=lambda kv: -kv[1]) if s > 0}
     out: dict = {"worker_ms": worker, "bound_per_s": {}}
     if client_cpu is not None:
         out["client_ms"] = round(client_cpu / units * 1000, 4)
     if worker.get("main"):
-        out["bound_per_s"]["event_loop"] = round(1000 / worker["main"], 1)
+        out["bound_per_s"]["event_loop" if loops == 1 else f"{loops}_event_loops"] = round(loops * 1000 / worker["main"], 1)
     if shared_cores and worker:
         out["bound_per_s"][f"{shared_cores}_cores"] = round(shared_cores * 1000 / (sum(worker.values()) + out.get("client_ms", 0.0)), 1)
     return out
 
 
-def bench_serve_http(settings: Settings, *, url: str | None, users: int, user_prefix: str, requests: int,
+def bench_serve_http(settings: Settings, *, urls: list[str] | None, users: int, user_prefix: str, requests: int,
                      concurrency: int, k: int, warmup: int = 200) -> dict:
-    """Recommendation requests over HTTP against a running worker, `concurrency` at a time, for users
+    """Recommendation requests over HTTP against running workers, `concurrency` at a time spread
+    evenly over `urls` (default: this machine's STRATA_WEB_HOST/PORT), for users
     `{user_prefix}0 … {user_prefix}{users-1}` in random order.  Needs a loaded model."""
-    base = (url or settings.web_url).rstrip("/")
-    status, health = _get_json(base + "/healthz")
-    if status != 200:
-        raise BenchError(f"the worker at {base} is not ready (/healthz {status})")
-    status, probe = _get_json(f"{base}/users/{user_prefix}0/recommendations?k={k}")
-    if status != 200:
-        raise BenchError(f"{base}/users/{user_prefix}0/recommendations answered {status}")
-    if probe.get("model_version") is None:
-        raise BenchError(f"the worker at {base} serves no factor model yet: run `strata train` first")
+    bases = [url.rstrip("/") for url in (urls or [settings.web_url])]
+    if len(set(bases)) != len(bases):
+        raise BenchError(f"--url given twice: {', '.join(bases)}")
+    if concurrency < len(bases):
+        raise BenchError(f"--concurrency {concurrency} is less than the {len(bases)} URLs: some worker would get no client")
+    partitions: dict[str, list] = {}
+    for base in bases:
+        status, health = _get_json(base + "/healthz")
+        if status != 200:
+            raise BenchError(f"the worker at {base} is not ready (/healthz {status})")
+        partitions[base] = health.get("partitions")
+        status, probe = _get_json(f"{base}/users/{user_prefix}0/recommendations?k={k}")
+        if status != 200:
+            raise BenchError(f"{base}/users/{user_prefix}0/recommendations answered {status}")
+        if probe.get("model_version") is None:
+            raise BenchError(f"the worker at {base} serves no factor model yet: run `strata train` first")
     ids = [f"{user_prefix}{n}" for n in range(users)]
-    run = asyncio.run(_serve_http(base, ids, requests, concurrency, k, warmup))
+    run = asyncio.run(_serve_http(bases, ids, requests, concurrency, k, warmup))
     ok = len(run["latencies"])
     if not ok:
         raise BenchError(f"no request succeeded: {run['errors']}")
-    local = urllib.parse.urlsplit(base).hostname in ("127.0.0.1", "localhost", "::1")
+    local = all(urllib.parse.urlsplit(base).hostname in ("127.0.0.1", "localhost", "::1") for base in bases)
     return {
         "requests": ok,
         "errors": run["errors"],
         "req_per_s": round(ok / run["elapsed"], 1),
         "latency_ms": percentiles_ms(run["latencies"]),
-        "cpu_per_request": cpu_per_unit(*run["worker_cpu"], requests, run["client_cpu"], os.cpu_count() if local else None),
+        "cpu_per_request": cpu_per_unit(*run["worker_cpu"], requests, run["client_cpu"], os.cpu_count() if local else None,
+                                        loops=len(bases)),
         "without_dense_pass": run["bounded_share"],
+        "from_standby": run["standby_share"],
         "concurrency": concurrency,
         "k": k,
         "users": users,
-        "url": base,
+        "url": bases[0] if len(bases) == 1 else bases,
         "model_version": probe.get("model_version"),
-        "worker_partitions": health.get("partitions"),
-        "note": "client and worker share the machine's cores" if local else "the worker runs elsewhere",
+        "worker_partitions": partitions[bases[0]] if len(bases) == 1 else partitions,
+        "note": "client and workers share the machine's cores" if local else "the workers run elsewhere",
         "machine": machine_info(),
     }
 
@@ -518,15 +547,18 @@ def run(args, settings: Settings) -> int:
             line += f" · {b['batch']} at a time: {b['per_request_ms']:.2f} ms a request ({b['requests_per_s']:,.0f}/s)"
         say(line)
     elif args.what == "serve":
-        result = bench_serve_http(settings, url=args.url, users=args.users or 1000, user_prefix=args.user_prefix,
+        result = bench_serve_http(settings, urls=args.url, users=args.users or 1000, user_prefix=args.user_prefix,
                                   requests=args.requests or 5000, concurrency=args.concurrency, k=args.k)
         _emit(result, args.json)
         lat = result["latency_ms"]
-        say(f"serve over HTTP ({result['url']}, concurrency {args.concurrency}): {result['req_per_s']:,.0f} req/s · "
+        where = result["url"] if isinstance(result["url"], str) else " + ".join(result["url"])
+        say(f"serve over HTTP ({where}, concurrency {args.concurrency}): {result['req_per_s']:,.0f} req/s · "
             f"p50 {lat['p50']} ms · p95 {lat['p95']} ms · p99 {lat['p99']} ms · errors {sum(result['errors'].values())}")
         say(cpu_line(result["cpu_per_request"], "request"))
         if result["without_dense_pass"] is not None:
             say(f"answered without a dense pass (the factor-norm bound): {result['without_dense_pass']:.0%} of the requests")
+        if result["from_standby"]:
+            say(f"answered from a standby copy, not forwarded to the owner: {result['from_standby']:.0%} of the requests")
     elif args.what == "train":
         from models.als import ALSParams
 

@@ -331,7 +331,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--items", type=_positive_int, default=250_000)
     p.add_argument("--dims", type=_positive_int, help=f"serve: factors of the in-process model (default 64, SPEC §7); train: ALS factors (default {ALS_DEFAULTS.factors})")
     p.add_argument("--requests", type=_positive_int, help="serve: requests measured (default 500 in-process, 5000 over HTTP)")
-    p.add_argument("--url", help="serve: the worker's URL (default: STRATA_WEB_HOST/PORT)")
+    p.add_argument("--url", action="append",
+                   help="serve: a worker's URL (default: STRATA_WEB_HOST/PORT); repeat it to spread the clients over several workers")
     p.add_argument("--concurrency", type=_positive_int, default=16, help="serve: requests in flight (in-process: also ranked this many at a time, as a worker batches concurrent requests)")
     p.add_argument("--k", type=_positive_int, default=10, help="serve: recommendations per request")
     p.add_argument("--users", type=_positive_int, help="serve: ask for users PREFIX0…PREFIX(N-1) (default 1000); recovery: users (default 100000)")

@@ -34,6 +34,11 @@ ENV_DOC: dict[str, tuple[str, str]] = {
         "URL other workers use to reach this one (table_route forwarding), e.g. http://strata-0.strata:6066; "
         "default http://STRATA_WEB_HOST:STRATA_WEB_PORT, or the host's FQDN when listening on 0.0.0.0",
     ),
+    "STRATA_STANDBY_REPLICAS": (
+        "1",
+        "standby copies of each table partition that other workers keep: a take-over without replaying the changelog, "
+        "and recommendations answered by the worker a request reaches (0: none)",
+    ),
     "STRATA_DATA_DIR": ("./var/data", "worker state: RocksDB tables and local files"),
     "STRATA_LOG_LEVEL": ("info", "worker log level"),
     "STRATA_BATCH_SIZE": ("10000", "most events fetched per micro-batch of the hot path (and user vectors per batch)"),
@@ -132,6 +137,7 @@ class Settings:
     web_host: str = "127.0.0.1"
     web_port: int = 6066
     web_advertised_url: str = ""  # "" → derived from web_host/web_port, see `advertised_url`
+    standby_replicas: int = 1
     data_dir: Path = Path("./var/data")
     log_level: str = "info"
     batch_size: int = 10_000
@@ -196,6 +202,7 @@ class Settings:
             web_host=get("STRATA_WEB_HOST"),
             web_port=_int(env, "STRATA_WEB_PORT", 1, 65535),
             web_advertised_url=_advertised_url(get("STRATA_WEB_ADVERTISED_URL")),
+            standby_replicas=_int(env, "STRATA_STANDBY_REPLICAS", 0, 8),
             data_dir=Path(get("STRATA_DATA_DIR")).expanduser(),
             log_level=_choice(env, "STRATA_LOG_LEVEL", ("debug", "info", "warning", "error", "critical")),
             batch_size=_int(env, "STRATA_BATCH_SIZE", 1, 100_000),

@@ -20,6 +20,8 @@ GAUGE_HELP = {
     "model_version": "Version of the item-factor model served (milliseconds since the epoch; 0 = none yet).",
     "model_items": "Items with factors in the served model.",
     "changelog_records_recovered": "Profile and user-vector changelog records this process restored in batches since it started.",
+    "standby_records_applied": "Changelog records this process applied to the standby copies of other workers' table partitions since it started.",
+    "standby_lag": "Changelog records a standby copy of a profile partition trails the partition's end by, at the last fetch.",
     "stale_batches_refetched": "Fetched event batches whose records of some partition would have left a gap after the applied ones (a fetch that came back across a seek or rebalance); those partitions were sought back and fetched again.",
     "shop_revisit_rate": "The shop's learned revisit rate: share of events that return to an item of the user's item layer.",
     "shop_domain_share": "The shop's learned domain share, by the user's earlier events: how much of what the item layer leaves goes to the domain layer.",
@@ -90,6 +92,7 @@ class Metrics:
         self.recommendations = 0  # requests ranked …
         self.recommendation_batches = 0  # … in this many recommend_many calls
         self.recommendations_bounded = 0  # … of which this many without a dense pass
+        self.recommendations_from_standby = 0  # … of which this many for users of a standby partition
         self.update_latency = Histogram()
         self.gauges: dict[str, float | dict[str, float]] = {}  # name → value, or labels → value
         self.lag: dict[int, int] = {}  # events partition → lag, set by the /metrics view
@@ -124,6 +127,9 @@ class Metrics:
             "# HELP strata_recommendations_bounded_total Requests whose finalists a factor-norm bound found without scoring every item.",
             "# TYPE strata_recommendations_bounded_total counter",
             f"strata_recommendations_bounded_total {self.recommendations_bounded}",
+            "# HELP strata_recommendations_from_standby_total Requests for users of a partition another worker owns, answered from this worker's standby copy instead of forwarded.",
+            "# TYPE strata_recommendations_from_standby_total counter",
+            f"strata_recommendations_from_standby_total {self.recommendations_from_standby}",
             "# HELP strata_update_latency_seconds Time from an event's Kafka timestamp to its profile being written.",
             "# TYPE strata_update_latency_seconds histogram",
         ]

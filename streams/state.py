@@ -16,6 +16,7 @@ from typing import Collection, Iterable, Iterator, Mapping
 
 import orjson
 from aiokafka.partitioner import murmur2
+from faust.types import TP
 from rocksdict import WriteBatch
 
 from models.catalog import InvalidCatalogRecord, parse_record
@@ -158,9 +159,37 @@ def read_value(table, key: bytes) -> bytes | None:
     still found, in a look through every local partition (Faust's own `_get`, up to one
     existence check per partition: most of a read's cost when it is not the first)."""
     store = table.data
-    db = store._dbs.get((murmur2(key) & 0x7FFFFFFF) % table.partitions)
+    db = store._dbs.get(partition_of(table, key))
     raw = db.get(key) if db is not None else None
     return store._get(key) if raw is None else raw
+
+
+def partition_of(table, key: bytes) -> int:
+    """The partition a key of a table keyed like the events lives in (Kafka's default partitioner)."""
+    return (murmur2(key) & 0x7FFFFFFF) % table.partitions
+
+
+def standby_lag(app, table, partition: int) -> int | None:
+    """Changelog records this worker's standby copy of `table`'s `partition` trails the partition's
+    end by, as of the last fetch; None when it keeps no standby of it, or has not fetched it since
+    the last rebalance (a standby is paused until the worker's own partitions are recovered).
+
+    The standby is applied from the same fetches as the events (streams.batching), so a caught-up
+    standby is as fresh as the owner's changelog: one micro-batch and one fetch behind its store."""
+    recovery = app.tables.recovery
+    if app.rebalancing or not recovery.completed.is_set():
+        return None
+    tp = TP(table.changelog_topic.get_topic_name(), partition)
+    if tp not in recovery.standby_tps:
+        return None
+    try:
+        end = app.consumer.highwater(tp)
+    except Exception:  # noqa: BLE001 - not assigned or not fetched yet
+        return None
+    if end is None:
+        return None
+    applied = recovery.standby_offsets.get(tp)
+    return max(0, end - (applied + 1 if applied is not None else 0))
 
 
 def read_profile(table, user_id: str) -> Profile | None:

@@ -1,8 +1,10 @@
-"""HTTP views (Faust web): profile, health, metrics.
+"""HTTP views (Faust web): profile, recommendations, health, metrics.
 
 A user's request is routed with `table_route` to the worker that owns the
 user's partition; ids are checked before routing so a bad request is answered
-where it arrives.
+where it arrives.  A recommendation request is answered where it arrives when
+that worker keeps a caught-up standby copy of the user's partition
+(`answered_here`): with two workers, each serves every user from its own core.
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ from streams.app import (
     user_to_vector,
 )
 from streams.metrics import metrics
-from streams.state import count_keys, read_profile, read_value
+from streams.state import count_keys, partition_of, read_profile, read_value, standby_lag
 
 # Printable characters, 1-128 of them (SPEC §2 ids); anything else is a 400.
 _ID = re.compile(r"^[^\x00-\x1f\x7f]{1,128}$")
@@ -103,6 +105,36 @@ def checked_user(allowed_query: tuple[str, ...] = (), parse=None):
     return decorate
 
 
+# Changelog records a standby copy may trail its partition's end by and still answer: a few
+# micro-batches of the owner.  Further behind (just assigned, catching up), the request is forwarded.
+STANDBY_MAX_LAG = 2_000
+
+
+def answered_here(table, match_info: str):
+    """`table_route`, except that a worker keeping a caught-up standby copy of the key's partition
+    answers the request itself, from that copy, instead of forwarding it to the owner.
+
+    Forwarding costs the owner the whole request and this worker an HTTP round trip, so two
+    workers behind one address would serve no more than one; answered here, each serves every
+    user.  The answer is the owner's as of the standby's last fetch (`standby_lag`).  Only for
+    reads that tolerate that: the profile view keeps `table_route`, read-your-writes."""
+
+    def decorate(handler):
+        routed = app.table_route(table=table, match_info=match_info)(handler)
+
+        @functools.wraps(handler)
+        async def wrapper(view: web.View, request: web.Request, **kwargs):
+            lag = standby_lag(app, table, partition_of(table, request.match_info[match_info].encode()))
+            if lag is not None and lag <= STANDBY_MAX_LAG:
+                metrics.recommendations_from_standby += 1
+                return await handler(view, request, **kwargs)
+            return await routed(view, request, **kwargs)
+
+        return wrapper
+
+    return decorate
+
+
 @app.page("/users/{user_id}/profile")
 @checked_user()
 @app.table_route(table=user_to_profile, match_info="user_id")
@@ -133,6 +165,11 @@ async def healthz(view: web.View, request: web.Request) -> web.Response:
         "app_id": settings.app_id,
         "advertised_url": str(app.conf.canonical_url),  # where table_route sends this worker's users
         "partitions": sorted(tp.partition for tp in assignment if tp.topic == settings.topic("events")),
+        # Partitions of other workers whose profiles this one keeps a standby copy of (and answers
+        # recommendations for); see `answered_here`.
+        "standby_partitions": sorted(
+            tp.partition for tp in app.assignor.assigned_standbys() if tp.topic == user_to_profile.changelog_topic.get_topic_name()
+        ),
         "catalog_entries": catalog_entries() if recovered else 0,
         # Whether the popularity (and shop-rate) and item-factor feeds have read their topics up
         # to where they ended at start-up; until then a worker serves from what it has read so far.
@@ -169,6 +206,9 @@ async def prometheus(view: web.View, request: web.Request) -> web.Response:
     metrics.gauges["model_version"] = model.version if model is not None else 0
     metrics.gauges["model_items"] = len(model) if model is not None else 0
     metrics.gauges["changelog_records_recovered"] = events_route.recovered_records
+    metrics.gauges["standby_records_applied"] = events_route.standby_records
+    lags = {p: standby_lag(app, user_to_profile, p) for p in range(user_to_profile.partitions)}
+    metrics.gauges["standby_lag"] = {f'partition="{p}"': lag for p, lag in lags.items() if lag is not None}
     metrics.gauges["stale_batches_refetched"] = events_route.stale_batches
     shop = popularity_feed.shop
     metrics.gauges["shop_revisit_rate"] = shop.revisit_rate
@@ -353,7 +393,7 @@ def _long_term(user_id: str, version) -> np.ndarray | None:
 
 @app.page("/users/{user_id}/recommendations")
 @checked_user(parse=parse_recommendation_query)
-@app.table_route(table=user_to_profile, match_info="user_id")
+@answered_here(table=user_to_profile, match_info="user_id")
 async def user_recommendations(view: web.View, request: web.Request, user_id: str) -> web.Response:
     try:
         options = parse_recommendation_query(request.query)  # checked before routing too (checked_user)

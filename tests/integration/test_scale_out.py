@@ -1,7 +1,9 @@
 """Two workers in one group (same STRATA_APP_ID, own data dirs and ports) split the partitions; every
-profile and recommendation request answers correctly through either worker (`table_route` forwards
-to the owner's advertised URL); kill -9 one and the other takes over every partition from the
-changelog with the same state; start it again and the partitions are split again.
+profile and recommendation request answers correctly through either worker: a profile request is
+forwarded to the owner's advertised URL (`table_route`), a recommendation request is answered where
+it arrives, from that worker's standby copy of the other's partitions; kill -9 one and the other
+takes over every partition, from its standby copy, with the same state; start it again and the
+partitions are split again.
 
 Worker b binds 0.0.0.0 and advertises http://localhost:PORT: forwarding goes to the advertised URL
 (STRATA_WEB_ADVERTISED_URL), not to the bind address — the split Kubernetes needs.
@@ -47,6 +49,28 @@ def split_between(*workers: Worker) -> bool:
         return False
     flat = sorted(p for ps in parts for p in ps)
     return flat == ALL
+
+
+def standby(worker: Worker) -> list[int]:
+    return worker.get("/healthz")[1].get("standby_partitions", [])
+
+
+def standby_lags(worker: Worker) -> dict[int, float]:
+    """strata_standby_lag by partition (present once the standby has been fetched since the last rebalance)."""
+    status, text = worker.get("/metrics")
+    assert status == 200, text
+    prefix = 'strata_standby_lag{partition="'
+    return {int(line[len(prefix):].split('"')[0]): float(line.rsplit(" ", 1)[1])
+            for line in str(text).splitlines() if line.startswith(prefix)}
+
+
+def standbys_caught_up(*workers: Worker) -> bool:
+    """Each worker keeps a standby copy of exactly the others' partitions, each at the changelog's end."""
+    for w in workers:
+        others = sorted(p for o in workers if o is not w for p in (owned(o) or []))
+        if standby(w) != others or standby_lags(w) != {p: 0.0 for p in others}:
+            return False
+    return True
 
 
 def recommendations(worker: Worker, users: list[str]) -> dict[str, dict]:
@@ -118,13 +142,28 @@ def test_two_workers_split_forward_take_over_and_rebalance_back(kafka, tmp_path)
         train(a)
         wait_until(lambda: model_version(a) is not None and model_version(a) == model_version(b), 60, "both to serve the model")
         wait_until(lambda: all(w.get("/healthz")[1].get("feeds_caught_up", {}).values() for w in (a, b)), 60, "the feeds to catch up")
+        wait_until(lambda: standbys_caught_up(a, b), 60,
+                   f"each to keep the other's partitions as a caught-up standby (a {standby(a)} {standby_lags(a)}, b {standby(b)} {standby_lags(b)})")
+        # Each answers every user itself: the other's users from its standby copy, nothing forwarded.
+        ranked = {w.url: w.metric("strata_recommendations_total") for w in (a, b)}
+        from_standby = {w.url: w.metric("strata_recommendations_from_standby_total") for w in (a, b)}
         before = recommendations(a, users)
         assert_same_recommendations(recommendations(b, users), before)
+        for w in (a, b):
+            assert w.metric("strata_recommendations_total") - ranked[w.url] == len(users)
+            answered_from_standby = w.metric("strata_recommendations_from_standby_total") - from_standby[w.url]
+            assert 0 < answered_from_standby < len(users)
+        assert (a.metric("strata_recommendations_from_standby_total") - from_standby[a.url]
+                + b.metric("strata_recommendations_from_standby_total") - from_standby[b.url]) == len(users)
 
-        # kill -9 b: after the session timeout a takes over b's partitions from the changelog.
+        # kill -9 b: after the session timeout a takes over b's partitions, from its standby copy:
+        # at most what b wrote after a's last fetch is read back from the changelog.
+        recovered = a.metric("strata_changelog_records_recovered")
         b.stop(signal.SIGKILL)
         wait_until(lambda: owned(a) == ALL, 120, f"a to own every partition (owns {owned(a)})")
         assert a.metric("strata_profiles_stored") == len(users)
+        assert a.metric("strata_changelog_records_recovered") - recovered < len(users) / 4, "a replayed b's changelog"
+        assert standby(a) == []
         assert_all_profiles_match(a, reference, params)
         assert_same_recommendations(recommendations(a, users), before)
 

@@ -105,6 +105,9 @@ def test_cpu_per_unit_divides_by_the_work_and_names_the_bound():
     events = cpu_per_unit({}, {"main": 3.0}, 100_000, None, None)
     assert events["bound_per_s"] == {"event_loop": round(1000 / 0.03, 1)} and "client" not in cpu_line(events, "event")
     assert "main 30.0 µs" in cpu_line(events, "event")
+    two = cpu_per_unit({}, {"main": 4.0}, 2000, 1.0, 2, loops=2)  # two workers' loops, summed
+    assert two["bound_per_s"] == {"2_event_loops": 1000.0, "2_cores": 800.0}
+    assert "1,000/s (2 event loops), 800/s (2 cores)" in cpu_line(two, "request")
 
 
 def test_the_benches_read_the_thread_cpu_the_worker_renders():
@@ -132,16 +135,28 @@ def test_thread_names_survive_the_prometheus_text_both_ways(monkeypatch):
     assert thread_cpu([parse_metrics(text)]) == {odd: 1.5, "main": 2.0}
 
 
-def test_bench_serve_reads_the_share_of_requests_answered_without_a_dense_pass():
-    from streams.bench import bounded_share, parse_metrics
+def test_bench_serve_reads_the_shares_of_requests_bounded_and_from_standby_summed_over_workers():
+    from streams.bench import counter_share, parse_metrics, summed
     from streams.metrics import Metrics
 
-    m = Metrics()
-    before = parse_metrics(m.render())
-    m.recommendations, m.recommendations_bounded = 40, 30
-    assert bounded_share(before, parse_metrics(m.render())) == 0.75
-    assert bounded_share(before, before) is None  # nothing ranked in between
-    assert bounded_share({}, {"strata_recommendations_total": 5.0}) is None  # a worker that does not count them
+    a, b = Metrics(), Metrics()
+    before = summed([parse_metrics(a.render()), parse_metrics(b.render())])
+    a.recommendations, a.recommendations_bounded, a.recommendations_from_standby = 40, 30, 10
+    b.recommendations, b.recommendations_bounded, b.recommendations_from_standby = 60, 60, 40
+    after = summed([parse_metrics(a.render()), parse_metrics(b.render())])
+    assert counter_share("strata_recommendations_bounded_total", before, after) == 0.9
+    assert counter_share("strata_recommendations_from_standby_total", before, after) == 0.5
+    assert counter_share("strata_recommendations_bounded_total", before, before) is None  # nothing ranked in between
+    # a worker that does not count them
+    assert counter_share("strata_recommendations_bounded_total", {}, {"strata_recommendations_total": 5.0}) is None
+
+
+def test_serve_refuses_a_url_given_twice_and_fewer_clients_than_workers():
+    url = "http://127.0.0.1:9"
+    result = _strata("bench", "serve", "--url", url, "--url", url + "/")
+    assert result.returncode == 1 and "--url given twice" in result.stderr, result
+    result = _strata("bench", "serve", "--url", url, "--url", "http://127.0.0.1:10", "--concurrency", "1")
+    assert result.returncode == 1 and "less than the 2 URLs" in result.stderr, result
 
 
 def _stream_result(rate: float, p99: float, loop_ms: float) -> dict:
