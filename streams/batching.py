@@ -370,6 +370,14 @@ class BatchingConsumer(_AIOKafkaConsumer):
         finally:
             route.epoch += 1
 
+    async def seek_wait(self, partitions: Mapping[TP, Optional[int]]) -> None:
+        """Faust's seek, without the partitions whose offset is not known (see `known_offsets`)."""
+        known = known_offsets(partitions)
+        if len(known) < len(partitions):
+            log.info("not seeking %s: offsets reset by a rebalance; the recovery it restarts seeks them",
+                     sorted(f"{tp.topic}:{tp.partition}" for tp in partitions if tp not in known))
+        await super().seek_wait(known)
+
     async def _reseek(self, tp: TP) -> None:
         """Seek `tp` back to where its applied records end — or, not known (a seek to the
         committed offsets is under way), to its committed offset: never past a record not
@@ -389,6 +397,19 @@ class BatchingConsumer(_AIOKafkaConsumer):
             log.info("seeking %s back failed (%r); the next assignment seeks it", tp, exc)
         finally:
             route.epoch += 1
+
+
+def known_offsets(partitions: Mapping[TP, Optional[int]]) -> dict[TP, int]:
+    """The partitions of a seek whose offset is known.
+
+    Faust's recovery builds its standby offsets, waits for the active partitions to recover,
+    then seeks the standbys to them.  A rebalance in between refills the same mapping for the new
+    assignment, a newly assigned standby's offset as None (`Recovery._add`), and aiokafka refuses
+    to seek to None: the worker crashed (seen once in about fifteen two-worker starts of
+    `strata bench stream --workers 2`).  The rebalance restarts the recovery, which pauses the
+    partition, builds its offset and seeks it; a standby read before that without a seek starts
+    at the changelog's beginning (the consumer's `auto_offset_reset`), which is slower, not wrong."""
+    return {tp: offset for tp, offset in partitions.items() if offset is not None}
 
 
 def install(app, topic_name: str) -> BatchRoute:

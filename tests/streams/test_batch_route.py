@@ -64,3 +64,11 @@ def test_applying_only_what_the_rule_takes_never_leaves_a_hole(steps):
         applied.update(r.offset for r in recs)
         route.next_offset[P0] = recs[-1].offset + 1
     assert applied == set(range(route.next_offset[P0]))
+
+
+def test_a_seek_leaves_out_the_partitions_whose_offset_a_rebalance_reset():
+    from streams.batching import known_offsets
+
+    a, b, c = TP("t", 0), TP("t", 1), TP("t", 2)
+    assert known_offsets({a: 0, b: None, c: 17}) == {a: 0, c: 17}  # offset 0 is a real offset
+    assert known_offsets({b: None}) == {}
