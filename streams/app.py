@@ -50,8 +50,8 @@ app = faust.App(
     broker_max_poll_records=settings.batch_size,
     producer_acks=-1,
     stream_wait_empty=False,
-    # Each table partition is also kept, as a standby, by another worker (when there is one);
-    # standbys follow the changelog in batches (streams.batching) and answer recommendations.
+    # With standbys, each table partition is also kept by another worker (when there is one);
+    # they follow the changelog in batches (streams.batching) and answer recommendations.
     table_standby_replicas=settings.standby_replicas,
     worker_redirect_stdouts=False,
     web_cors_options=None,

@@ -155,7 +155,7 @@ def run_bench(base: Settings, events: int = 300_000, workers: int = 1, rate: flo
         "STRATA_LOG_LEVEL": "warning",
         "STRATA_BATCH_SIZE": str(base.batch_size),
         "STRATA_BATCH_WINDOW_MS": str(int(base.batch_window_s * 1000)),
-        "STRATA_STANDBY_REPLICAS": str(base.standby_replicas),  # with --workers 2: each keeps the other's partitions
+        "STRATA_STANDBY_REPLICAS": str(base.standby_replicas),  # 1 with --workers 2: each keeps the other's partitions
     }
     env.update(base.security_env())
     settings = replace(base, app_id=app_id, topic_prefix=f"{app_id}.")

@@ -35,9 +35,9 @@ ENV_DOC: dict[str, tuple[str, str]] = {
         "default http://STRATA_WEB_HOST:STRATA_WEB_PORT, or the host's FQDN when listening on 0.0.0.0",
     ),
     "STRATA_STANDBY_REPLICAS": (
-        "1",
-        "standby copies of each table partition that other workers keep: a take-over without replaying the changelog, "
-        "and recommendations answered by the worker a request reaches (0: none)",
+        "0",
+        "standby copies of each table partition that other workers keep (1: a take-over without replaying the changelog, "
+        "and recommendations answered by the worker a request reaches; costs the update latency, see README)",
     ),
     "STRATA_DATA_DIR": ("./var/data", "worker state: RocksDB tables and local files"),
     "STRATA_LOG_LEVEL": ("info", "worker log level"),
@@ -137,7 +137,7 @@ class Settings:
     web_host: str = "127.0.0.1"
     web_port: int = 6066
     web_advertised_url: str = ""  # "" → derived from web_host/web_port, see `advertised_url`
-    standby_replicas: int = 1
+    standby_replicas: int = 0
     data_dir: Path = Path("./var/data")
     log_level: str = "info"
     batch_size: int = 10_000

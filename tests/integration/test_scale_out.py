@@ -1,4 +1,4 @@
-"""Two workers in one group (same STRATA_APP_ID, own data dirs and ports) split the partitions; every
+"""Two workers in one group (same STRATA_APP_ID, own data dirs and ports, STRATA_STANDBY_REPLICAS=1) split the partitions; every
 profile and recommendation request answers correctly through either worker: a profile request is
 forwarded to the owner's advertised URL (`table_route`), a recommendation request is answered where
 it arrives, from that worker's standby copy of the other's partitions; kill -9 one and the other
@@ -110,7 +110,7 @@ def test_two_workers_split_forward_take_over_and_rebalance_back(kafka, tmp_path)
     catalog_records = list(source.catalog())
     events = list(source.events())
     users = sorted({e["user_id"] for e in events})
-    env = isolated_env(kafka, "scale", partitions=PARTITIONS)
+    env = {**isolated_env(kafka, "scale", partitions=PARTITIONS), "STRATA_STANDBY_REPLICAS": "1"}
     port_b = free_port()
     env_b = {**env, "STRATA_WEB_HOST": "0.0.0.0", "STRATA_WEB_ADVERTISED_URL": f"http://localhost:{port_b}"}
 
