@@ -405,8 +405,8 @@ def known_offsets(partitions: Mapping[TP, Optional[int]]) -> dict[TP, int]:
     Faust's recovery builds its standby offsets, waits for the active partitions to recover,
     then seeks the standbys to them.  A rebalance in between refills the same mapping for the new
     assignment, a newly assigned standby's offset as None (`Recovery._add`), and aiokafka refuses
-    to seek to None: the worker crashed (seen once in about fifteen two-worker starts of
-    `strata bench stream --workers 2`).  The rebalance restarts the recovery, which pauses the
+    to seek to None with an error that stops the worker (two workers with standbys starting
+    together meet it: about one start in fifteen).  The rebalance restarts the recovery, which pauses the
     partition, builds its offset and seeks it; a standby read before that without a seek starts
     at the changelog's beginning (the consumer's `auto_offset_reset`), which is slower, not wrong."""
     return {tp: offset for tp, offset in partitions.items() if offset is not None}
