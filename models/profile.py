@@ -394,15 +394,11 @@ def _unpack_keys(keys: list | bytes) -> list[str]:
 _MILLIS = b"\x03"  # marks a column of uint32 milliseconds (10^-3 s) before T
 
 
-def _pack_times(T: float | None, times: list[float]) -> bytes:
-    """The times as uint32 whole seconds before T, else as uint32 milliseconds before T (live
-    events' usual precision), whichever gives every time back exactly; else float64 times.
-    The reader tells them apart by length: 4 bytes a key, 1 + 4 a key, or 8."""
-    return _pack_time_columns([T], times, [0, len(times)])[0]
-
-
 def _pack_time_columns(Ts: Sequence[float | None], times: list[float], bounds: Sequence[int]) -> list[bytes]:
-    """`_pack_times(Ts[i], times[bounds[i]:bounds[i + 1]])` for every i, computed together.
+    """The time column of each segment `times[bounds[i]:bounds[i + 1]]`, with its profile's last
+    time `Ts[i]`: the times as uint32 whole seconds before T, else as uint32 milliseconds before T
+    (live events' usual precision), whichever gives every time back exactly; else float64 times.
+    The reader tells them apart by length: 4 bytes a key, 1 + 4 a key, or 8.
 
     Two implementations, the same arithmetic: numpy's fixed cost per call (≈ 15 µs for the
     handful of calls) is most of the encoding of a small profile, and plain Python's per-element

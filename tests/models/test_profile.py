@@ -237,8 +237,6 @@ def test_millisecond_times_come_back_exactly_and_take_four_bytes():
     data = p.to_bytes()
     q = Profile.from_bytes(data)
     assert q == p and q.t["item"] == p.t["item"] and q.purchases == p.purchases
-    from models.profile import _pack_times
-
     assert len(_pack_times(p.last_ts, list(p.t["item"].values()))) == 1 + 40 * 4  # not 40 × 8
 
 
@@ -360,11 +358,18 @@ def test_a_profile_at_the_default_caps_fits_4_kib():
     assert Profile.from_bytes(data) == p
 
 
+def _pack_times(T: float | None, times: list[float]) -> bytes:
+    """One time column, as the encoder writes it for a profile with last time T."""
+    from models.profile import _pack_time_columns
+
+    return _pack_time_columns([T], times, [0, len(times)])[0]
+
+
 def _v3_bytes(p: Profile) -> bytes:
     """The third encoding (per layer its keys, float32 weights and times), as workers before version 4 wrote it."""
     import msgpack
 
-    from models.profile import _f32_column, _pack_keys, _pack_times, _u64
+    from models.profile import _f32_column, _pack_keys, _u64
 
     T = p.last_ts
     layers = [[_pack_keys(list(p.w[l])), _f32_column(list(p.w[l].values())), _pack_times(T, list(p.t[l].values()))] for l in LAYERS]
