@@ -184,13 +184,12 @@ _THREAD_LABEL = re.compile(r'thread="((?:[^"\\]|\\.)*)"')  # a label value, esca
 def thread_cpu(scrapes: list[dict[str, float]]) -> dict[str, float]:
     """CPU seconds by thread name (`strata_thread_cpu_seconds_total`), summed over workers' scrapes."""
     out: dict[str, float] = {}
-    for series in scrapes:
-        for k, v in series.items():
-            if k.startswith("strata_thread_cpu_seconds_total{"):
-                label = _THREAD_LABEL.search(k)
-                if label:
-                    name = re.sub(r"\\(.)", lambda m: "\n" if m[1] == "n" else m[1], label[1])
-                    out[name] = out.get(name, 0.0) + v
+    for k, v in summed(scrapes).items():
+        if k.startswith("strata_thread_cpu_seconds_total{"):
+            label = _THREAD_LABEL.search(k)
+            if label:
+                name = re.sub(r"\\(.)", lambda m: "\n" if m[1] == "n" else m[1], label[1])
+                out[name] = out.get(name, 0.0) + v
     return out
 
 
