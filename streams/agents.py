@@ -24,12 +24,21 @@ from streams.app import (
     user_to_profile,
     user_to_vector,
 )
-from streams.feeds import activity_message, aggregate_activity
+from streams.batching import LoopTurn
+from streams.feeds import ActivitySums, activity_message
 from streams.metrics import metrics
 from streams.state import PartitionBatch
 
 log = logging.getLogger(__name__)
 DEADLETTER_RAW_LIMIT = 64 * 1024
+# A fetched batch can hold tens of thousands of events (STRATA_BATCH_SIZE: the bigger the batch,
+# the more of each user's events share one profile write, and the fewer the per-batch costs),
+# and the same event loop answers HTTP.  Once the handler has held the loop this long, it lets
+# other tasks run at the next check (every CHECK_EVERY records, and around each partition's
+# encoding and flush), so that a worker catching up on a backlog still serves.  Reads see the
+# store, which only changes when a partition's batch is written whole.
+TURN_S = 0.025
+CHECK_EVERY = 128
 
 
 def deadletter_record(message, reason: str, detail: str) -> dict:
@@ -119,19 +128,23 @@ async def _apply_events(batch) -> None:
     """
     params = settings.profile
     now = time.time()
-    applied: list = []
+    popularity = popularity_feed.popularity
+    activity = ActivitySums(params.beta, popularity.half_life_s)  # what the batch adds to popularity
     applied_types: dict[str, int] = {}  # counted in `metrics` with the latencies, once flushed
     stamps: list = []  # the applied records' Kafka timestamps (ms)
     shop = ShopRates()  # this batch's counts; the activity feed adds up every worker's
-    popularity = popularity_feed.popularity
     flushed: list[PartitionBatch] = []
+    turn = LoopTurn(TURN_S)
     for tp, records in batch.items():
         partition = tp.partition
         writes = PartitionBatch(user_to_profile, partition, profile_counts)
         vectors = None
         profiles: dict[str, Profile | None] = {}  # None: forgotten in this batch
         existed: dict[str, bool] = {}  # whether the store held the user's profile before this batch
-        for record in records:
+        applied: list = []  # (event, category) of each applied event
+        for i, record in enumerate(records):
+            if not i % CHECK_EVERY and turn.over():
+                await turn.pass_on()
             try:
                 parsed = parse_keyed_message(record.key, record.value, now)
             except InvalidEvent as exc:
@@ -177,19 +190,26 @@ async def _apply_events(batch) -> None:
             else:
                 metrics.duplicates += 1
             profile.seq = record.offset
+        if turn.over():
+            await turn.pass_on()
+        activity.add(applied)
         encoded = iter(encode_profiles([p for p in profiles.values() if p is not None]))
         for user_id, profile in profiles.items():
             key = user_id.encode()
             writes.put(key, None if profile is None else next(encoded), existed[user_id])
             profile_cache.put(key, profile)
+        if turn.over():
+            await turn.pass_on()
         await writes.flush()
         flushed.append(writes)
         if vectors is not None:
             await vectors.flush()
             flushed.append(vectors)
-    if applied:
-        activity = aggregate_activity(applied, params.beta, popularity.half_life_s)
-        await activity_topic.send(value=activity_message(activity, shop))
+        if turn.over():  # a flush sends without waiting for the broker: it never yields
+            await turn.pass_on()
+    events_route.records_read()  # the next fetch may go: it overlaps the flush below
+    if activity:
+        await activity_topic.send(value=activity_message(activity.entries(), shop))
     # The changelog must be durable before streams.batching lets these offsets be committed.
     await app.producer.flush()
     for writes in flushed:

@@ -522,7 +522,8 @@ def run(args, settings: Settings) -> int:
         for n in range(args.runs):
             if args.runs > 1:
                 say(f"run {n + 1} of {args.runs}")
-            results.append(run_bench(settings, events=args.events, workers=args.workers, rate=args.rate, progress=say))
+            results.append(run_bench(settings, events=args.events, workers=args.workers, rate=args.rate,
+                                     users=args.users or 20_000, progress=say))
             if args.runs > 1:
                 say(summary_line(results[-1]))
         result = results[0] if args.runs == 1 else summarise_runs(results)

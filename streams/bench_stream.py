@@ -34,20 +34,28 @@ from pathlib import Path
 
 from streams.bench import BenchError, BenchWorker, cpu_per_unit, forget_topics, free_port, thread_cpu
 from streams.config import Settings
+from streams.metrics import LOOP_LAG_BUCKETS_S
 
 TARGET_EVENTS_PER_S = 25_000  # SPEC §7
+LOOP_LAG = "strata_event_loop_lag_seconds"
+
+
+def _total(scrapes: list[dict[str, float]], name: str) -> float:
+    """A metric summed over its labels and over the workers."""
+    return sum(v for s in scrapes for k, v in s.items() if k == name or k.startswith(name + "{"))
 
 
 def _processed(scrapes: list[dict[str, float]]) -> float:
-    return sum(v for s in scrapes for k, v in s.items() if k.startswith("strata_events_processed_total"))
+    return _total(scrapes, "strata_events_processed_total")
 
 
-def _buckets(scrapes: list[dict[str, float]]) -> dict[float, float]:
-    """Cumulative latency histogram summed over workers: upper bound (s) → count."""
+def _buckets(scrapes: list[dict[str, float]], name: str = "strata_update_latency_seconds") -> dict[float, float]:
+    """A cumulative histogram summed over workers: upper bound (s) → count."""
     out: dict[float, float] = {}
+    prefix = f'{name}_bucket{{le="'
     for s in scrapes:
         for k, v in s.items():
-            if k.startswith('strata_update_latency_seconds_bucket{le="'):
+            if k.startswith(prefix):
                 bound = k.split('"')[1]
                 le = float("inf") if bound == "+Inf" else float(bound)
                 out[le] = out.get(le, 0.0) + v
@@ -80,6 +88,22 @@ def percentiles_from_histogram(before: dict[float, float], after: dict[float, fl
     within = next((after[b] - before.get(b, 0.0) for b in bounds if b >= 0.1), 0.0)
     result["share_within_100ms"] = round(within / total, 5) if total else None
     result["observations"] = int(total)
+    return result
+
+
+def loop_lag(before: dict[float, float], after: dict[float, float]) -> dict:
+    """The event loop's lag between two scrapes (`strata_event_loop_lag_seconds`): percentiles and
+    the bucket of the longest wait, as its upper bound in ms ("+Inf" beyond the last bucket)."""
+    result = percentiles_from_histogram(before, after, qs=(0.5, 0.99))
+    del result["share_within_100ms"]
+    longest = None
+    below = 0.0
+    for bound in sorted(after):
+        count = after[bound] - before.get(bound, 0.0)
+        if count > below:
+            longest = bound
+        below = count
+    result["longest_le_ms"] = None if longest is None else "+Inf" if longest == float("inf") else round(longest * 1000.0, 1)
     return result
 
 
@@ -203,6 +227,8 @@ def run_bench(base: Settings, events: int = 300_000, workers: int = 1, rate: flo
         worker_rate = (n1 - n0) / (t1 - t0) if t1 > t0 else float("nan")
         progress(f"  {n1 - n0:,.0f} events in {t1 - t0:.2f}s = {worker_rate:,.0f}/s")
         cpu = cpu_per_unit(thread_cpu(first), thread_cpu(last), max(n1 - n0, 1), None, None)
+        lag = loop_lag(_buckets(first, LOOP_LAG), _buckets(last, LOOP_LAG))
+        batches = _total(last, "strata_batches_total") - _total(first, "strata_batches_total")
         if workers > 1:  # the threads of several processes: no one event loop to bound the rate
             cpu["bound_per_s"] = {}
 
@@ -237,10 +263,13 @@ def run_bench(base: Settings, events: int = 300_000, workers: int = 1, rate: flo
         "raw_consume_per_s": round(raw_rate, 1),
         "ratio": round(worker_rate / raw_rate, 4),
         "cpu_per_event": cpu,
+        "mean_batch": round((n1 - n0) / batches, 1) if batches else None,  # events a micro-batch, in the backlog
+        "loop_lag_ms": lag,  # while the backlog was consumed: how long HTTP requests waited for the loop
         "latency_ms": latency,
         "workers": workers,
         "partitions": base.partitions,
         "batch_size": base.batch_size,
+        "users": users,
         "app_id": app_id,
         "machine": machine_info(),
     }
@@ -252,7 +281,16 @@ def summary_line(result: dict) -> str:
         f"stream: {result['events_per_s']:,.0f} events/s with {result['workers']} worker(s) "
         f"({result['ratio']:.0%} of raw aiokafka {result['raw_consume_per_s']:,.0f}/s) · "
         f"latency at {lat['offered_rate']:,.0f}/s p50 {lat['p50']} ms · p95 {lat['p95']} ms · p99 {lat['p99']} ms"
+        + _loop_lag_text(result.get("loop_lag_ms"))
     )
+
+
+def _loop_lag_text(lag: dict | None) -> str:
+    if not lag or lag.get("longest_le_ms") is None:
+        return ""
+    longest = lag["longest_le_ms"]
+    bound = f"over {LOOP_LAG_BUCKETS_S[-1]:g} s" if longest == "+Inf" else f"≤ {longest:g} ms"
+    return f" · event loop held during the backlog: p99 {lag['p99']} ms, longest {bound}"
 
 
 def summarise_runs(results: list[dict]) -> dict:

@@ -335,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="serve: a worker's URL (default: STRATA_WEB_HOST/PORT); repeat it to spread the clients over several workers")
     p.add_argument("--concurrency", type=_positive_int, default=16, help="serve: requests in flight (in-process: also ranked this many at a time, as a worker batches concurrent requests)")
     p.add_argument("--k", type=_positive_int, default=10, help="serve: recommendations per request")
-    p.add_argument("--users", type=_positive_int, help="serve: ask for users PREFIX0…PREFIX(N-1) (default 1000); recovery: users (default 100000)")
+    p.add_argument("--users", type=_positive_int, help="serve: ask for users PREFIX0…PREFIX(N-1) (default 1000); stream: users of the synthetic log (default 20000, SPEC §7); recovery: users (default 100000)")
     p.add_argument("--user-prefix", default="u", help="serve: user id prefix (synthetic logs use u)")
     p.add_argument("--log", help="train: a shipped log to fit ALS on; profiles: the log whose profiles are measured (with --format)")
     p.add_argument("--format", default="taobao", help="train, profiles: format of --log")

@@ -41,7 +41,7 @@ ENV_DOC: dict[str, tuple[str, str]] = {
     ),
     "STRATA_DATA_DIR": ("./var/data", "worker state: RocksDB tables and local files"),
     "STRATA_LOG_LEVEL": ("info", "worker log level"),
-    "STRATA_BATCH_SIZE": ("10000", "most events fetched per micro-batch of the hot path (and user vectors per batch)"),
+    "STRATA_BATCH_SIZE": ("50000", "most events fetched per micro-batch of the hot path (and user vectors per batch); a worker behind on its partitions takes this many at once"),
     "STRATA_BATCH_WINDOW_MS": ("20", "longest wait to fill a micro-batch of user vectors"),
     "STRATA_BETA": ("view=1,click=2,fav=3,cart=4,purchase=6", "behaviour weights β"),
     "STRATA_HALF_LIFE": ("item=3d,domain=14d,overall=60d", "half-life per layer (s, m, h or d)"),
@@ -140,7 +140,7 @@ class Settings:
     standby_replicas: int = 0
     data_dir: Path = Path("./var/data")
     log_level: str = "info"
-    batch_size: int = 10_000
+    batch_size: int = 50_000
     batch_window_s: float = 0.02
     profile: ProfileParams = field(default_factory=ProfileParams)
     security_protocol: str = "PLAINTEXT"

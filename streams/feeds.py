@@ -8,8 +8,10 @@ is the one mechanism, and each feed says what a record does.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
+from typing import Mapping
 
 import mode
 import msgpack
@@ -51,6 +53,22 @@ class EndOffsets(mode.Service):
         if self._consumer is None:
             raise RuntimeError("the end-offsets client is not running")
         return await self._consumer.end_offsets(list(tps))
+
+
+class EventLoopWatch(mode.Service):
+    """How late the event loop wakes a 50 ms sleep, into `strata_event_loop_lag_seconds`: how long
+    an HTTP request or a timer waited behind whatever held the loop (a micro-batch of the stream,
+    a ranking, a garbage collection).  Twenty wake-ups a second."""
+
+    interval = 0.05
+
+    @mode.Service.task
+    async def _watch(self) -> None:
+        loop = asyncio.get_running_loop()
+        while not self.should_stop:
+            start = loop.time()
+            await asyncio.sleep(self.interval)
+            metrics.loop_lag.observe(max(0.0, loop.time() - start - self.interval))
 
 
 class TopicFeed(mode.Service):
@@ -162,22 +180,37 @@ def activity_message(entries, shop: ShopRates | None = None) -> bytes:
     return msgpack.packb({"items": entries, **counts}, use_bin_type=True)  # tuples pack as arrays
 
 
-def aggregate_activity(applied, beta, half_life_s: float) -> list[tuple]:
-    """Sum a batch's (event, category) pairs per (item, category) at the latest time, by the decay
-    identity, so that `Popularity.learn(item, category, w, t)` on the sums equals learning every event."""
-    acc: dict[tuple, list[float]] = {}
-    for e, category in applied:
-        key = (e.item_id, category)
-        b, ts = beta[e.type], e.ts
-        entry = acc.get(key)
-        if entry is None:
-            acc[key] = [b, ts]
-        elif ts >= entry[1]:
-            entry[0] = entry[0] * 2.0 ** (-(ts - entry[1]) / half_life_s) + b
-            entry[1] = ts
-        else:
-            entry[0] += b * 2.0 ** (-(entry[1] - ts) / half_life_s)
-    return [(item, category, w, t) for (item, category), (w, t) in acc.items()]
+class ActivitySums:
+    """A micro-batch's applied (event, category) pairs summed per (item, category) at the latest
+    time, by the decay identity, so that `Popularity.learn(item, category, w, t)` on the sums
+    equals learning every event.  Pairs are added a partition at a time (`add`), in any order
+    and in any split: the sums do not depend on either."""
+
+    def __init__(self, beta: Mapping[str, float], half_life_s: float) -> None:
+        self.beta = beta
+        self.half_life_s = half_life_s
+        self._acc: dict[tuple, list[float]] = {}
+
+    def add(self, applied) -> None:
+        acc, beta, half_life_s = self._acc, self.beta, self.half_life_s
+        for e, category in applied:
+            key = (e.item_id, category)
+            b, ts = beta[e.type], e.ts
+            entry = acc.get(key)
+            if entry is None:
+                acc[key] = [b, ts]
+            elif ts >= entry[1]:
+                entry[0] = entry[0] * 2.0 ** (-(ts - entry[1]) / half_life_s) + b
+                entry[1] = ts
+            else:
+                entry[0] += b * 2.0 ** (-(entry[1] - ts) / half_life_s)
+
+    def __bool__(self) -> bool:
+        return bool(self._acc)
+
+    def entries(self) -> list[tuple]:
+        """(item, category, weight, time) per item and category."""
+        return [(item, category, w, t) for (item, category), (w, t) in self._acc.items()]
 
 
 class PopularityFeed(TopicFeed):

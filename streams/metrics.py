@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import os
 import re
+from bisect import bisect_left
 import threading
 from collections import defaultdict
 
 import numpy as np
 
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+LOOP_LAG_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
 GAUGE_HELP = {
@@ -69,6 +71,23 @@ class Histogram:
         self.sum = 0.0
         self.count = 0
 
+    def lines(self, name: str, help_text: str) -> list[str]:
+        """The histogram in the Prometheus text format (cumulative buckets, sum, count)."""
+        out = [f"# HELP {name} {help_text}", f"# TYPE {name} histogram"]
+        cumulative = 0
+        for bound, n in zip(self.buckets, self.counts):
+            cumulative += n
+            out.append(f'{name}_bucket{{le="{bound}"}} {cumulative}')
+        out.append(f'{name}_bucket{{le="+Inf"}} {self.count}')
+        out.append(f"{name}_sum {self.sum}")
+        out.append(f"{name}_count {self.count}")
+        return out
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.buckets, value)] += 1
+        self.sum += value
+        self.count += 1
+
     def observe_many(self, values: np.ndarray) -> None:
         """Count every value in its bucket (the first bound ≥ it), in one pass: a micro-batch
         observes thousands."""
@@ -94,6 +113,7 @@ class Metrics:
         self.recommendations_bounded = 0  # … of which this many without a dense pass
         self.recommendations_from_standby = 0  # … of which this many for users of a standby partition
         self.update_latency = Histogram()
+        self.loop_lag = Histogram(LOOP_LAG_BUCKETS_S)
         self.gauges: dict[str, float | dict[str, float]] = {}  # name → value, or labels → value
         self.lag: dict[int, int] = {}  # events partition → lag, set by the /metrics view
 
@@ -130,17 +150,13 @@ class Metrics:
             "# HELP strata_recommendations_from_standby_total Requests for users of a partition another worker owns, answered from this worker's standby copy instead of forwarded.",
             "# TYPE strata_recommendations_from_standby_total counter",
             f"strata_recommendations_from_standby_total {self.recommendations_from_standby}",
-            "# HELP strata_update_latency_seconds Time from an event's Kafka timestamp to its profile being written.",
-            "# TYPE strata_update_latency_seconds histogram",
         ]
-        h = self.update_latency
-        cumulative = 0
-        for bound, n in zip(h.buckets, h.counts):
-            cumulative += n
-            lines.append(f'strata_update_latency_seconds_bucket{{le="{bound}"}} {cumulative}')
-        lines.append(f'strata_update_latency_seconds_bucket{{le="+Inf"}} {h.count}')
-        lines.append(f"strata_update_latency_seconds_sum {h.sum}")
-        lines.append(f"strata_update_latency_seconds_count {h.count}")
+        lines += self.update_latency.lines(
+            "strata_update_latency_seconds", "Time from an event's Kafka timestamp to its profile being written.")
+        lines += self.loop_lag.lines(
+            "strata_event_loop_lag_seconds",
+            "How late the event loop woke a periodic 50 ms sleep: how long HTTP requests, timers and the stream "
+            "waited behind the step that held the loop.")
         for name, value in sorted(self.gauges.items()):
             help_text = GAUGE_HELP.get(name)
             if help_text:

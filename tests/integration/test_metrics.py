@@ -131,6 +131,9 @@ def test_metrics_count_what_was_sent_and_rejected_and_kafka_lag_shows_the_group(
         buckets = [(k, v) for k, v in m.items() if k.startswith("strata_update_latency_seconds_bucket")]
         assert [v for _, v in buckets] == sorted(v for _, v in buckets)
         assert buckets[-1] == ('strata_update_latency_seconds_bucket{le="+Inf"}', len(events))
+        # The event loop's lag is watched from the start, every 50 ms.
+        assert m["strata_event_loop_lag_seconds_count"] > 0
+        assert m['strata_event_loop_lag_seconds_bucket{le="+Inf"}'] == m["strata_event_loop_lag_seconds_count"]
 
         assert m["strata_profiles_stored"] == len({e["user_id"] for e in events})
         assert m["strata_model_version"] == 0  # nothing trained yet

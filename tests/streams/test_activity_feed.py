@@ -14,7 +14,7 @@ from models.popularity import Popularity
 from models.profile import DEFAULT_BETA
 from models.ranking import SHARE_BUCKETS, ShopRates
 from streams.config import Settings
-from streams.feeds import PopularityFeed, activity_message, aggregate_activity
+from streams.feeds import ActivitySums, PopularityFeed, activity_message
 
 HOUR = 3600.0
 
@@ -79,16 +79,22 @@ _events = st.lists(
 )
 
 
-@given(_events)
-def test_a_batch_sent_as_sums_teaches_the_popularity_that_every_event_would(events):
+@given(_events, st.lists(st.integers(0, 40), max_size=4))
+def test_a_batch_sent_as_sums_teaches_the_popularity_that_every_event_would(events, cuts):
     """The hot path sends one (item, category, weight, time) per item and category, summed by the
-    decay identity; the feed learning those sums must know what learning every event would."""
+    decay identity and added a partition at a time; the feed learning those sums must know what
+    learning every event would."""
     beta = dict(DEFAULT_BETA)
     applied = [(Event(f"e{n}", "u", item, etype, ts, category), category) for n, (item, category, etype, ts) in enumerate(events)]
     each, summed = Popularity(half_life_s=HOUR), Popularity(half_life_s=HOUR)
     for event, category in applied:
         each.learn(event.item_id, category, beta[event.type], event.ts)
-    sums = aggregate_activity(applied, beta, HOUR)
+    activity = ActivitySums(beta, HOUR)
+    bounds = [0, *sorted(min(c, len(applied)) for c in cuts), len(applied)]
+    for start, end in zip(bounds, bounds[1:]):  # partitions of the batch, added one by one
+        activity.add(applied[start:end])
+    assert bool(activity) == bool(applied)
+    sums = activity.entries()
     assert len(sums) == len({(e.item_id, c) for e, c in applied})
     for item, category, w, ts in sums:
         summed.learn(item, category, w, ts)

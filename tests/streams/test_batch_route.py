@@ -4,12 +4,13 @@ The race it guards against needs a real broker to happen (tests/integration/test
 the rule itself — which fetched records may be applied — is plain bookkeeping, checked here."""
 from __future__ import annotations
 
+import asyncio
 from types import SimpleNamespace
 
 from hypothesis import given, strategies as st
 from faust.types import TP
 
-from streams.batching import BatchRoute
+from streams.batching import BatchRoute, LoopTurn, let_others_run
 
 P0, P1 = TP("events", 0), TP("events", 1)
 
@@ -72,3 +73,54 @@ def test_a_seek_leaves_out_the_partitions_whose_offset_a_rebalance_reset():
     a, b, c = TP("t", 0), TP("t", 1), TP("t", 2)
     assert known_offsets({a: 0, b: None, c: 17}) == {a: 0, c: 17}  # offset 0 is a real offset
     assert known_offsets({b: None}) == {}
+
+
+def test_the_next_fetch_waits_until_the_handler_has_read_its_batch():
+    async def scenario():
+        route = BatchRoute("events")
+        route.records_read()  # before any batch: nothing to complete, no error
+        read = route.reading()
+        assert not read.done()
+        route.records_read()
+        assert read.done()
+        route.records_read()  # once more (the batch's end): still done, no error
+        again = route.reading()
+        assert again is not read and not again.done()
+
+    asyncio.run(scenario())
+
+
+def test_letting_others_run_lets_in_what_fell_due_while_the_handler_worked():
+    """A timer that falls due (as an HTTP request's socket becomes readable) while the handler works
+    runs before the handler's next stretch of work, not after it."""
+    async def scenario(yield_once: bool) -> list[str]:
+        order: list[str] = []
+        loop = asyncio.get_running_loop()
+
+        async def handler():
+            loop.call_later(0, order.append, "due meanwhile")
+            if yield_once:
+                await asyncio.sleep(0)
+            else:
+                await let_others_run()
+            order.append("next stretch")
+
+        await handler()
+        await asyncio.sleep(0)
+        return order
+
+    assert asyncio.run(scenario(yield_once=False)) == ["due meanwhile", "next stretch"]
+    assert asyncio.run(scenario(yield_once=True)) == ["next stretch", "due meanwhile"]  # why one is not enough
+
+
+def test_a_turn_on_the_loop_is_over_after_its_length_and_begins_again_when_passed_on():
+    async def scenario():
+        turn = LoopTurn(3600.0)
+        assert not turn.over()  # a short batch never passes on
+        turn.length = 0.0
+        assert turn.over()
+        began = turn.began
+        await turn.pass_on()
+        assert turn.began > began
+
+    asyncio.run(scenario())

@@ -181,3 +181,19 @@ def test_runs_are_refused_for_benches_that_run_once():
     result = _strata("bench", "serve", "--runs", "3")
     assert result.returncode == 2, result
     assert "--runs is for `bench stream`" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_loop_lag_of_a_phase_names_the_bucket_of_its_longest_wait():
+    from streams.bench_stream import loop_lag, summary_line
+
+    before = {0.01: 5.0, 0.1: 6.0, 1.0: 6.0, float("inf"): 6.0}
+    after = {0.01: 105.0, 0.1: 106.0, 1.0: 108.0, float("inf"): 108.0}  # 100 ≤ 10 ms, 2 in 0.1-1 s
+    lag = loop_lag(before, after)
+    assert lag["observations"] == 102 and lag["longest_le_ms"] == 1000.0
+    assert lag["p99"] is not None and 100.0 < lag["p99"] <= 1000.0
+    assert loop_lag(before, {**after, float("inf"): 109.0})["longest_le_ms"] == "+Inf"
+    assert loop_lag(after, after)["longest_le_ms"] is None  # nothing observed in between
+
+    result = {"events_per_s": 30_000, "workers": 1, "ratio": 0.1, "raw_consume_per_s": 300_000,
+              "latency_ms": {"offered_rate": 2000, "p50": 8, "p95": 20, "p99": 30}, "loop_lag_ms": lag}
+    assert summary_line(result).endswith("event loop held during the backlog: p99 " + f"{lag['p99']} ms, longest ≤ 1000 ms")

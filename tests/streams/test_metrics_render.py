@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.metrics import LATENCY_BUCKETS_S, Histogram, Metrics
+from streams.metrics import LATENCY_BUCKETS_S, LOOP_LAG_BUCKETS_S, Histogram, Metrics
 
 
 def test_gauges_render_plain_and_labelled():
@@ -33,3 +33,26 @@ def test_observing_many_values_at_once_counts_each_in_its_bucket(values):
     assert histogram.counts == expected
     assert histogram.count == len(values)
     assert histogram.sum == pytest.approx(sum(values))
+
+
+@given(st.lists(st.one_of(st.sampled_from(LOOP_LAG_BUCKETS_S), st.floats(0.0, 5.0)), max_size=60))
+def test_observing_one_value_at_a_time_counts_as_observing_them_together(values):
+    one, many = Histogram(LOOP_LAG_BUCKETS_S), Histogram(LOOP_LAG_BUCKETS_S)
+    for v in values:
+        one.observe(v)
+    many.observe_many(np.array(values, dtype=np.float64))
+    assert one.counts == many.counts and one.count == many.count
+    assert one.sum == pytest.approx(many.sum)
+
+
+def test_the_event_loop_lag_renders_as_a_cumulative_histogram():
+    m = Metrics()
+    for lag in (0.001, 0.03, 0.03, 3.0):
+        m.loop_lag.observe(lag)
+    lines = m.render().splitlines()
+    assert "# TYPE strata_event_loop_lag_seconds histogram" in lines
+    assert 'strata_event_loop_lag_seconds_bucket{le="0.005"} 1' in lines
+    assert 'strata_event_loop_lag_seconds_bucket{le="0.05"} 3' in lines
+    assert 'strata_event_loop_lag_seconds_bucket{le="2.5"} 3' in lines  # 3 s is beyond the last bound
+    assert 'strata_event_loop_lag_seconds_bucket{le="+Inf"} 4' in lines
+    assert "strata_event_loop_lag_seconds_count 4" in lines
