@@ -5,8 +5,9 @@
 `strata bench stream` measures the whole worker, but this machine's speed drifts by ±20 % within
 minutes, more than most changes to the hot path.  Here the old checkout's `models` package (see
 compare_ranking.py) and this checkout's take turns on the same records: the bench's synthetic
-log (20,000 users, 5,000 items, keyed by user onto 8 partitions, fetched 1,250 records a
-partition at a time), each doing what `streams/agents.py` does with a fetched batch — parse and
+log (20,000 users, 5,000 items, keyed by user onto 8 partitions, fetched `--per-fetch` records
+a partition at a time: 6,250 by default, as a backlog fetches with STRATA_BATCH_SIZE=50000;
+the comparisons recorded before that default use 1,250), each doing what `streams/agents.py` does with a fetched batch — parse and
 validate every record, the shop's online rates, the profile update, the encoding of every
 touched profile, the batch's activity aggregate, and the popularity feed learning it — with
 Kafka and RocksDB left out.  The two alternate fetch by fetch, so that both see the same
@@ -35,10 +36,10 @@ from compare_ranking import load_old  # noqa: E402
 from streams.worker import tune_garbage_collector  # noqa: E402
 
 Record = namedtuple("Record", "key value offset")
-PARTITIONS, PER_FETCH = 8, 1_250
+PARTITIONS = 8
 
 
-def fetches(events: list[dict]) -> list[dict[int, list[Record]]]:
+def fetches(events: list[dict], per_fetch: int) -> list[dict[int, list[Record]]]:
     parts: dict[int, list[Record]] = defaultdict(list)
     for e in events:
         key = e["user_id"].encode()
@@ -46,8 +47,8 @@ def fetches(events: list[dict]) -> list[dict[int, list[Record]]]:
         part.append(Record(key, orjson.dumps(e), len(part)))
     out, start = [], 0
     while any(start < len(records) for records in parts.values()):
-        out.append({p: records[start:start + PER_FETCH] for p, records in parts.items() if start < len(records)})
-        start += PER_FETCH
+        out.append({p: records[start:start + per_fetch] for p, records in parts.items() if start < len(records)})
+        start += per_fetch
     return out
 
 
@@ -116,6 +117,7 @@ def main() -> None:
     parser.add_argument("old", type=Path, help="the other checkout (its `models` package is loaded as `oldmodels`)")
     parser.add_argument("--events", type=int, default=300_000)
     parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--per-fetch", type=int, default=6_250, help="records of a partition in one fetch")
     args = parser.parse_args()
     if not (args.old / "models").is_dir():
         parser.error(f"{args.old} has no models/ package")
@@ -123,7 +125,7 @@ def main() -> None:
 
     source = open_log(f"users=20000,items=5000,events={args.events}", "synthetic", seed=7)
     catalog_records, events = list(source.catalog()), list(source.events())
-    batches = fetches(events)
+    batches = fetches(events, args.per_fetch)
     tune_garbage_collector()  # as the worker does: collections are part of the hot path's cost
     with tempfile.TemporaryDirectory() as tmp:
         old = load_old(args.old, Path(tmp))
