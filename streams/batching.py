@@ -186,9 +186,8 @@ class BatchingConsumer(_AIOKafkaConsumer):
         # 14 % of the backlog's wall time when asked for only after a batch), and the hand-over
         # overlaps the batch's flush instead.  Not before the handler has read the batch's
         # records (`BatchRoute.records_read`): the handler lets HTTP requests in while it works,
-        # and a fetch that ran then would take only what arrived in the batch's first
-        # milliseconds, so that a backlog went in small batches.  Its epoch is taken when it is
-        # asked for.
+        # and a fetch that ran then would take only what had arrived by then, so that a backlog
+        # would go in smaller batches.  Its epoch is taken when it is asked for.
         prefetch: Optional[tuple[int, asyncio.Future]] = None
         try:
             while not (consumer_should_stop() or fetcher_should_stop()):
