@@ -32,7 +32,7 @@ import uuid
 from dataclasses import replace
 from pathlib import Path
 
-from streams.bench import BenchError, BenchWorker, cpu_per_unit, forget_topics, free_port, thread_cpu
+from streams.bench import BenchError, BenchWorker, cpu_per_unit, forget_topics, free_port, summed, thread_cpu
 from streams.config import Settings
 from streams.metrics import LOOP_LAG_BUCKETS_S
 
@@ -42,7 +42,7 @@ LOOP_LAG = "strata_event_loop_lag_seconds"
 
 def _total(scrapes: list[dict[str, float]], name: str) -> float:
     """A metric summed over its labels and over the workers."""
-    return sum(v for s in scrapes for k, v in s.items() if k == name or k.startswith(name + "{"))
+    return sum(v for k, v in summed(scrapes).items() if k == name or k.startswith(name + "{"))
 
 
 def _processed(scrapes: list[dict[str, float]]) -> float:
@@ -53,12 +53,10 @@ def _buckets(scrapes: list[dict[str, float]], name: str = "strata_update_latency
     """A cumulative histogram summed over workers: upper bound (s) → count."""
     out: dict[float, float] = {}
     prefix = f'{name}_bucket{{le="'
-    for s in scrapes:
-        for k, v in s.items():
-            if k.startswith(prefix):
-                bound = k.split('"')[1]
-                le = float("inf") if bound == "+Inf" else float(bound)
-                out[le] = out.get(le, 0.0) + v
+    for k, v in summed(scrapes).items():
+        if k.startswith(prefix):
+            bound = k.split('"')[1]
+            out[float("inf") if bound == "+Inf" else float(bound)] = v
     return out
 
 

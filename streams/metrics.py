@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import os
 import re
-from bisect import bisect_left
 import threading
+from bisect import bisect_left
 from collections import defaultdict
 
 import numpy as np
