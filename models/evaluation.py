@@ -20,6 +20,7 @@ the first half of its time span).
 """
 from __future__ import annotations
 
+import bisect
 import math
 import time
 import zlib
@@ -35,20 +36,39 @@ from models.ranking_metrics import RankingScore, ndcg_at_k, paired_bootstrap
 from models.recommenders import BatchTrainer, Recommender, World, build_models
 from models import als
 
-EXCLUDE = ("none", "purchased", "seen")
+EXCLUDE = ("in-view", "none", "purchased", "seen")
 ACTIVITY_BUCKETS: tuple[tuple[int, int | None], ...] = ((1, 4), (5, 19), (20, 99), (100, None))
+CUTS = ("time", "events")
+#: re-fits over the log's time span when no period is given (the refit period follows the span)
+AUTO_REFITS = 20
 
 
 @dataclass(frozen=True)
 class Protocol:
-    """Everything the numbers depend on besides the data and the models' own parameters."""
+    """Everything the numbers depend on besides the data and the models' own parameters.
+
+    The default is the protocol of SPEC §6: warm-up on the first 30 % of the log's time span;
+    targets are every later event of a user with an earlier event whose item differs from that
+    user's previous item (the next *new* interaction); every list leaves out the item in view
+    (the user's previous item), which is never a target; nothing else is filtered.
+
+    targets       event types that may be targets
+    next_new      only events whose item differs from the user's previous item are targets
+    warmup, until cuts as shares of the time span (`cut="time"`) or of the events (`cut="events"`)
+    refit_every_s batch re-fit period in event time; None: the span / AUTO_REFITS
+    exclude       the candidate filter applied to every model's list: "in-view" (the user's
+                  previous item), "none", "purchased" (the user's purchases), "seen" (every
+                  item the user touched)
+    """
 
     k: int = 10
-    targets: tuple[str, ...] = ("cart", "purchase")
-    warmup: float = 0.5
+    targets: tuple[str, ...] = EVENT_TYPES
+    next_new: bool = True
+    warmup: float = 0.3
     until: float = 1.0
-    refit_every_s: float = DAY
-    exclude: str = "none"
+    cut: str = "time"
+    refit_every_s: float | None = None
+    exclude: str = "in-view"
     timeline_buckets: int = 20
     target_sample: float = 1.0
 
@@ -62,25 +82,50 @@ class Protocol:
             raise ValueError(f"warmup must be a fraction in [0, 1), got {self.warmup}")
         if not self.warmup < self.until <= 1.0:
             raise ValueError(f"until must be in (warmup, 1], got {self.until}")
-        if not (self.refit_every_s > 0 and math.isfinite(self.refit_every_s)):
+        if self.cut not in CUTS:
+            raise ValueError(f"cut must be one of {CUTS}, got {self.cut!r}")
+        if self.refit_every_s is not None and not (self.refit_every_s > 0 and math.isfinite(self.refit_every_s)):
             raise ValueError(f"refit_every_s must be a positive number of seconds, got {self.refit_every_s}")
         if not 0.0 < self.target_sample <= 1.0:
             raise ValueError(f"target_sample must be in (0, 1], got {self.target_sample}")
         if self.exclude not in EXCLUDE:
             raise ValueError(f"exclude must be one of {EXCLUDE}, got {self.exclude!r}")
 
+    def cuts(self, events: Sequence[Event]) -> tuple[int, int]:
+        """(first tested event, first event not evaluated) as indices into the time-sorted events."""
+        n = len(events)
+        if self.cut == "events":
+            n_warm = int(self.warmup * n)
+            return n_warm, max(n_warm + 1, int(self.until * n))
+        t_min, t_max = events[0].ts, events[-1].ts
+        t_warm = t_min + self.warmup * (t_max - t_min)
+        t_until = t_min + self.until * (t_max - t_min)
+        n_warm = bisect.bisect_left([e.ts for e in events], t_warm)
+        n_stop = n if self.until >= 1.0 else bisect.bisect_right([e.ts for e in events], t_until)
+        return min(n_warm, n - 1), max(n_warm + 1, n_stop)
+
+    def refit_period(self, events: Sequence[Event]) -> float:
+        """The re-fit period: as given, or the log's time span / AUTO_REFITS (at least a minute)."""
+        if self.refit_every_s is not None:
+            return self.refit_every_s
+        return max(60.0, (events[-1].ts - events[0].ts) / AUTO_REFITS)
+
     def describe(self) -> dict:
         return {
             "order": "event time (stable), test-then-train",
             "k": self.k,
             "targets": list(self.targets),
-            "warmup_share_of_events": self.warmup,
-            "until_share_of_events": self.until,
+            "next_new": self.next_new,
+            "target_rule": ("events of a user with an earlier event whose item differs from that user's previous item"
+                            if self.next_new else "events of a user with an earlier event"),
+            "cut": f"shares of the {'time span' if self.cut == 'time' else 'events in time order'}",
+            "warmup": self.warmup,
+            "until": self.until,
             "refit_every_s": self.refit_every_s,
             "candidate_filter": self.exclude,
-            "target_users": "users with ≥ 1 earlier event",
             "coverage": "distinct recommended items / distinct items in the evaluated log",
             "target_sample": self.target_sample,
+            "bootstrap": "paired, over users (all of a user's targets resampled together)",
         }
 
 
@@ -116,9 +161,13 @@ class ModelResult:
     score: RankingScore
     seconds: float = 0.0
     timeline: list[list[float]] = field(default_factory=list)  # per time bucket: [Σ ndcg, targets]
-    activity: dict[str, list[float]] = field(default_factory=dict)  # bucket → [Σ ndcg, targets]
-    revisit: dict[str, list[float]] = field(default_factory=dict)  # "seen"/"new" → [Σ ndcg, targets]
+    slices: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # slice → value → [Σ ndcg, targets]
     gains: list[float] = field(default_factory=list)  # NDCG of every target, in order (all models share the targets)
+
+    def add_to(self, slice_name: str, value: str, gain: float) -> None:
+        cell = self.slices.setdefault(slice_name, {}).setdefault(value, [0.0, 0])
+        cell[0] += gain
+        cell[1] += 1
 
 
 def _sampled(event_id: str, share: float) -> bool:
@@ -135,6 +184,64 @@ def _activity_bucket(n: int) -> str:
     raise AssertionError
 
 
+class _Users:
+    """What the protocol itself knows of every user: event count, previous item, touched and bought items."""
+
+    def __init__(self) -> None:
+        self.count: dict[str, int] = {}
+        self.last: dict[str, str] = {}
+        self.seen: dict[str, set[str]] = {}
+        self.purchased: dict[str, set[str]] = {}
+
+    def is_target(self, e: Event, protocol: Protocol) -> bool:
+        if e.type not in protocol.targets or self.count.get(e.user_id, 0) == 0:
+            return False
+        if protocol.next_new and self.last.get(e.user_id) == e.item_id:
+            return False
+        return _sampled(e.event_id, protocol.target_sample)
+
+    def skip(self, user: str, exclude: str) -> set[str]:
+        """The protocol's candidate filter for this user, the same for every model."""
+        if exclude == "in-view":
+            last = self.last.get(user)
+            return set() if last is None else {last}
+        if exclude == "purchased":
+            return self.purchased.get(user, set())
+        if exclude == "seen":
+            return self.seen.get(user, set())
+        return set()
+
+    def slices(self, e: Event) -> dict[str, str]:
+        """The slices a target belongs to (SPEC §6)."""
+        return {
+            "by_activity": _activity_bucket(self.count[e.user_id]),
+            "by_target": "seen" if e.item_id in self.seen.get(e.user_id, ()) else "new",
+            "by_type": "cart/purchase" if e.type in ("cart", "purchase") else "view/click/fav",
+        }
+
+    def learn(self, e: Event) -> None:
+        self.count[e.user_id] = self.count.get(e.user_id, 0) + 1
+        self.last[e.user_id] = e.item_id
+        self.seen.setdefault(e.user_id, set()).add(e.item_id)
+        if e.type == "purchase":
+            self.purchased.setdefault(e.user_id, set()).add(e.item_id)
+
+
+def _refit_all(models: Mapping[str, Recommender], trainer: BatchTrainer, results: dict, now: float) -> None:
+    """Re-fit every model at event time `now`; the shared ALS fit is charged to each model that uses it."""
+    fit_before = trainer.fit_s
+    for name, m in models.items():
+        t = time.perf_counter()
+        fit_now = trainer.fit_s
+        m.refit(now)
+        # the shared fit runs inside whichever model asks first; charged below to all
+        results[name].seconds += time.perf_counter() - t - (trainer.fit_s - fit_now)
+    shared = trainer.fit_s - fit_before
+    for name, m in models.items():
+        if m.uses_batch_fit:
+            results[name].seconds += shared
+
+
 def prequential(
     dataset: Dataset,
     models: Mapping[str, Recommender],
@@ -147,7 +254,7 @@ def prequential(
 
     Returns {"dataset", "protocol", "k", "models": {name: {"hr", "ndcg", "mrr",
     "coverage", "targets", "events_per_s", "timeline", "by_activity",
-    "by_target", …}}, "als", "als_fit_s"}.
+    "by_target", "by_type", …}}, "als", "als_fit_s"}.
 
     `on_ask(model_name, event)` is called right before a model is asked for the
     user of a target event (tests use it to check what the model has seen).
@@ -155,88 +262,40 @@ def prequential(
     events = dataset.events
     if not events:
         raise ValueError("the log holds no valid events")
-    n_warm = int(protocol.warmup * len(events))
-    n_stop = max(n_warm + 1, int(protocol.until * len(events)))
-    t0 = events[0].ts
-    t_warm = events[min(n_warm, len(events) - 1)].ts
-    t_stop = events[n_stop - 1].ts
-    nb = protocol.timeline_buckets
-    k = protocol.k
+    n_warm, n_stop = protocol.cuts(events)
+    t_warm, t_stop = events[n_warm].ts, events[n_stop - 1].ts
+    period = protocol.refit_period(events)
+    nb, k = protocol.timeline_buckets, protocol.k
     results = {name: ModelResult(RankingScore(k), timeline=[[0.0, 0] for _ in range(nb)]) for name in models}
-    history: dict[str, int] = {}
-    seen: dict[str, set[str]] = {}
-    purchased: dict[str, set[str]] = {}
+    users = _Users()
+    target_users: list[str] = []
     next_refit: float | None = None
-    evaluated = 0
-    refits = 0
-    targets_set = set(protocol.targets)
+    refits = evaluated = 0
 
     bar = None
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(events), unit="ev", desc="evaluate", smoothing=0.05, mininterval=0.5)
+        bar = tqdm(total=n_stop, unit="ev", desc="evaluate", smoothing=0.05, mininterval=0.5)
     try:
-        for n, e in enumerate(events):
-            if n >= n_stop:
-                break
+        for n, e in enumerate(events[:n_stop]):
             testing = n >= n_warm
             if testing and (next_refit is None or e.ts >= next_refit):
-                fit_before = trainer.fit_s
-                for name, m in models.items():
-                    t = time.perf_counter()
-                    fit_now = trainer.fit_s
-                    m.refit(e.ts)
-                    # the shared fit runs inside whichever model asks first; charged below to all
-                    results[name].seconds += time.perf_counter() - t - (trainer.fit_s - fit_now)
-                shared = trainer.fit_s - fit_before
-                for name, m in models.items():
-                    if m.uses_batch_fit:
-                        results[name].seconds += shared
+                _refit_all(models, trainer, results, e.ts)
                 refits += 1
-                next_refit = e.ts + protocol.refit_every_s if next_refit is None else next_refit
+                next_refit = e.ts + period if next_refit is None else next_refit
                 while next_refit <= e.ts:
-                    next_refit += protocol.refit_every_s
-            user = e.user_id
-            prior = history.get(user, 0)
-            if testing and e.type in targets_set and prior > 0 and _sampled(e.event_id, protocol.target_sample):
-                if protocol.exclude == "purchased":
-                    skip = purchased.get(user, set())
-                elif protocol.exclude == "seen":
-                    skip = seen.get(user, set())
-                else:
-                    skip = set()
+                    next_refit += period
+            if testing and users.is_target(e, protocol):
                 bucket = min(nb - 1, int((e.ts - t_warm) / max(t_stop - t_warm, 1e-9) * nb))
-                act = _activity_bucket(prior)
-                rev = "seen" if e.item_id in seen.get(user, ()) else "new"
-                for name, m in models.items():
-                    if on_ask is not None:
-                        on_ask(name, e)
-                    t = time.perf_counter()
-                    ids, _ = m.rank(user, k + len(skip), e.ts)
-                    r = results[name]
-                    r.seconds += time.perf_counter() - t
-                    ids = [j for j in ids if j not in skip][:k]
-                    rank = r.score.add(ids, e.item_id)
-                    g = ndcg_at_k(rank)
-                    r.gains.append(g)
-                    r.timeline[bucket][0] += g
-                    r.timeline[bucket][1] += 1
-                    r.activity.setdefault(act, [0.0, 0])
-                    r.activity[act][0] += g
-                    r.activity[act][1] += 1
-                    r.revisit.setdefault(rev, [0.0, 0])
-                    r.revisit[rev][0] += g
-                    r.revisit[rev][1] += 1
+                _score_target(e, models, results, users, protocol, bucket, on_ask)
+                target_users.append(e.user_id)
             for name, m in models.items():
                 t = time.perf_counter()
                 m.learn_one(e)
                 results[name].seconds += time.perf_counter() - t
             trainer.observe(e)
-            history[user] = prior + 1
-            seen.setdefault(user, set()).add(e.item_id)
-            if e.type == "purchase":
-                purchased.setdefault(user, set()).add(e.item_id)
+            users.learn(e)
             evaluated = n + 1
             if bar is not None and n % 256 == 0:
                 bar.update(n + 1 - bar.n)
@@ -244,13 +303,59 @@ def prequential(
         if bar is not None:
             bar.update(evaluated - bar.n)
             bar.close()
-
     catalogue = len({e.item_id for e in events[:evaluated]})
+    out_models = _summaries(results, models, evaluated, catalogue, t_warm, t_stop, nb)
+    _compare(out_models, results, target_users)
+    return {
+        "dataset": dataset.name,
+        "protocol": {
+            **protocol.describe(),
+            "refit_period_s": period,
+            "events": evaluated,
+            "events_in_log": len(events),
+            "invalid_events": dataset.invalid,
+            "catalogue_items": catalogue,
+            "refits": refits,
+            "t_start": events[0].ts,
+            "t_warm": t_warm,
+            "t_stop": t_stop,
+        },
+        "k": k,
+        "models": out_models,
+        "als": trainer.params.as_dict(),
+        "als_fit_s": trainer.fit_s,
+    }
+
+
+def _score_target(e: Event, models: Mapping[str, Recommender], results: dict, users: _Users,
+                  protocol: Protocol, bucket: int, on_ask) -> None:
+    """Ask every model for the user of target `e` (before it learns `e`) and score the lists."""
+    k = protocol.k
+    skip = users.skip(e.user_id, protocol.exclude)
+    slices = users.slices(e)
+    for name, m in models.items():
+        if on_ask is not None:
+            on_ask(name, e)
+        t = time.perf_counter()
+        ids, _ = m.rank(e.user_id, k + len(skip), e.ts)
+        r = results[name]
+        r.seconds += time.perf_counter() - t
+        ids = [j for j in ids if j not in skip][:k]
+        g = ndcg_at_k(r.score.add(ids, e.item_id))
+        r.gains.append(g)
+        r.timeline[bucket][0] += g
+        r.timeline[bucket][1] += 1
+        for slice_name, value in slices.items():
+            r.add_to(slice_name, value, g)
+
+
+def _summaries(results: dict, models: Mapping[str, Recommender], evaluated: int, catalogue: int,
+               t_warm: float, t_stop: float, nb: int) -> dict:
     t_bucket = (t_stop - t_warm) / nb
-    out_models = {}
+    out = {}
     for name, r in results.items():
         s = r.score
-        out_models[name] = {
+        out[name] = {
             "hr": s.hr,
             "ndcg": s.ndcg,
             "mrr": s.mrr,
@@ -263,33 +368,35 @@ def prequential(
                 {"t": t_warm + (b + 0.5) * t_bucket, "ndcg": (g / c if c else None), "targets": c}
                 for b, (g, c) in enumerate(r.timeline)
             ],
-            "by_activity": {a: {"ndcg": g / c, "targets": c} for a, (g, c) in sorted(r.activity.items(), key=lambda kv: int(kv[0].split("-")[0].rstrip("+")))},
-            "by_target": {a: {"ndcg": g / c, "targets": c} for a, (g, c) in sorted(r.revisit.items())},
         }
+        for slice_name, cells in r.slices.items():
+            order = sorted(cells, key=_slice_order)
+            out[name][slice_name] = {v: {"ndcg": cells[v][0] / cells[v][1], "targets": cells[v][1]} for v in order}
+    return out
+
+
+def _slice_order(value: str):
+    head = value.split("-")[0].rstrip("+")
+    return (0, int(head), value) if head.isdigit() else (1, 0, value)
+
+
+def _compare(out_models: dict, results: dict, target_users: list[str]) -> None:
+    """Each Strata row against the best baseline (of every form): a paired bootstrap over users."""
     baselines = [name for name in results if not name.startswith("strata")]
-    if baselines:
-        best = max(baselines, key=lambda name: out_models[name]["ndcg"])
-        for name in results:
-            if name.startswith("strata"):
-                out_models[name]["vs_best_baseline"] = {"model": best, **paired_bootstrap(results[name].gains, results[best].gains)}
-    return {
-        "dataset": dataset.name,
-        "protocol": {
-            **protocol.describe(),
-            "events": evaluated,
-            "events_in_log": len(events),
-            "invalid_events": dataset.invalid,
-            "catalogue_items": catalogue,
-            "refits": refits,
-            "t_start": t0,
-            "t_warm": t_warm,
-            "t_stop": t_stop,
-        },
-        "k": k,
-        "models": out_models,
-        "als": trainer.params.as_dict(),
-        "als_fit_s": trainer.fit_s,
-    }
+    if not baselines:
+        return
+    best = max(baselines, key=lambda name: out_models[name]["ndcg"])
+    for name in results:
+        if name.startswith("strata"):
+            out_models[name]["vs_best_baseline"] = {
+                "model": best, **paired_bootstrap(results[name].gains, results[best].gains, groups=target_users)}
+            slices = {}
+            for slice_name, cut in (("new item", ("by_target", "new")), ("cart/purchase", ("by_type", "cart/purchase"))):
+                mine = out_models[name].get(cut[0], {}).get(cut[1])
+                theirs = out_models[best].get(cut[0], {}).get(cut[1])
+                if mine and theirs:
+                    slices[slice_name] = {"strata": mine["ndcg"], best: theirs["ndcg"], "targets": mine["targets"]}
+            out_models[name]["vs_best_baseline"]["slices"] = slices
 
 
 def evaluate(

@@ -85,12 +85,18 @@ class RankingScore:
         return coverage([self.recommended], catalogue_size)
 
 
-def paired_bootstrap(a: Sequence[float], b: Sequence[float], resamples: int = 2000, seed: int = 0) -> dict:
+def paired_bootstrap(a: Sequence[float], b: Sequence[float], resamples: int = 2000, seed: int = 0,
+                     groups: Sequence[str] | None = None) -> dict:
     """How much better `a` is than `b` on the same targets: the mean of the per-target
-    differences a_i − b_i and its 95 % interval by the paired bootstrap (targets resampled with
-    replacement, `resamples` times, seeded: the same inputs give the same interval).
+    differences a_i − b_i and its 95 % interval by the paired bootstrap, seeded (the same inputs
+    give the same interval).
 
-    {"delta", "ci95": [low, high], "targets", "resamples"}; delta and ci95 are None without targets.
+    With `groups` (the user of every target) the bootstrap resamples groups, not targets: all
+    of a user's targets are drawn together, since targets of one user are not independent.  A
+    resample's difference is Σ d over its drawn users' targets / their number of targets.
+
+    {"delta", "ci95": [low, high], "targets", "groups", "resamples"}; delta and ci95 are None
+    without targets.
     """
     import numpy as np
 
@@ -98,16 +104,27 @@ def paired_bootstrap(a: Sequence[float], b: Sequence[float], resamples: int = 20
     if d.ndim != 1:
         raise ValueError("a and b must be sequences of the same length")
     n = d.size
+    if groups is not None and len(groups) != n:
+        raise ValueError(f"groups has {len(groups)} entries for {n} targets")
     if n == 0:
-        return {"delta": None, "ci95": None, "targets": 0, "resamples": resamples}
+        return {"delta": None, "ci95": None, "targets": 0, "groups": 0, "resamples": resamples}
+    if groups is None:
+        sums, counts = d, np.ones(n)
+    else:
+        _, codes = np.unique(np.asarray(groups, dtype=object), return_inverse=True)
+        sums = np.bincount(codes, weights=d)
+        counts = np.bincount(codes).astype(np.float64)
+    g = sums.size
     rng = np.random.default_rng(seed)
     means = np.empty(resamples)
-    step = max(1, 2_000_000 // n)  # resamples per chunk: bounded memory on big logs
+    step = max(1, 2_000_000 // g)  # resamples per chunk: bounded memory on big logs
     for start in range(0, resamples, step):
         stop = min(resamples, start + step)
-        means[start:stop] = d[rng.integers(0, n, (stop - start, n))].mean(axis=1)
+        draw = rng.integers(0, g, (stop - start, g))
+        means[start:stop] = sums[draw].sum(axis=1) / counts[draw].sum(axis=1)
     low, high = np.percentile(means, [2.5, 97.5])
-    return {"delta": float(d.mean()), "ci95": [float(low), float(high)], "targets": int(n), "resamples": resamples}
+    return {"delta": float(d.mean()), "ci95": [float(low), float(high)], "targets": int(n), "groups": int(g),
+            "resamples": resamples}
 
 
 __all__ = ["RankingScore", "coverage", "hit_rank", "hr_at_k", "mrr_at_k", "ndcg_at_k", "paired_bootstrap"]

@@ -167,6 +167,7 @@ def cmd_bench(args, settings: Settings) -> int:
 def cmd_evaluate(args, settings: Settings) -> int:
     from models import evaluation as ev
     from models.als import ALSParams
+    from models.events import EVENT_TYPES
     from models.loaders import LoaderError, open_log
     from models.recommenders import MODEL_NAMES
 
@@ -177,12 +178,13 @@ def cmd_evaluate(args, settings: Settings) -> int:
     for library, needed_for in (("river", "river-mf" in models and "--models river-mf"), ("matplotlib", args.plot and "--plot")):
         if needed_for and importlib.util.find_spec(library) is None:
             raise CommandError(f"{needed_for} needs {library}, which is not installed: pip install 'strata[eval]'", 2)
-    targets = ("view", "click", "fav", "cart", "purchase") if args.targets == "all" else tuple(t.strip() for t in args.targets.split(","))
+    targets = EVENT_TYPES if args.targets in ("all", "next-new") else tuple(t.strip() for t in args.targets.split(","))
     if args.exclude_purchased and args.exclude_seen:
         raise CommandError("--exclude-purchased and --exclude-seen exclude each other", 2)
-    exclude = "purchased" if args.exclude_purchased else "seen" if args.exclude_seen else "none"
+    exclude = "purchased" if args.exclude_purchased else "seen" if args.exclude_seen else args.exclude
     try:
-        protocol = ev.Protocol(k=args.k, targets=targets, warmup=args.warmup, until=args.until,
+        protocol = ev.Protocol(k=args.k, targets=targets, next_new=args.targets == "next-new" or args.next_new,
+                               warmup=args.warmup, until=args.until, cut=args.cut,
                                refit_every_s=args.refit_every, exclude=exclude, target_sample=args.target_sample)
         rank_params = ev.parse_rank_params(args.rank_params)
         als_params = ALSParams(factors=args.factors, iterations=args.iterations, seed=args.seed)
@@ -192,7 +194,7 @@ def cmd_evaluate(args, settings: Settings) -> int:
         if knobs is not None and (not knobs or set(knobs) - set(ev.TUNING_GRID)):
             raise ValueError(f"--tune-knobs takes some of {', '.join(ev.TUNING_GRID)}")
         if args.tune and args.warmup < 0.5:
-            raise ValueError("--tune tunes on the first half of the events, so --warmup must be ≥ 0.5")
+            raise ValueError("--warmup must be ≥ 0.5 with --tune, which tunes on the first half of the log")
         source = open_log(args.events, args.format, catalog_path=args.catalog, limit=args.limit, seed=args.seed)
         dataset = ev.load_dataset(source)
         if not dataset.events:
@@ -356,10 +358,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", required=True, choices=FORMATS)
     p.add_argument("--catalog", help="catalog as NDJSON (default: derived from the log)")
     p.add_argument("--k", type=_positive_int, default=10, help="list length K (default 10)")
-    p.add_argument("--targets", default="cart,purchase", help="event types scored, comma-separated, or 'all'")
-    p.add_argument("--warmup", type=_fraction, default=0.5, help="share of the events (in time order) that only trains (default 0.5)")
-    p.add_argument("--until", type=_fraction, default=1.0, help="stop after this share of the events (default 1)")
-    p.add_argument("--refit-every", type=_duration, default=86_400.0, help="ALS re-fit schedule in event time (default 1d)")
+    p.add_argument("--targets", default="next-new",
+                   help="'next-new' (default, SPEC §6: every event whose item differs from the user's previous item), "
+                        "'all' (every event), or event types, comma-separated")
+    p.add_argument("--next-new", action="store_true", help="with --targets TYPES: only those whose item differs from the user's previous item")
+    p.add_argument("--warmup", type=_fraction, default=0.3, help="share of the log (see --cut) that only trains (default 0.3)")
+    p.add_argument("--until", type=_fraction, default=1.0, help="stop after this share of the log (default 1)")
+    p.add_argument("--cut", choices=("time", "events"), default="time", help="--warmup and --until are shares of the time span (default) or of the events")
+    p.add_argument("--refit-every", type=_duration, default=None, help="ALS re-fit schedule in event time (default: the log's span / 20)")
+    p.add_argument("--exclude", choices=("in-view", "none", "purchased", "seen"), default="in-view",
+                   help="the candidate filter of every model (default in-view: the user's previous item)")
     p.add_argument("--models", default="all", help="comma-separated models, or 'all'")
     p.add_argument("--exclude-purchased", action="store_true", help="filter each user's past purchases, for every model")
     p.add_argument("--exclude-seen", action="store_true", help="filter every item the user has seen, for every model")

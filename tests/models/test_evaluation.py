@@ -74,7 +74,7 @@ def test_hand_computed_results():
         Event("4", "u1", "B", "purchase", T0 + 10, "c"),  # the only target after the warm-up (t ≥ T0 + 5)
         Event("5", "u3", "A", "purchase", T0 + 11, "c"),  # a user without history: not a target
     ]
-    result = evaluate(Dataset("hand", events, cat), ["pop", "repeat"], Protocol(k=2, warmup=5 / 11))
+    result = evaluate(Dataset("hand", events, cat), ["pop", "repeat"], Protocol(k=2, warmup=5 / 11, exclude="none"))
     for name in ("pop", "repeat"):
         m = result["models"][name]
         assert m["targets"] == 1
@@ -82,8 +82,37 @@ def test_hand_computed_results():
         assert m["ndcg"] == pytest.approx(1 / math.log2(3))
         assert m["mrr"] == pytest.approx(0.5)
         assert m["coverage"] == pytest.approx(1.0)  # A and B of 2 items
-    one = evaluate(Dataset("hand", events, cat), ["pop"], Protocol(k=1, warmup=5 / 11))["models"]["pop"]
+    one = evaluate(Dataset("hand", events, cat), ["pop"], Protocol(k=1, warmup=5 / 11, exclude="none"))["models"]["pop"]
     assert (one["hr"], one["ndcg"], one["coverage"]) == (0.0, 0.0, 0.5)
+    # the default filter leaves out the item in view (u1's A), so B comes first for both
+    default = evaluate(Dataset("hand", events, cat), ["pop", "repeat"], Protocol(k=1, warmup=5 / 11))
+    assert [m["ndcg"] for m in default["models"].values()] == [1.0, 1.0]
+
+
+def test_next_new_targets_skip_the_item_in_view():
+    """The default targets: events of a user with history whose item differs from their previous item."""
+    cat = Catalog({"A": "c", "B": "c"}, {"c": None})
+    events = [
+        Event("1", "u1", "A", "view", T0, "c"),
+        Event("2", "u1", "A", "cart", T0 + 6, "c"),      # the item in view again: never a target
+        Event("3", "u1", "B", "view", T0 + 7, "c"),      # new: a target
+        Event("4", "u1", "A", "purchase", T0 + 8, "c"),  # back to A after B: a target
+        Event("5", "u2", "B", "view", T0 + 10, "c"),     # no history: not a target
+    ]
+    assert evaluate(Dataset("h", events, cat), ["pop"], Protocol(k=1, warmup=0.5))["models"]["pop"]["targets"] == 2
+    every = Protocol(k=1, warmup=0.5, next_new=False)
+    assert evaluate(Dataset("h", events, cat), ["pop"], every)["models"]["pop"]["targets"] == 3
+    carts = Protocol(k=1, warmup=0.5, next_new=False, targets=("cart", "purchase"))
+    assert evaluate(Dataset("h", events, cat), ["pop"], carts)["models"]["pop"]["targets"] == 2
+
+
+def test_warmup_cuts_time_not_events():
+    """30 % of the time span: nine events in the first second and one an hour later leave one target."""
+    cat = Catalog({f"I{n}": "c" for n in range(10)}, {"c": None})
+    events = [Event(str(n), "u1", f"I{n}", "view", T0 + n * 0.1, "c") for n in range(9)]
+    events.append(Event("9", "u1", "I9", "view", T0 + 3600, "c"))
+    assert evaluate(Dataset("h", events, cat), ["pop"], Protocol(k=1))["models"]["pop"]["targets"] == 1
+    assert evaluate(Dataset("h", events, cat), ["pop"], Protocol(k=1, cut="events"))["models"]["pop"]["targets"] == 7
 
 
 def test_candidate_filter_applies_to_every_model():
@@ -131,6 +160,8 @@ def test_result_shape_and_layer_ablations():
         ({"warmup": 1.0}, "warmup"),
         ({"warmup": 0.6, "until": 0.5}, "until"),
         ({"exclude": "some"}, "exclude"),
+        ({"cut": "rows"}, "cut"),
+        ({"refit_every_s": 0.0}, "refit_every_s"),
     ],
 )
 def test_protocol_refuses_bad_values(kwargs, message):
@@ -199,7 +230,8 @@ def test_cli_end_to_end(capsys, tmp_path):
     assert "NDCG@10" in out and "strata" in out
     result = json.loads(out_json.read_text())
     assert set(result["models"]) == {"strata", "pop", "repeat", "cooc"}
-    assert result["protocol"]["candidate_filter"] == "none"
+    assert result["protocol"]["candidate_filter"] == "in-view"
+    assert result["protocol"]["next_new"] is True
     assert out_png.read_bytes()[:4] == b"\x89PNG"
 
 
