@@ -33,7 +33,8 @@ from models.popularity import DAY
 from models.profile import ProfileParams
 from models.ranking import RankParams
 from models.ranking_metrics import RankingScore, ndcg_at_k, paired_bootstrap
-from models.recommenders import BatchTrainer, Recommender, World, build_models
+from models.recommenders import BatchTrainer, FixedLayersModel, Recommender, World
+from models.registry import build_models
 from models import als
 
 EXCLUDE = ("in-view", "none", "purchased", "seen")
@@ -410,14 +411,12 @@ def evaluate(
     progress: bool = False,
     extra: Mapping[str, RankParams] | None = None,
 ) -> dict:
-    """Build the named models (plus Strata variants `extra`: name → RankParams) and run them."""
-    from models.recommenders import StrataModel
-
+    """Build the named models (plus hand-weighted variants `extra`: name → RankParams) and run them."""
     world = World(dataset.catalog, profile_params)
     trainer = BatchTrainer(world, als_params)
     models = build_models(model_names, world, trainer, rank_params, seed=seed)
     for name, rp in (extra or {}).items():
-        models[name] = StrataModel(world, trainer, rp)
+        models[name] = FixedLayersModel(world, trainer, rp)
     return prequential(dataset, models, trainer, protocol, progress=progress)
 
 
@@ -580,13 +579,13 @@ def format_markdown(result: dict) -> str:
     ]
     for name, m in sorted(result["models"].items(), key=lambda kv: -kv[1]["ndcg"]):
         eps = m["events_per_s"]
-        bold = "**" if name.startswith("strata") and name in ("strata", "strata-tuned") else ""
+        bold = "**" if name.startswith("strata") and name in ("strata", "strata-fixed-tuned") else ""
         lines.append(
             f"| {bold}{name}{bold} | {m['hr']:.4f} | {bold}{m['ndcg']:.4f}{bold} | {m['mrr']:.4f} | "
             f"{m['coverage']:.3f} | {m['targets']:,} | {f'{eps:,.0f}' if eps else '-'} |"
         )
     notes = []
-    for name in ("strata", "strata-tuned"):
+    for name in ("strata", "strata-fixed-tuned"):
         vs = result["models"].get(name, {}).get("vs_best_baseline")
         if vs and vs["delta"] is not None:
             low, high = vs["ci95"]

@@ -1,25 +1,22 @@
-"""Every model of the prequential evaluation (SPEC §6) behind one small interface.
+"""The interface every model of the prequential evaluation (SPEC §6) implements, Strata's
+models and the batch-fitted and online-MF baselines.
 
 A `Recommender` learns from one event at a time (`learn_one`), may be re-fitted
 on a schedule (`refit`, for the batch models), and ranks items for a user at a
 time (`rank`).  The evaluator asks `rank` *before* it shows the event to
 `learn_one`, so no model ever sees the event it is scored on.
 
-Strata's models drive the very code the stream workers run — `Profile.learn`,
-`Popularity.learn`, `models.als` (fit, fold-in through `FactorModel`) and
-`Ranker.recommend` — so what is measured here is what is served.
+Strata's models drive the code the stream workers run — `Profile.learn`,
+`Popularity.learn`, `models.als` (fit, fold-in through `FactorModel`) — and the
+learned ranker of `models.blend` / `models.terms`.
 
-The baselines:
+Besides the textbook baselines of `models.baselines`:
 
-- `pop`: recent popularity (the `Popularity` of the overall layer);
-- `repeat`: the user's own items by decayed weight (the profile's item
-  layer), then popular items;
+- `pop`: recent popularity (the `Popularity` of the overall layer, β-weighted);
 - `als-once` / `als-periodic` / `als-foldin`: implicit ALS on the SPEC §3
   confidences, fitted once on the warm-up, re-fitted on schedule with the
   batch user vectors x_u, or re-fitted with x_u folded in from the live item
   layer before every request;
-- `cooc`: item-to-item co-occurrence within each user's last `window`
-  distinct items, score(j) = Σ_i a_i · C(i, j) / √n_j, with a_i = γ^age(i);
 - `river-mf`: River's online biased MF, one SGD step on each event (y = 1)
   and on one negative sampled from the event stream (y = 0, so popular items
   are sampled as often as they occur); it ranks a candidate pool (the
@@ -34,8 +31,8 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from collections import deque
-from dataclasses import dataclass, replace
-from typing import Callable, Iterable
+from dataclasses import asdict, dataclass, replace
+from typing import Iterable
 
 import numpy as np
 
@@ -45,7 +42,10 @@ from models.events import Event
 from models.factors import FactorModel
 from models.popularity import DAY, Popularity
 from models.profile import Profile, ProfileParams
-from models.ranking import SHARE_BUCKET_NAMES, Ranker, RankParams, ShopRates
+from models.blend import TermRanker, UserState
+from models.covisit import CoVisits
+from models.ranking import SHARE_BUCKET_NAMES, Ranker, RankParams, ShopRates, blend_user_vector
+from models.terms import LONG_WINDOW, TERMS, LearnParams, TermWeights
 
 
 # -- what every model may know besides the events ---------------------------------
@@ -201,8 +201,106 @@ class Recommender(ABC):
 
 
 # -- Strata ----------------------------------------------------------------------------
+LAYER_TERMS = {
+    "item": ("own", "own_w", "rec_0", "rec_1", "rec_2_3", "rec_4_7", "rec_8p", "fresh", "cv_short", "cv_long", "factor"),
+    "domain": ("domain", "same_cat", "cat_pop"),
+    "overall": ("pop", "log_pop", "overall_pop"),
+}
+
+
 class StrataModel(Recommender):
-    """The layered model of SPEC §3: live profiles, ALS re-fitted on schedule, live fold-in.
+    """Strata: the three layers' terms (`models.terms`), weights θ learned online from what
+    shoppers do next, co-visitation kept by the stream, ALS re-fitted on schedule with x_u
+    folded in from the live item layer and blended with the batch vector (interest regression).
+
+    Every event whose item differs from the user's previous one is feedback: the candidates
+    the ranker would have shown just before it are scored and θ takes one pairwise step
+    (`TermWeights.learn`).  `layers` keeps only the terms of some layers (an ablation).
+    """
+
+    uses_batch_fit = True
+
+    def __init__(self, world: World, trainer: BatchTrainer, params: RankParams | None = None,
+                 learn: LearnParams | None = None, layers: tuple[str, ...] = ("item", "domain", "overall"),
+                 learning: bool = True) -> None:
+        super().__init__(world)
+        self.params = params or RankParams()
+        self.trainer = trainer
+        self.state = LiveState(world, self.params.popularity_half_life_s)
+        self.covisits = CoVisits(window=LONG_WINDOW)
+        self.weights = TermWeights(learn)
+        self.layers = tuple(layers)
+        self.learning = learning
+        self._mask = np.array([any(t in LAYER_TERMS[l] for l in self.layers) for t in TERMS], np.float64)
+        self.recent: dict[str, deque[str]] = {}
+        self.snapshot: Snapshot | None = None
+        self.ranker = TermRanker(world.category_of, world.catalog.root_of, self.covisits, self.state.popularity,
+                                 world.profile_params)
+        self._asked: tuple[str, float, list[str], np.ndarray] | None = None
+
+    def _user(self, user_id: str, now: float) -> UserState:
+        profile = self.state.profiles.get(user_id)
+        x = None
+        snap = self.snapshot
+        if snap is not None and profile is not None:
+            live_w = profile.weights("item", self.world.profile_params, now)
+            live = snap.model.fold_in(live_w)
+            x = blend_user_vector(live, snap.user_vector(user_id), sum(live_w.values()), self.params)
+        recent = self.recent.get(user_id, ())
+        return UserState(list(reversed(recent)), profile, x)
+
+    def _score(self, user_id: str, now: float) -> tuple[list[str], np.ndarray, np.ndarray]:
+        model = self.snapshot.model if self.snapshot is not None else None
+        user = self._user(user_id, now)
+        ids, src = self.ranker.candidates(user, now, model)
+        F = self.ranker.features(ids, src, user, now, model) * self._mask
+        self._asked = (user_id, now, ids, F)
+        return ids, F, F @ self.weights.theta
+
+    def rank(self, user_id: str, k: int, now: float) -> Ranking:
+        if user_id not in self.recent:
+            return _fill([], [], k, self.state)
+        ids, _, scores = self._score(user_id, now)
+        top = _top_k(scores, k)
+        return _fill([ids[t] for t in top.tolist()], scores[top].tolist(), k, self.state)
+
+    def learn_one(self, event: Event) -> None:
+        recent = self.recent.get(event.user_id)
+        if self.learning and recent and recent[-1] != event.item_id:
+            asked = self._asked
+            if asked is not None and asked[0] == event.user_id and asked[1] == event.ts:
+                ids, F = asked[2], asked[3]
+                scores = F @ self.weights.theta
+            else:
+                ids, F, scores = self._score(event.user_id, event.ts)
+            try:
+                positive = ids.index(event.item_id)
+            except ValueError:
+                positive = None
+            self.weights.learn(F, positive, scores)
+        self._asked = None
+        if recent is None:
+            recent = self.recent[event.user_id] = deque(maxlen=LONG_WINDOW + 1)
+        self.covisits.learn(event.item_id, list(reversed(recent)), event.ts)
+        if event.item_id in recent:
+            recent.remove(event.item_id)
+        recent.append(event.item_id)
+        self.state.learn(event)
+
+    def refit(self, now: float) -> None:
+        snap = self.trainer.snapshot(now)
+        if snap is not None:
+            self.snapshot = snap
+
+    def describe(self) -> dict:
+        return {"theta": self.weights.as_dict(), "updates": self.weights.updates, "misses": self.weights.misses,
+                "layers": list(self.layers), "learn": asdict(self.weights.params), "learning": self.learning}
+
+
+# -- Strata ----------------------------------------------------------------------------
+class FixedLayersModel(Recommender):
+    """The hand-weighted layered scorer (`models.ranking.Ranker`, which the workers serve today):
+    live profiles, ALS re-fitted on schedule, live fold-in, layer weights by formula.
 
     The item layer's factor term folds x_u in from the live item layer and
     blends it with the batch vector x_u of the last fit ("interest regression");
@@ -285,25 +383,6 @@ class PopularityModel(Recommender):
         return {"half_life_s": self.half_life_s}
 
 
-class RepeatModel(Recommender):
-    """The user's own items by decayed weight w_item(j, now), then popular items."""
-
-    def __init__(self, world: World, popularity_half_life_s: float = DAY) -> None:
-        super().__init__(world)
-        self.state = LiveState(world, popularity_half_life_s)
-
-    def learn_one(self, event: Event) -> None:
-        self.state.learn(event)
-
-    def rank(self, user_id: str, k: int, now: float) -> Ranking:
-        profile = self.state.profiles.get(user_id)
-        own: list[tuple[str, float]] = []
-        if profile is not None:
-            weights = profile.weights("item", self.world.profile_params, now)
-            own = sorted(weights.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
-        return _fill([j for j, _ in own], [w for _, w in own], k, self.state)
-
-
 class ALSModel(Recommender):
     """Implicit ALS with the three update regimes of SPEC §6.
 
@@ -352,77 +431,6 @@ class ALSModel(Recommender):
 
     def describe(self) -> dict:
         return {"mode": self.mode, "als": self.trainer.params.as_dict()}
-
-
-class CoocModel(Recommender):
-    """Item-to-item co-occurrence over each user's recent items.
-
-    C(i, j) counts the users in whose last `window` distinct items i and j
-    both appear (counted when the later one arrives); n_j counts item j's
-    events.  score(j) = Σ_{i ∈ recent(u)} γ^age(i) · C(i, j) / √n_j, where
-    age is 0 for the user's latest item: recent items count most, and
-    dividing by √n_j keeps the very popular items from swamping the list.
-    """
-
-    def __init__(self, world: World, window: int = 20, gamma: float = 0.9) -> None:
-        super().__init__(world)
-        self.window = window
-        self.gamma = gamma
-        self.state = LiveState(world)
-        self._index: dict[str, int] = {}
-        self._ids: list[str] = []
-        self._n = np.zeros(1024, np.float64)
-        self._C: list[dict[int, float]] = []
-        self._recent: dict[str, deque[int]] = {}
-
-    def _id(self, item: str) -> int:
-        j = self._index.get(item)
-        if j is None:
-            j = self._index[item] = len(self._ids)
-            self._ids.append(item)
-            self._C.append({})
-            if j >= self._n.shape[0]:
-                self._n = np.concatenate([self._n, np.zeros_like(self._n)])
-        return j
-
-    def learn_one(self, event: Event) -> None:
-        self.state.learn(event)
-        j = self._id(event.item_id)
-        self._n[j] += 1.0
-        recent = self._recent.get(event.user_id)
-        if recent is None:
-            recent = self._recent[event.user_id] = deque(maxlen=self.window)
-        if j in recent:
-            recent.remove(j)  # a return visit refreshes the item, not the pairs
-        else:
-            row_j = self._C[j]
-            for i in recent:
-                row_i = self._C[i]
-                row_i[j] = row_i.get(j, 0.0) + 1.0
-                row_j[i] = row_j.get(i, 0.0) + 1.0
-        recent.append(j)
-
-    def rank(self, user_id: str, k: int, now: float) -> Ranking:
-        recent = self._recent.get(user_id)
-        if not recent:
-            return _fill([], [], k, self.state)
-        n = len(self._ids)
-        scores = np.zeros(n, np.float64)
-        for age, i in enumerate(reversed(recent)):
-            row = self._C[i]
-            if row:
-                cols = np.fromiter(row.keys(), np.int64, len(row))
-                vals = np.fromiter(row.values(), np.float64, len(row))
-                scores[cols] += (self.gamma ** age) * vals
-        nz = np.flatnonzero(scores)
-        if nz.size == 0:
-            return _fill([], [], k, self.state)
-        s = scores[nz] / np.sqrt(self._n[nz])
-        top = _top_k(s, k)
-        return _fill([self._ids[t] for t in nz[top].tolist()], s[top].tolist(), k, self.state)
-
-    def describe(self) -> dict:
-        return {"window": self.window, "gamma": self.gamma}
 
 
 class RiverMFModel(Recommender):
@@ -488,49 +496,7 @@ class RiverMFModel(Recommender):
                 "learning_rate": self.learning_rate, "l2": self.l2, "seed": self.seed}
 
 
-# -- the registry ----------------------------------------------------------------------
-STRATA_LAYERS = {"strata-item": ("item",), "strata-domain": ("domain",), "strata-overall": ("overall",)}
-
-MODEL_NAMES: tuple[str, ...] = (
-    "strata", "strata-item", "strata-domain", "strata-overall",
-    "pop", "repeat", "als-once", "als-periodic", "als-foldin", "cooc", "river-mf",
-)
-
-
-def build_models(
-    names: Iterable[str],
-    world: World,
-    trainer: BatchTrainer,
-    rank_params: RankParams | None = None,
-    seed: int = 0,
-) -> dict[str, Recommender]:
-    """The named models, in order; `rank_params` configures Strata and its one-layer variants."""
-    rp = rank_params or RankParams()
-    makers: dict[str, Callable[[], Recommender]] = {
-        "strata": lambda: StrataModel(world, trainer, rp),
-        "pop": lambda: PopularityModel(world, rp.popularity_half_life_s),
-        "repeat": lambda: RepeatModel(world, rp.popularity_half_life_s),
-        "als-once": lambda: ALSModel(world, trainer, "once"),
-        "als-periodic": lambda: ALSModel(world, trainer, "periodic"),
-        "als-foldin": lambda: ALSModel(world, trainer, "foldin"),
-        "cooc": lambda: CoocModel(world),
-        "river-mf": lambda: RiverMFModel(world, seed=seed),
-    }
-    for name, layers in STRATA_LAYERS.items():
-        makers[name] = (lambda layers=layers: StrataModel(world, trainer, _with_layers(rp, layers)))
-    out: dict[str, Recommender] = {}
-    for name in names:
-        if name not in makers:
-            raise ValueError(f"unknown model {name!r}; known: {', '.join(MODEL_NAMES)}")
-        out[name] = makers[name]()
-    return out
-
-
-def _with_layers(params: RankParams, layers: tuple[str, ...]) -> RankParams:
-    return replace(params, layers=layers)
-
-
 __all__ = [
-    "ALSModel", "BatchTrainer", "CoocModel", "LiveState", "MODEL_NAMES", "PopularityModel",
-    "Recommender", "RepeatModel", "RiverMFModel", "Snapshot", "StrataModel", "World", "build_models",
+    "ALSModel", "BatchTrainer", "FixedLayersModel", "LAYER_TERMS", "LiveState", "PopularityModel",
+    "Recommender", "RiverMFModel", "Snapshot", "StrataModel", "World",
 ]

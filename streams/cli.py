@@ -169,7 +169,7 @@ def cmd_evaluate(args, settings: Settings) -> int:
     from models.als import ALSParams
     from models.events import EVENT_TYPES
     from models.loaders import LoaderError, open_log
-    from models.recommenders import MODEL_NAMES
+    from models.registry import MODEL_NAMES
 
     models = MODEL_NAMES if args.models == "all" else tuple(m.strip() for m in args.models.split(",") if m.strip())
     unknown = [m for m in models if m not in MODEL_NAMES]
@@ -207,7 +207,7 @@ def cmd_evaluate(args, settings: Settings) -> int:
     if args.tune:
         tuned, trail = ev.tune(dataset, protocol, start=rank_params, als_params=als_params, progress=progress,
                                target_sample=args.tune_sample, knobs=knobs, log=lambda line: print(line, file=sys.stderr))
-        extra = {"strata-tuned": tuned}
+        extra = {"strata-fixed-tuned": tuned}
         tuning = {"window": "warm-up: the first 1/4 of the events in time order, tested: the second 1/4", "target_sample": args.tune_sample, "knobs": knobs or list(ev.TUNING_GRID), "trail": trail,
                   "rank_params": ev.format_rank_params(tuned)}
     result = ev.evaluate(dataset, models, protocol, rank_params=rank_params, als_params=als_params,
@@ -372,7 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--exclude-purchased", action="store_true", help="filter each user's past purchases, for every model")
     p.add_argument("--exclude-seen", action="store_true", help="filter every item the user has seen, for every model")
     p.add_argument("--rank-params", help="Strata's RankParams overrides, e.g. 'item_own_weight=3,base_weights=0.6/0.2/0.2'")
-    p.add_argument("--tune", action="store_true", help="tune Strata on the first half of time and add 'strata-tuned'")
+    p.add_argument("--tune", action="store_true", help="tune the hand-weighted scorer on the first half of the log and add 'strata-fixed-tuned'")
     p.add_argument("--target-sample", type=_fraction, default=1.0, help="share of the targets scored (default 1; a fixed sample by event-id hash)")
     p.add_argument("--tune-sample", type=_fraction, default=1.0, help="share of the tuning window's targets scored (default 1; by event-id hash)")
     p.add_argument("--tune-knobs", help="tune only these knobs (comma-separated; default all of models.evaluation.TUNING_GRID)")

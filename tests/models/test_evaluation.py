@@ -10,7 +10,8 @@ from models.catalog import Catalog
 from models.evaluation import Dataset, Protocol, evaluate, format_rank_params, format_table, parse_rank_params, prequential
 from models.events import Event
 from models.ranking import RankParams
-from models.recommenders import MODEL_NAMES, BatchTrainer, Recommender, World, build_models
+from models.recommenders import BatchTrainer, Recommender, World
+from models.registry import MODEL_NAMES, build_models
 from tests.models.test_recommenders import ALS, CATALOG, T0, small_log
 
 
@@ -137,7 +138,8 @@ def test_result_shape_and_layer_ablations():
         assert set(m) >= {"hr", "ndcg", "mrr", "coverage", "targets", "events_per_s"}
         assert 0 <= m["mrr"] <= m["ndcg"] <= m["hr"] <= 1
         assert sum(b["targets"] for b in m["timeline"]) == m["targets"]
-    assert tuple(result["models"]["strata-item"]["params"]["rank_params"]["layers"]) == ("item",)
+    assert result["models"]["strata-item"]["params"]["layers"] == ["item"]
+    assert result["models"]["strata"]["params"]["updates"] > 0  # the term weights learned online
     vs = result["models"]["strata"]["vs_best_baseline"]
     best = max((n for n in result["models"] if not n.startswith("strata")), key=lambda n: result["models"][n]["ndcg"])
     assert vs["model"] == best and vs["targets"] == result["models"]["strata"]["targets"]
@@ -145,7 +147,7 @@ def test_result_shape_and_layer_ablations():
     assert vs["ci95"][0] <= vs["delta"] <= vs["ci95"][1]
     assert "vs_best_baseline" not in result["models"][best]
     assert "paired bootstrap" in format_table(result)
-    shop = result["models"]["strata"]["params"]["shop_rates"]  # what the run taught, for the docs
+    shop = result["models"]["strata-fixed"]["params"]["shop_rates"]  # what the run taught, for the docs
     assert 0 < shop["chances"] < len(events) and 0 < shop["revisit_rate"] < 1
     assert list(shop["domain_share"]) == ["1", "2-3", "4-7", "8-15", "16+"]
     assert all(0 < mu < 1 for mu in shop["domain_share"].values())
