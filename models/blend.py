@@ -1,0 +1,179 @@
+"""Candidates and their terms for one user, scored with the shop's learned weights θ.
+
+`TermRanker.candidates` gathers what a shopper may go to next: their own items,
+the items co-visited with their recent ones, the most popular items of the
+category in view and of their top categories, the shop's most popular items and
+the best items by x_u·y_j; `features` gives each candidate the terms of
+`models.terms`; `rank` orders them by θ·f.  The evaluator and a worker call the
+same code with the same state: a user's recent distinct items, their profile,
+the shop's popularity and co-visitation, and the item factors when a fit exists.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+
+from models.covisit import CoVisits
+from models.factors import FactorModel
+from models.popularity import Popularity
+from models.profile import Profile, ProfileParams
+from models.terms import LONG_WINDOW, SESSION_S, SHORT_WINDOW, T, TERMS, normalised, recency_onehot
+
+
+@dataclass(frozen=True)
+class PoolSizes:
+    """How many candidates each source adds (one default for every shop)."""
+
+    covisited: int = 50
+    category: int = 20
+    categories: int = 2
+    popular: int = 50
+    factor: int = 30
+
+
+@dataclass
+class UserState:
+    """What the ranker reads of one user: recent distinct items (most recent first: recent[0]
+    is the item in view), the profile's layers, and the user vector x_u (None without factors)."""
+
+    recent: Sequence[str]
+    profile: Profile | None
+    x: np.ndarray | None = None
+
+
+class TermRanker:
+    """Candidates, terms and θ-scores for a user at time `now`."""
+
+    def __init__(self, category_of: Callable[[str], str | None], root_of: Callable[[str], str],
+                 covisits: CoVisits, popularity: Popularity, profile_params: ProfileParams,
+                 pools: PoolSizes | None = None) -> None:
+        self.category_of = category_of
+        self.root_of = root_of
+        self.covisits = covisits
+        self.popularity = popularity
+        self.pp = profile_params
+        self.pools = pools or PoolSizes()
+
+    # -- candidates ---------------------------------------------------------------------
+    def candidates(self, user: UserState, now: float, model: FactorModel | None) -> tuple[list[str], dict]:
+        """Candidate ids (the item in view left out) and the per-source scores the terms need."""
+        pools = self.pools
+        recent = list(user.recent)
+        in_view = recent[0] if recent else None
+        own = user.profile.weights("item", self.pp, now) if user.profile is not None else {}
+        cv_short = self.covisits.scores((i, 2.0 ** -n) for n, i in enumerate(recent[:SHORT_WINDOW]))
+        cv_long = self.covisits.scores((i, 1.0) for i in recent[:LONG_WINDOW])
+        ids: dict[str, None] = dict.fromkeys(recent[1:])
+        ids.update(dict.fromkeys(own))
+        ids.update(dict.fromkeys(_top(cv_long, pools.covisited)))
+        ids.update(dict.fromkeys(_top(cv_short, pools.covisited // 2)))
+        for c in self._categories(user, in_view):
+            ids.update(dict.fromkeys(self.popularity.top_ranked(pools.category, c)[0]))
+        ids.update(dict.fromkeys(self.popularity.top_ranked(pools.popular)[0]))
+        factor = {}
+        if model is not None and user.x is not None and np.any(user.x):
+            s = model.Y @ np.asarray(user.x, np.float32)
+            top = np.argpartition(-s, min(pools.factor, s.size - 1))[: pools.factor] if s.size else []
+            ids.update(dict.fromkeys(model.item_ids[t] for t in top))
+            factor = s
+        ids.pop(in_view, None)
+        return list(ids), {"own": own, "cv_short": cv_short, "cv_long": cv_long, "factor": factor, "in_view": in_view,
+                           "recent": recent}
+
+    def _categories(self, user: UserState, in_view: str | None) -> list[str]:
+        cats: dict[str, None] = {}
+        if in_view is not None:
+            c = self.category_of(in_view)
+            if c is not None:
+                cats[c] = None
+        if user.profile is not None:
+            dom = user.profile.w["domain"]
+            cats.update(dict.fromkeys(sorted(dom, key=lambda c: -dom[c])[: self.pools.categories]))
+        return list(cats)
+
+    # -- terms ----------------------------------------------------------------------------
+    def features(self, ids: list[str], src: dict, user: UserState, now: float, model: FactorModel | None) -> np.ndarray:
+        """The terms of `models.terms.TERMS` for every candidate, one row each."""
+        F = np.zeros((len(ids), len(TERMS)))
+        if not ids:
+            return F
+        row = {j: n for n, j in enumerate(ids)}
+        self._own_terms(F, row, src, user, now)
+        for name in ("cv_short", "cv_long"):
+            for j, v in normalised(src[name]).items():
+                n = row.get(j)
+                if n is not None:
+                    F[n, T[name]] = v
+        self._factor_terms(F, ids, src["factor"], model)
+        self._category_terms(F, ids, src["in_view"], user, now)
+        return F
+
+    def _own_terms(self, F: np.ndarray, row: dict, src: dict, user: UserState, now: float) -> None:
+        own = src["own"]
+        top = max(own.values(), default=0.0)
+        for j, w in own.items():
+            n = row.get(j)
+            if n is not None:
+                F[n, T["own"]] = 1.0
+                F[n, T["own_w"]] = w / top if top > 0 else 0.0
+        t_item = user.profile.t["item"] if user.profile is not None else {}
+        for r, j in enumerate(src["recent"][1:]):
+            n = row.get(j)
+            if n is None:
+                continue
+            F[n, T["own"]] = 1.0
+            F[n, T[recency_onehot(r)]] = 1.0
+            t = t_item.get(j)
+            if t is not None:
+                F[n, T["fresh"]] = 2.0 ** (-max(0.0, now - t) / SESSION_S)
+
+    def _factor_terms(self, F: np.ndarray, ids: list[str], scores, model: FactorModel | None) -> None:
+        if model is None or not len(scores):
+            return
+        index = model.index
+        rows = [(n, index.get(j)) for n, j in enumerate(ids)]
+        rows = [(n, r) for n, r in rows if r is not None]
+        if not rows:
+            return
+        at = np.array([n for n, _ in rows])
+        s = np.asarray(scores, np.float64)[np.array([r for _, r in rows])]
+        top = np.abs(s).max()
+        if top > 0:
+            F[at, T["factor"]] = s / top
+
+    def _category_terms(self, F: np.ndarray, ids: list[str], in_view: str | None, user: UserState, now: float) -> None:
+        pop = self.popularity
+        profile = user.profile
+        domain = normalised(profile.weights("domain", self.pp, now)) if profile is not None else {}
+        overall = normalised(profile.weights("overall", self.pp, now)) if profile is not None else {}
+        view_cat = self.category_of(in_view) if in_view is not None else None
+        top_rank = pop.max_rank()
+        cat_top: dict[str, float] = {}
+        for n, j in enumerate(ids):
+            c = self.category_of(j)
+            r = pop.rank(j)
+            pi = 2.0 ** (r - top_rank) if r > -math.inf else 0.0
+            F[n, T["pop"]] = pi
+            F[n, T["log_pop"]] = max(0.0, 1.0 + (r - top_rank) / 16.0) if r > -math.inf else 0.0
+            if c is None:
+                continue
+            F[n, T["domain"]] = domain.get(c, 0.0)
+            F[n, T["same_cat"]] = 1.0 if c == view_cat else 0.0
+            ct = cat_top.get(c)
+            if ct is None:
+                ct = cat_top[c] = pop.max_rank(c)
+            rc = pop.rank(j, c)
+            F[n, T["cat_pop"]] = 2.0 ** (rc - ct) if rc > -math.inf else 0.0
+            F[n, T["overall_pop"]] = overall.get(self.root_of(c), 0.0) * pi
+
+
+def _top(scores: dict[str, float], n: int) -> list[str]:
+    if len(scores) <= n:
+        return list(scores)
+    return sorted(scores, key=lambda j: -scores[j])[:n]
+
+
+__all__ = ["PoolSizes", "TermRanker", "UserState"]

@@ -1,0 +1,116 @@
+"""Co-visitation: items that shoppers touch close together, kept by the stream (SPEC §3).
+
+Each event on item j pairs j with the shopper's last `window` distinct items
+(a revisit pairs too: coming back to j next to i is evidence as well).  A pair
+adds 2^((t − t₀)/H) to both C(i, j) and C(j, i), with t the event time and t₀
+a reference time, so that every weight decays with half-life H without being
+touched: comparing or summing weights compares them as of any common time.
+n_i sums item i's pair weights.  The similarity is cosine-normalised,
+
+    sim(i, j) = C(i, j) / √(n_i · n_j),
+
+and a shopper's co-visitation score of a candidate j is Σ_i a_i · sim(i, j)
+over their recent items i, with a_i a weight by recency.
+
+Each row keeps at most `neighbours` items (the heaviest; pruned to that size
+when it reaches twice it), so memory is bounded by items × neighbours.
+
+>>> cv = CoVisits(window=20, neighbours=10)
+>>> cv.learn("b", ["a"], 0.0)
+>>> cv.learn("c", ["b", "a"], 0.0)
+>>> sorted(cv.row("a"))
+['b', 'c']
+>>> round(cv.similarity("a", "b"), 3)  # C(a,b) = 1, n_a = 2, n_b = 2
+0.5
+"""
+from __future__ import annotations
+
+import math
+from typing import Iterable, Mapping, Sequence
+
+DAY = 86_400.0
+#: exponents of the decay units above this are folded back into the reference time
+_REBASE_AT = 512.0
+
+
+class CoVisits:
+    """Bounded, decayed, cosine-normalised item-to-item co-visitation counts."""
+
+    def __init__(self, window: int = 20, neighbours: int = 100, half_life_s: float = 14 * DAY) -> None:
+        if window < 1 or neighbours < 1:
+            raise ValueError(f"window and neighbours must be ≥ 1, got {window}, {neighbours}")
+        if not (math.isfinite(half_life_s) and half_life_s > 0):
+            raise ValueError(f"half_life_s must be a positive number of seconds, got {half_life_s!r}")
+        self.window = int(window)
+        self.neighbours = int(neighbours)
+        self.half_life_s = float(half_life_s)
+        self._rows: dict[str, dict[str, float]] = {}
+        self._n: dict[str, float] = {}
+        self._t0: float | None = None
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def _unit(self, ts: float) -> float:
+        """2^((ts − t₀)/H), rebasing t₀ (and every stored weight) when the exponent grows large."""
+        if self._t0 is None:
+            self._t0 = ts
+        x = (ts - self._t0) / self.half_life_s
+        if x > _REBASE_AT:
+            shift = math.floor(x)
+            scale = 2.0 ** -shift
+            for row in self._rows.values():
+                for j in row:
+                    row[j] *= scale
+            for i in self._n:
+                self._n[i] *= scale
+            self._t0 += shift * self.half_life_s
+            x -= shift
+        return 2.0 ** max(x, -1000.0)
+
+    def learn(self, item: str, recent: Sequence[str], ts: float) -> None:
+        """Pair `item` with the shopper's recent distinct items (most recent first, `item` skipped)."""
+        u = self._unit(ts)
+        added = 0
+        for i in recent:
+            if added >= self.window:
+                break
+            if i == item:
+                continue
+            self._add(i, item, u)
+            self._add(item, i, u)
+            added += 1
+
+    def _add(self, i: str, j: str, u: float) -> None:
+        row = self._rows.get(i)
+        if row is None:
+            row = self._rows[i] = {}
+        row[j] = row.get(j, 0.0) + u
+        self._n[i] = self._n.get(i, 0.0) + u
+        if len(row) >= 2 * self.neighbours:
+            keep = sorted(row.items(), key=lambda kv: (-kv[1], kv[0]))[: self.neighbours]
+            self._rows[i] = dict(keep)
+
+    def row(self, item: str) -> Mapping[str, float]:
+        """The kept neighbours of `item` and their raw weights (empty for an unknown item)."""
+        return self._rows.get(item, {})
+
+    def similarity(self, i: str, j: str) -> float:
+        c = self._rows.get(i, {}).get(j, 0.0)
+        return c / math.sqrt(self._n[i] * self._n[j]) if c > 0 else 0.0
+
+    def scores(self, recent: Iterable[tuple[str, float]]) -> dict[str, float]:
+        """Σ_i a_i · sim(i, j) for every neighbour j of the weighted recent items (i, a_i)."""
+        out: dict[str, float] = {}
+        n = self._n
+        for i, a in recent:
+            row = self._rows.get(i)
+            if not row or a == 0.0:
+                continue
+            scale = a / math.sqrt(n[i])
+            for j, c in row.items():
+                out[j] = out.get(j, 0.0) + scale * c / math.sqrt(n[j])
+        return out
+
+
+__all__ = ["CoVisits"]

@@ -1,0 +1,129 @@
+"""The terms of the score, pinned by hand-computed values, and the online learner of their weights."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from models.blend import TermRanker, UserState
+from models.covisit import CoVisits
+from models.events import Event
+from models.popularity import Popularity
+from models.profile import Profile, ProfileParams
+from models.terms import TERMS, LearnParams, T, TermWeights, recency_onehot, theta0
+
+T0 = 1_700_000_000.0
+PP = ProfileParams()
+CATS = {"v": "shoes", "a": "shoes", "b": "hats", "n": "hats", "p": "socks"}
+ROOTS = {"shoes": "wear", "hats": "wear", "socks": "feet"}
+
+
+def _state():
+    """u viewed b (t0), a (t0 + 60 s) and is looking at v (t0 + 120 s); another shopper saw a then n."""
+    profile = Profile()
+    pop = Popularity(half_life_s=86_400.0)
+    cv = CoVisits(window=20, neighbours=10)
+    for n, (item, ts) in enumerate((("b", T0), ("a", T0 + 60), ("v", T0 + 120))):
+        profile.learn(Event(f"e{n}", "u", item, "view", ts, CATS[item]), CATS[item], ROOTS[CATS[item]], PP)
+    for item, ts in (("b", T0), ("a", T0 + 60), ("v", T0 + 120), ("a", T0 + 10), ("n", T0 + 20), ("p", T0 + 30), ("p", T0 + 40)):
+        pop.learn(item, CATS[item], 1.0, ts)
+    cv.learn("a", ["b"], T0 + 60)    # u: b then a
+    cv.learn("v", ["a", "b"], T0 + 120)  # u: then v
+    cv.learn("n", ["a"], T0 + 20)    # the other shopper: a then n
+    ranker = TermRanker(CATS.get, ROOTS.get, cv, pop, PP)
+    return ranker, UserState(["v", "a", "b"], profile), cv, pop
+
+
+def test_candidates_leave_out_the_item_in_view_and_reach_covisited_items():
+    ranker, user, _, _ = _state()
+    ids, _ = ranker.candidates(user, T0 + 120, None)
+    assert "v" not in ids
+    assert {"a", "b", "n", "p"} <= set(ids)  # own, co-visited (n via a) and popular (p)
+
+
+def test_every_term_by_hand():
+    ranker, user, cv, pop = _state()
+    now = T0 + 120
+    ids, src = ranker.candidates(user, now, None)
+    F = ranker.features(ids, src, user, now, None)
+    f = {j: dict(zip(TERMS, F[n])) for n, j in enumerate(ids)}
+    # own items: a has recency rank 0 (just before v), b rank 1; n, p are not the user's
+    assert (f["a"]["own"], f["a"]["rec_0"], f["a"]["rec_1"]) == (1.0, 1.0, 0.0)
+    assert (f["b"]["own"], f["b"]["rec_0"], f["b"]["rec_1"]) == (1.0, 0.0, 1.0)
+    assert f["n"]["own"] == f["p"]["own"] == 0.0
+    # own_w: views weigh 1, H_item = 3 d; a is 60 s younger than b, v (in view) is the maximum
+    h = 3 * 86_400.0
+    assert f["a"]["own_w"] == pytest.approx(2 ** (-60 / h), rel=1e-6)
+    assert f["b"]["own_w"] == pytest.approx(2 ** (-120 / h), rel=1e-6)
+    # fresh: 2^(−age / 1 h)
+    assert f["a"]["fresh"] == pytest.approx(2 ** (-60 / 3600), rel=1e-6)
+    assert f["b"]["fresh"] == pytest.approx(2 ** (-120 / 3600), rel=1e-6)
+    # co-visitation, pair weights 2^((t − t0)/14 d) ≈ 1 here: C(a,b) = 1, C(v,a) = C(v,b) = 1, C(a,n) = 1
+    # n_a = 3 (b, v, n), n_b = 2 (a, v), n_v = 2, n_n = 1; sim = C / √(n_i n_j)
+    sim = {("v", "a"): 1 / math.sqrt(2 * 3), ("v", "b"): 1 / math.sqrt(2 * 2), ("a", "b"): 1 / math.sqrt(3 * 2),
+           ("a", "n"): 1 / math.sqrt(3 * 1), ("b", "a"): 1 / math.sqrt(2 * 3)}
+    for (i, j), s in sim.items():
+        assert cv.similarity(i, j) == pytest.approx(s, rel=1e-4)
+    # short window: v (a=1), a (a=½), b (a=¼); long window: every recent item with a = 1
+    short = {"a": sim["v", "a"] + 0.25 * sim["b", "a"], "b": sim["v", "b"] + 0.5 * sim["a", "b"], "n": 0.5 * sim["a", "n"]}
+    long = {"a": sim["v", "a"] + sim["b", "a"], "b": sim["v", "b"] + sim["a", "b"], "n": sim["a", "n"]}
+    for j in ("a", "b", "n"):
+        assert f[j]["cv_short"] == pytest.approx(short[j] / max(short.values()), rel=1e-4)
+        assert f[j]["cv_long"] == pytest.approx(long[j] / max(long.values()), rel=1e-4)
+    # domain: shoes holds v and a (two views), hats b (one, older): ŵ_hats ≈ ½; same_cat: shoes as v
+    assert f["a"]["domain"] == pytest.approx(1.0, rel=1e-3)
+    assert f["b"]["domain"] == pytest.approx(0.5, rel=1e-3)
+    assert (f["a"]["same_cat"], f["b"]["same_cat"], f["n"]["same_cat"]) == (1.0, 0.0, 0.0)
+    # popularity (H = 1 d): p has two events (t0 + 30, t0 + 40), the most → π(p) = 1;
+    # n one event at t0 + 20: π(n) = 2^(−20/H) / (2^(−10/H) + 1) ≈ ½, both as of t0 + 40
+    H = 86_400.0
+    assert f["p"]["pop"] == pytest.approx(1.0)
+    assert f["n"]["pop"] == pytest.approx(2 ** (-20 / H) / (2 ** (-10 / H) + 1), rel=1e-6)
+    assert f["n"]["log_pop"] == pytest.approx(1 + math.log2(f["n"]["pop"]) / 16, rel=1e-6)
+    # within hats, b (t0) is below n (t0 + 20): cat_pop(b) = 2^((0 − 20)/H); n leads its category
+    assert f["n"]["cat_pop"] == pytest.approx(1.0)
+    assert f["b"]["cat_pop"] == pytest.approx(2 ** (-20 / 86_400.0), rel=1e-6)
+    # overall × pop: u's roots are all 'wear' (socks → feet is not u's): p gets 0
+    assert f["p"]["overall_pop"] == 0.0
+    assert f["n"]["overall_pop"] == pytest.approx(f["n"]["pop"], rel=1e-6)
+
+
+def test_the_prior_weights_rank_the_user_s_latest_items_first():
+    ranker, user, _, _ = _state()
+    ids, src = ranker.candidates(user, T0 + 120, None)
+    F = ranker.features(ids, src, user, T0 + 120, None)
+    order = [ids[n] for n in np.argsort(-(F @ theta0()), kind="stable")]
+    assert order[:2] == ["a", "b"]
+
+
+def test_recency_buckets():
+    assert [recency_onehot(r) for r in (0, 1, 2, 3, 4, 7, 8, 100)] == [
+        "rec_0", "rec_1", "rec_2_3", "rec_2_3", "rec_4_7", "rec_4_7", "rec_8p", "rec_8p"]
+
+
+def test_learned_weights_approach_a_known_mix():
+    """A synthetic shop: the next item is drawn by softmax(θ*·f) over random candidates; the learner,
+    started from zero, ends pointing where θ* points."""
+    rng = np.random.default_rng(7)
+    d = len(TERMS)
+    true = np.zeros(d)
+    true[[T["rec_0"], T["cv_short"], T["same_cat"], T["pop"]]] = [3.0, 2.0, 1.0, -1.0]
+    learner = TermWeights(LearnParams(rate=0.05, l2=0.0), theta=np.zeros(d), seed=1)
+    for _ in range(6000):
+        F = rng.random((40, d))
+        p = np.exp(F @ true)
+        positive = int(rng.choice(40, p=p / p.sum()))
+        learner.learn(F, positive, F @ learner.theta)
+    got = learner.theta
+    cosine = got @ true / (np.linalg.norm(got) * np.linalg.norm(true))
+    assert cosine > 0.95, dict(zip(TERMS, got.round(2)))
+    assert np.argmax(got) == T["rec_0"] and np.argmin(got) == T["pop"]
+
+
+def test_a_miss_teaches_nothing():
+    learner = TermWeights()
+    before = learner.theta.copy()
+    learner.learn(np.ones((5, len(TERMS))), None, np.zeros(5))
+    assert learner.misses == 1 and learner.updates == 0
+    assert np.array_equal(learner.theta, before)
