@@ -22,11 +22,16 @@ from models.popularity import Popularity
 from models.profile import Profile, ProfileParams
 from models.terms import LONG_WINDOW, SESSION_S, SHORT_WINDOW, T, TERMS, normalised, recency_onehot
 
+#: the weights a_i of the recent items in the two co-visitation terms (most recent first)
+SHORT_WEIGHTS = tuple(2.0 ** -n for n in range(SHORT_WINDOW))
+LONG_WEIGHTS = (1.0,) * LONG_WINDOW
+
 
 @dataclass(frozen=True)
 class PoolSizes:
     """How many candidates each source adds (one default for every shop)."""
 
+    own: int = 50
     covisited: int = 50
     category: int = 20
     categories: int = 2
@@ -64,10 +69,9 @@ class TermRanker:
         recent = list(user.recent)
         in_view = recent[0] if recent else None
         own = user.profile.weights("item", self.pp, now) if user.profile is not None else {}
-        cv_short = self.covisits.scores((i, 2.0 ** -n) for n, i in enumerate(recent[:SHORT_WINDOW]))
-        cv_long = self.covisits.scores((i, 1.0) for i in recent[:LONG_WINDOW])
+        cv_short, cv_long = self.covisits.scores(recent[:LONG_WINDOW], (SHORT_WEIGHTS, LONG_WEIGHTS))
         ids: dict[str, None] = dict.fromkeys(recent[1:])
-        ids.update(dict.fromkeys(own))
+        ids.update(dict.fromkeys(_top(own, pools.own)))
         ids.update(dict.fromkeys(_top(cv_long, pools.covisited)))
         ids.update(dict.fromkeys(_top(cv_short, pools.covisited // 2)))
         for c in self._categories(user, in_view):
@@ -114,9 +118,9 @@ class TermRanker:
     def _own_terms(self, F: np.ndarray, row: dict, src: dict, user: UserState, now: float) -> None:
         own = src["own"]
         top = max(own.values(), default=0.0)
-        for j, w in own.items():
-            n = row.get(j)
-            if n is not None:
+        for j, n in row.items():
+            w = own.get(j)
+            if w is not None:
                 F[n, T["own"]] = 1.0
                 F[n, T["own_w"]] = w / top if top > 0 else 0.0
         t_item = user.profile.t["item"] if user.profile is not None else {}
@@ -150,14 +154,14 @@ class TermRanker:
         domain = normalised(profile.weights("domain", self.pp, now)) if profile is not None else {}
         overall = normalised(profile.weights("overall", self.pp, now)) if profile is not None else {}
         view_cat = self.category_of(in_view) if in_view is not None else None
-        top_rank = pop.max_rank()
+        rel = np.asarray(pop.ranks(ids), np.float64) - pop.max_rank()
+        known = np.isfinite(rel)
+        F[known, T["pop"]] = np.exp2(rel[known])
+        F[known, T["log_pop"]] = np.maximum(0.0, 1.0 + rel[known] / 16.0)
+        pis = F[:, T["pop"]].tolist()
         cat_top: dict[str, float] = {}
         for n, j in enumerate(ids):
             c = self.category_of(j)
-            r = pop.rank(j)
-            pi = 2.0 ** (r - top_rank) if r > -math.inf else 0.0
-            F[n, T["pop"]] = pi
-            F[n, T["log_pop"]] = max(0.0, 1.0 + (r - top_rank) / 16.0) if r > -math.inf else 0.0
             if c is None:
                 continue
             F[n, T["domain"]] = domain.get(c, 0.0)
@@ -167,7 +171,7 @@ class TermRanker:
                 ct = cat_top[c] = pop.max_rank(c)
             rc = pop.rank(j, c)
             F[n, T["cat_pop"]] = 2.0 ** (rc - ct) if rc > -math.inf else 0.0
-            F[n, T["overall_pop"]] = overall.get(self.root_of(c), 0.0) * pi
+            F[n, T["overall_pop"]] = overall.get(self.root_of(c), 0.0) * pis[n]
 
 
 def _top(scores: dict[str, float], n: int) -> list[str]:

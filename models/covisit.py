@@ -26,7 +26,7 @@ when it reaches twice it), so memory is bounded by items × neighbours.
 from __future__ import annotations
 
 import math
-from typing import Iterable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 DAY = 86_400.0
 #: exponents of the decay units above this are folded back into the reference time
@@ -36,7 +36,7 @@ _REBASE_AT = 512.0
 class CoVisits:
     """Bounded, decayed, cosine-normalised item-to-item co-visitation counts."""
 
-    def __init__(self, window: int = 20, neighbours: int = 100, half_life_s: float = 14 * DAY) -> None:
+    def __init__(self, window: int = 20, neighbours: int = 50, half_life_s: float = 14 * DAY) -> None:
         if window < 1 or neighbours < 1:
             raise ValueError(f"window and neighbours must be ≥ 1, got {window}, {neighbours}")
         if not (math.isfinite(half_life_s) and half_life_s > 0):
@@ -99,18 +99,25 @@ class CoVisits:
         c = self._rows.get(i, {}).get(j, 0.0)
         return c / math.sqrt(self._n[i] * self._n[j]) if c > 0 else 0.0
 
-    def scores(self, recent: Iterable[tuple[str, float]]) -> dict[str, float]:
-        """Σ_i a_i · sim(i, j) for every neighbour j of the weighted recent items (i, a_i)."""
-        out: dict[str, float] = {}
+    def scores(self, recent: Sequence[str], weights: Sequence[Sequence[float]]) -> list[dict[str, float]]:
+        """For each weighting a of `weights` (a[pos] for recent[pos], most recent first), the
+        scores Σ_i a_i · sim(i, j) of every neighbour j of the recent items — one pass over the rows."""
+        outs: list[dict[str, float]] = [{} for _ in weights]
         n = self._n
-        for i, a in recent:
+        for pos, i in enumerate(recent):
             row = self._rows.get(i)
-            if not row or a == 0.0:
+            if not row:
                 continue
-            scale = a / math.sqrt(n[i])
-            for j, c in row.items():
-                out[j] = out.get(j, 0.0) + scale * c / math.sqrt(n[j])
-        return out
+            base = {j: c / math.sqrt(n[j]) for j, c in row.items()}
+            inv_i = 1.0 / math.sqrt(n[i])
+            for out, a in zip(outs, weights):
+                w = a[pos] * inv_i if pos < len(a) else 0.0
+                if w == 0.0:
+                    continue
+                get = out.get
+                for j, v in base.items():
+                    out[j] = get(j, 0.0) + w * v
+        return outs
 
 
 __all__ = ["CoVisits"]

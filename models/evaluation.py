@@ -494,7 +494,15 @@ def format_table(result: dict) -> str:
         if vs and vs["delta"] is not None:
             low, high = vs["ci95"]
             lines.append(f"{name} vs {vs['model']}: NDCG@{k} {vs['delta']:+.4f} (95 % CI {low:+.4f} … {high:+.4f}, "
-                         f"paired bootstrap over {vs['targets']:,} targets)")
+                         f"paired bootstrap over {vs.get('groups', vs['targets']):,} users, {vs['targets']:,} targets)")
+    strata = result["models"].get("strata")
+    if strata is not None:
+        for slice_name, value, label in (("by_target", "new", "new-item"), ("by_type", "cart/purchase", "cart/purchase")):
+            cells = {n: m[slice_name][value] for n, m in result["models"].items() if value in m.get(slice_name, {})}
+            if "strata" in cells:
+                best = max((n for n in cells if not n.startswith("strata")), key=lambda n: cells[n]["ndcg"], default=None)
+                other = f", best baseline {best} {cells[best]['ndcg']:.4f}" if best else ""
+                lines.append(f"{label} targets ({cells['strata']['targets']:,}): strata {cells['strata']['ndcg']:.4f}{other}")
     return "\n".join(lines)
 
 
