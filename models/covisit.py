@@ -97,7 +97,7 @@ class CoVisits:
 
     def similarity(self, i: str, j: str) -> float:
         c = self._rows.get(i, {}).get(j, 0.0)
-        return c / math.sqrt(self._n[i] * self._n[j]) if c > 0 else 0.0
+        return c / math.sqrt(self._n[i]) / math.sqrt(self._n[j]) if c > 0 else 0.0
 
     def scores(self, recent: Sequence[str], weights: Sequence[Sequence[float]]) -> list[dict[str, float]]:
         """For each weighting a of `weights` (a[pos] for recent[pos], most recent first), the

@@ -384,3 +384,26 @@ def test_the_third_encoding_still_reads(events):
     p = build_profiles(events, Catalog({}, {f"{i}": None for i in range(6)}), PARAMS)["u"]
     assert Profile.from_bytes(_v3_bytes(p)) == p
 
+
+
+def test_the_documented_defaults_by_hand():
+    """SPEC §3's defaults, worked by hand: β view 1, click 2, fav 3, cart 4, purchase 6;
+    H item 3 d, domain 14 d, overall 60 d."""
+    day = 86_400.0
+    p = Profile()
+    pp = ProfileParams()
+    t0 = 1_700_000_000.0
+    p.learn(Event("1", "u", "i", "view", t0, "c"), "c", "r", pp)
+    p.learn(Event("2", "u", "i", "cart", t0 + 3 * day, "c"), "c", "r", pp)
+    p.learn(Event("3", "u", "j", "purchase", t0 + 3 * day, "c"), "c", "r", pp)
+    p.learn(Event("4", "u", "j", "click", t0 + 3 * day, "c"), "c", "r", pp)
+    p.learn(Event("5", "u", "k", "fav", t0 + 3 * day, "c"), "c", "r", pp)
+    at = t0 + 3 * day
+    item = p.weights("item", pp, at)
+    # i: the view, one item half-life old, counts ½; the cart 4 → 4.5
+    assert item["i"] == pytest.approx(4.5, rel=1e-6)
+    assert item["j"] == pytest.approx(6 + 2, rel=1e-6)
+    assert item["k"] == pytest.approx(3, rel=1e-6)
+    # the domain and overall layers hold all five: the view decayed by 3 of 14 and 3 of 60 days
+    assert p.weights("domain", pp, at)["c"] == pytest.approx(2 ** (-3 / 14) + 4 + 6 + 2 + 3, rel=1e-6)
+    assert p.weights("overall", pp, at)["r"] == pytest.approx(2 ** (-3 / 60) + 4 + 6 + 2 + 3, rel=1e-6)
