@@ -579,17 +579,24 @@ def format_rank_params(params: RankParams, base: RankParams | None = None) -> st
 
 
 def format_markdown(result: dict) -> str:
-    """The result as a Markdown table (for docs/RESULTS.md), best NDCG first."""
+    """The result as a Markdown table (for docs/RESULTS.md), best NDCG first, with the new-item
+    and cart/purchase slices."""
     k = result["k"]
     lines = [
-        f"| model | HR@{k} | NDCG@{k} | MRR@{k} | coverage | targets | events/s |",
-        "|---|---|---|---|---|---|---|",
+        f"| model | HR@{k} | NDCG@{k} | MRR@{k} | NDCG@{k} new-item | NDCG@{k} cart/purchase | coverage | targets | events/s |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
+
+    def cell(m: dict, slice_name: str, value: str) -> str:
+        c = m.get(slice_name, {}).get(value)
+        return f"{c['ndcg']:.4f}" if c else "-"
+
     for name, m in sorted(result["models"].items(), key=lambda kv: -kv[1]["ndcg"]):
         eps = m["events_per_s"]
-        bold = "**" if name.startswith("strata") and name in ("strata", "strata-fixed-tuned") else ""
+        bold = "**" if name in ("strata", "strata-fixed-tuned") else ""
         lines.append(
             f"| {bold}{name}{bold} | {m['hr']:.4f} | {bold}{m['ndcg']:.4f}{bold} | {m['mrr']:.4f} | "
+            f"{cell(m, 'by_target', 'new')} | {cell(m, 'by_type', 'cart/purchase')} | "
             f"{m['coverage']:.3f} | {m['targets']:,} | {f'{eps:,.0f}' if eps else '-'} |"
         )
     notes = []
@@ -597,9 +604,10 @@ def format_markdown(result: dict) -> str:
         vs = result["models"].get(name, {}).get("vs_best_baseline")
         if vs and vs["delta"] is not None:
             low, high = vs["ci95"]
-            notes.append(f"`{name}` − `{vs['model']}`: {vs['delta']:+.4f} (95 % CI {low:+.4f} … {high:+.4f})")
+            notes.append(f"`{name}` − `{vs['model']}`: {vs['delta']:+.4f} (95 % CI {low:+.4f} … {high:+.4f}, "
+                         f"{vs.get('groups', 0):,} users)")
     if notes:
-        lines += ["", f"NDCG@{k} against the best baseline, paired bootstrap over the same targets: " + "; ".join(notes) + "."]
+        lines += ["", f"NDCG@{k} against the best baseline, paired bootstrap over users: " + "; ".join(notes) + "."]
     return "\n".join(lines)
 
 

@@ -491,6 +491,7 @@ class RankRequest:
     user_id: str | None = None
     revisit_rate: float | None = None
     domain_share: float | None = None
+    exclude_seen: bool = False
 
 
 class _Coefficients(NamedTuple):
@@ -852,14 +853,16 @@ class Ranker:
         user_id: str | None = None,
         revisit_rate: float | None = None,
         domain_share: float | None = None,
+        exclude_seen: bool = False,
     ) -> Recommendations:
         """The top-k items for `profile` at time `now` (see the module docstring for the score).
 
         `revisit_rate`, `domain_share`: the shop's ρ0 and μ learned online (`ShopRates`), used
         in place of `params.repeat_prior` and of the base weights' split when given.
+        `exclude_seen` leaves out every item of the user's item layer, besides the purchases.
         """
         request = RankRequest(profile, k, popularity, now, profile_params, category, exclude_purchased, long_term,
-                              explain, user_id, revisit_rate, domain_share)
+                              explain, user_id, revisit_rate, domain_share, exclude_seen)
         return self.recommend_many([request])[0]
 
     def recommend_many(self, requests: Sequence[RankRequest]) -> list[Recommendations]:
@@ -1005,6 +1008,8 @@ class Ranker:
 
         lo, hi = self._filter(category)
         purchased = profile.purchases if request.exclude_purchased else {}
+        if request.exclude_seen:
+            purchased = {**purchased, **dict.fromkeys(profile.w["item"], 0.0)}
 
         # sparse candidates: the shop's popular pool, the pools of the request's category and of
         # the user's top categories (each located once per popularity state), then the user's

@@ -554,3 +554,21 @@ def test_the_own_item_term_is_its_definition(events, by_rank, later):
     else:
         recency = {j: params.recency_weight * 2.0 ** (-max(0.0, now - times[j]) / params.recency_half_life_s) for j in iw}
     assert plan.own == {j: w / top + recency[j] for j, w in iw.items()}
+
+
+def test_exclude_seen_leaves_out_every_item_the_user_touched():
+    pop = Popularity(86_400.0)
+    profile = Profile()
+    t0 = 1_700_000_000.0
+    for n in range(30):
+        item, cat = f"i{n}", f"c{n % 3}"
+        pop.learn(item, cat, 1.0, t0 + n)
+        if n < 5:
+            profile.learn(Event(f"e{n}", "u", item, "view", t0 + n, cat), cat, "r", ProfileParams())
+    ranker = Ranker(None, lambda j: f"c{int(j[1:]) % 3}", lambda c: "r", RankParams())
+    kw = dict(k=10, popularity=pop, now=t0 + 30, profile_params=ProfileParams())
+    plain = ranker.recommend(profile, **kw)
+    unseen = ranker.recommend(profile, exclude_seen=True, **kw)
+    assert set(plain.items) & {f"i{n}" for n in range(5)}  # the user's own items lead by default
+    assert not set(unseen.items) & {f"i{n}" for n in range(5)}
+    assert len(unseen.items) == 10
