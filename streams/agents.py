@@ -25,12 +25,12 @@ from streams.app import (
     user_to_vector,
 )
 from streams.batching import LoopTurn
+from streams.deadletter import deadletter_record
 from streams.feeds import ActivitySums, activity_message
 from streams.metrics import metrics
-from streams.state import PartitionBatch
+from streams.state import PartitionBatch, partition_of
 
 log = logging.getLogger(__name__)
-DEADLETTER_RAW_LIMIT = 64 * 1024
 # A fetched batch can hold tens of thousands of events (STRATA_BATCH_SIZE: the bigger the batch,
 # the more of each user's events share one profile write, and the fewer the per-batch costs),
 # and the same event loop answers HTTP.  Once the handler has held the loop this long, it lets
@@ -41,23 +41,10 @@ TURN_S = 0.025
 CHECK_EVERY = 128
 
 
-def deadletter_record(message, reason: str, detail: str) -> dict:
-    """What the dead-letter topic keeps of a rejected message: the reason, where the original
-    is, and its bytes (cut at 64 KiB; the original stays on its topic at the given offset)."""
-    raw: bytes = message.value if isinstance(message.value, bytes) else bytes(message.value or b"")
-    record = {
-        "reason": reason,
-        "detail": detail,
-        "topic": message.topic,
-        "partition": message.partition,
-        "offset": message.offset,
-        "key": message.key.decode("utf-8", "replace") if message.key else None,
-        "raw_size": len(raw),
-        "raw": raw[:DEADLETTER_RAW_LIMIT].decode("utf-8", "replace"),
-        "raw_truncated": len(raw) > DEADLETTER_RAW_LIMIT,
-        "rejected_at": time.time(),
-    }
-    return record
+async def deadletter(record, reason: str, detail: str, **extra) -> None:
+    """Put a rejected events-topic record on the dead-letter topic (bounded: streams.deadletter)."""
+    metrics.deadlettered[reason] += 1
+    await deadletter_topic.send(value=deadletter_record(record, reason, detail, **extra))
 
 
 _MISSING = object()
@@ -65,7 +52,8 @@ PROFILE_CACHE_SIZE = 50_000
 
 
 class ProfileCache:
-    """Decoded profiles of recently active users, exactly as last written to the store.
+    """Decoded profiles of recently active users, exactly as last written to the store, keyed by
+    (partition, user key): an entry is the profile of that partition's store, never another's.
 
     Decoding a profile (msgpack → dicts) was the largest single cost of the hot path in
     py-spy; a user is usually active again within a few batches.  Entries are only ever the
@@ -77,15 +65,15 @@ class ProfileCache:
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self.entries: OrderedDict[bytes, Profile] = OrderedDict()
+        self.entries: OrderedDict[tuple[int, bytes], Profile] = OrderedDict()
 
-    def get(self, key: bytes):
+    def get(self, key: tuple[int, bytes]):
         profile = self.entries.get(key)
         if profile is not None:
             self.entries.move_to_end(key)
         return profile
 
-    def put(self, key: bytes, profile: Profile | None) -> None:
+    def put(self, key: tuple[int, bytes], profile: Profile | None) -> None:
         if profile is None:
             self.entries.pop(key, None)
             return
@@ -135,6 +123,7 @@ async def _apply_events(batch) -> None:
     shop = ShopRates()  # this batch's counts; the activity feed adds up every worker's
     flushed: list[PartitionBatch] = []
     turn = LoopTurn(TURN_S)
+    homes: dict[bytes, int] = {}  # user key → the partition its events belong to
     for tp, records in batch.items():
         partition = tp.partition
         writes = PartitionBatch(user_to_profile, partition, profile_counts)
@@ -148,15 +137,23 @@ async def _apply_events(batch) -> None:
             try:
                 parsed = parse_keyed_message(record.key, record.value, now)
             except InvalidEvent as exc:
-                metrics.deadlettered[exc.reason] += 1
-                await deadletter_topic.send(key=record.key, value=deadletter_record(record, exc.reason, exc.detail))
+                await deadletter(record, exc.reason, exc.detail)
+                continue
+            home = homes.get(record.key)
+            if home is None:
+                home = homes[record.key] = partition_of(user_to_profile, record.key)
+            if home != partition:
+                # Applied here, the user's state would split over two partitions (and the profile's
+                # offset-based de-duplication would compare offsets of different partitions).
+                await deadletter(record, "wrong_partition", f"key {parsed.user_id[:40]!r} belongs to partition {home} "
+                                 "(Kafka's default murmur2 partitioner)", expected_partition=home)
                 continue
             user_id = parsed.user_id
             if isinstance(parsed, Forget):
                 # Ordered with the user's events in this partition: what came before is gone,
                 # what comes after starts afresh.  Tombstones go through both changelogs.
                 if user_id not in existed:
-                    existed[user_id] = profile_cache.get(record.key) is not None or writes.get(record.key) is not None
+                    existed[user_id] = profile_cache.get((partition, record.key)) is not None or writes.get(record.key) is not None
                 profiles[user_id] = None
                 if vectors is None:
                     vectors = PartitionBatch(user_to_vector, partition)
@@ -165,7 +162,7 @@ async def _apply_events(batch) -> None:
                 continue
             profile = profiles.get(user_id, _MISSING)
             if profile is _MISSING:
-                profile = profile_cache.get(record.key)  # cached profiles are in the store
+                profile = profile_cache.get((partition, record.key))  # cached profiles are in the store
                 if profile is None:
                     raw = writes.get(record.key)
                     existed[user_id] = raw is not None
@@ -197,7 +194,7 @@ async def _apply_events(batch) -> None:
         for user_id, profile in profiles.items():
             key = user_id.encode()
             writes.put(key, None if profile is None else next(encoded), existed[user_id])
-            profile_cache.put(key, profile)
+            profile_cache.put((partition, key), profile)
         if turn.over():
             await turn.pass_on()
         await writes.flush()

@@ -53,13 +53,13 @@ ENV_DOC: dict[str, tuple[str, str]] = {
     "STRATA_KAFKA_SSL_CAFILE": ("", "CA bundle to verify the brokers (with SSL / SASL_SSL)"),
 }
 
-_DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(ms|s|m|h|d)?\s*$")
+_DURATION = re.compile(r"\s*([0-9]*\.?[0-9]+)\s*(ms|s|m|h|d)?\s*")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 
 
 def parse_duration(text: str, what: str = "duration") -> float:
     """'90', '90s', '15m', '2h', '3d' → seconds."""
-    m = _DURATION.match(text)
+    m = _DURATION.fullmatch(text)
     if not m:
         raise ConfigError(f"{what}: {text!r} is not a duration like 30s, 15m, 2h or 3d")
     return float(m.group(1)) * _UNITS[m.group(2)]

@@ -105,6 +105,7 @@ class Metrics:
         self._lock = threading.Lock()
         self.events = defaultdict(int)  # by type
         self.deadlettered = defaultdict(int)  # by reason
+        self.rejected = defaultdict(int)  # records of the other topics, by (topic role, reason)
         self.duplicates = 0
         self.factors_refused = 0
         self.batches = 0
@@ -128,6 +129,13 @@ class Metrics:
             "# TYPE strata_events_deadlettered_total counter",
         ]
         lines += [f'strata_events_deadlettered_total{{reason="{r}"}} {n}' for r, n in sorted(self.deadlettered.items())]
+        lines += [
+            "# HELP strata_records_deadlettered_total Records of the catalog, factor and activity topics rejected "
+            "to the dead-letter topic, by topic and reason.",
+            "# TYPE strata_records_deadlettered_total counter",
+        ]
+        lines += [f'strata_records_deadlettered_total{{topic="{_label(t)}",reason="{_label(r)}"}} {n}'
+                  for (t, r), n in sorted(self.rejected.items())]
         lines += [
             "# HELP strata_events_duplicate_total Events dropped as already applied.",
             "# TYPE strata_events_duplicate_total counter",

@@ -166,7 +166,13 @@ def read_value(table, key: bytes) -> bytes | None:
 
 def partition_of(table, key: bytes) -> int:
     """The partition a key of a table keyed like the events lives in (Kafka's default partitioner)."""
-    return (murmur2(key) & 0x7FFFFFFF) % table.partitions
+    return home_partition(key, table.partitions)
+
+
+def home_partition(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default partitioner (murmur2: the Java client's, aiokafka's, and
+    confluent-kafka's `murmur2_random`) puts `key` in, of `partitions`: where a user's events belong."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 def standby_lag(app, table, partition: int) -> int | None:

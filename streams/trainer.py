@@ -24,6 +24,7 @@ from models.als import ALSParams, EncodedEvents, EventColumns, confidence_matrix
 from models.events import Forget, InvalidEvent, parse_keyed_message
 from models.factors import FactorModel, to_messages
 from streams.config import Settings
+from streams.state import home_partition
 from streams.topics import ensure_topics, partitions_of, topic_specs
 
 log = logging.getLogger(__name__)
@@ -109,6 +110,7 @@ async def _read_partitions(settings: Settings, stops: dict[int, int]) -> tuple[E
         remaining = {tp for tp in end if end[tp] > await consumer.position(tp)}
         now = time.time()
         add, forget = columns.add, columns.forget
+        homes: dict[bytes, int] = {}  # user key → its partition (murmur2 once per user, not per event)
         with gc_paused():
             while remaining:
                 batches = await consumer.getmany(*remaining, timeout_ms=1000, max_records=50_000)
@@ -121,6 +123,12 @@ async def _read_partitions(settings: Settings, stops: dict[int, int]) -> tuple[E
                             parsed = parse_keyed_message(record.key, record.value, now)
                         except InvalidEvent:
                             skipped += 1
+                            continue
+                        home = homes.get(record.key)
+                        if home is None:
+                            home = homes[record.key] = home_partition(record.key, settings.partitions)
+                        if home != tp.partition:
+                            skipped += 1  # a worker dead-letters it as wrong_partition: no profile has it
                             continue
                         if type(parsed) is Forget:
                             forget(parsed.user_id)

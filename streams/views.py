@@ -28,8 +28,9 @@ from streams.app import (
 from streams.metrics import metrics
 from streams.state import count_keys, partition_of, read_profile, read_value, standby_lag
 
-# Printable characters, 1-128 of them (SPEC §2 ids); anything else is a 400.
-_ID = re.compile(r"^[^\x00-\x1f\x7f]{1,128}$")
+# Printable characters, 1-128 of them (SPEC §2 ids); anything else is a 400.  Always with
+# `fullmatch`: `$` would also match before a trailing newline.
+_ID = re.compile(r"[^\x00-\x1f\x7f]{1,128}")
 _FLAG = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
 RECOMMENDATION_PARAMS = ("k", "category", "explain", "exclude_purchased")
 MAX_QUERY_CHARS = 1024
@@ -74,7 +75,7 @@ def parse_recommendation_query(query) -> dict:
     if not 1 <= k <= 1000:
         raise ValueError(f"k must be from 1 to 1000, got {k}")
     category = query.get("category")
-    if category is not None and not _ID.match(category):
+    if category is not None and not _ID.fullmatch(category):
         raise ValueError("category must be 1-128 printable characters")
     return {"k": k, "category": category, "explain": flag(query, "explain", False),
             "exclude_purchased": flag(query, "exclude_purchased", True)}
@@ -87,7 +88,7 @@ def checked_user(allowed_query: tuple[str, ...] = (), parse=None):
     def decorate(handler):
         @functools.wraps(handler)
         async def wrapper(view: web.View, request: web.Request, user_id: str):
-            if not _ID.match(user_id):
+            if not _ID.fullmatch(user_id):
                 return error(view, 400, "user_id must be 1-128 printable characters")
             try:
                 if parse is not None:
