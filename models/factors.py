@@ -26,6 +26,7 @@ import os
 import re
 import struct
 import tempfile
+import time
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -46,7 +47,45 @@ _MANIFEST_FIELDS = {"format", "version", "items", "dims", "chunks", "dtype", "pa
 
 
 class CorruptFactors(ValueError):
-    """Factor data that is damaged, inconsistent or incomplete; the message says why."""
+    """Factor data that is damaged, inconsistent or incomplete; the message says why, and
+    `reason` is a short stable code (a metrics label and the dead-letter reason)."""
+
+    def __init__(self, message: str, reason: str = "corrupt_factors") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+# A version is the time it was trained at, in milliseconds since the epoch (`strata train`).
+# One claiming a time further ahead of this machine's clock than this is refused: served, it
+# would hide every version trained after it for as long as the clocks take to catch up.
+MAX_VERSION_AHEAD_MS = 86_400_000
+MAX_VERSION = 2**53  # far beyond any time in milliseconds, and exact as an int64 and a float
+
+
+@dataclass(frozen=True)
+class FactorLimits:
+    """The largest model a worker takes from the factor topic: checked on every message before
+    anything is allocated for it (a manifest claiming 10¹² items is two small messages)."""
+
+    max_items: int = 10_000_000
+    max_dims: int = 1024
+    max_version_ahead_ms: int = MAX_VERSION_AHEAD_MS
+
+    def check_version(self, version: int, where: str, now_ms: int | None = None) -> None:
+        """CorruptFactors (`version_ahead`) for a version beyond MAX_VERSION or far ahead of the clock."""
+        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        if version > MAX_VERSION or version > now_ms + self.max_version_ahead_ms:
+            raise CorruptFactors(
+                f"{where}: version {version} is more than {self.max_version_ahead_ms} ms ahead of this "
+                f"machine's clock ({now_ms} ms): refused", reason="version_ahead")
+
+    def check_totals(self, items: int, dims: int, chunks: int, where: str) -> None:
+        if not 1 <= dims <= self.max_dims:
+            raise CorruptFactors(f"{where}: {dims} factors, the limit is 1-{self.max_dims}", reason="too_large")
+        if not 0 <= items <= self.max_items:
+            raise CorruptFactors(f"{where}: {items} items, the limit is {self.max_items}", reason="too_large")
+        if not 0 <= chunks <= max(items, 1):  # every chunk holds at least one row
+            raise CorruptFactors(f"{where}: {chunks} chunks for {items} items")
 
 
 def _canonical_json(obj) -> str:
@@ -311,7 +350,7 @@ def _parse_key(key: bytes) -> tuple[int, int | None]:
     return version, (int(m.group(2)) if m.group(2) is not None else None)
 
 
-def _parse_chunk(version: int, index: int, value: bytes) -> tuple[tuple[int, int, int], _Chunk]:
+def _parse_chunk(version: int, index: int, value: bytes, limits: FactorLimits) -> tuple[tuple[int, int, int], _Chunk]:
     where = f"v{version} chunk {index}"
     if len(value) < _PREFIX.size:
         raise CorruptFactors(f"{where}: truncated ({len(value)} bytes)")
@@ -336,6 +375,7 @@ def _parse_chunk(version: int, index: int, value: bytes) -> tuple[tuple[int, int
         raise CorruptFactors(f"{where}: the key says v{version} chunk {index}, the header v{h_version} chunk {h_index}")
     if dims < 1 or items < 0 or chunks < 1 or index >= chunks:
         raise CorruptFactors(f"{where}: bad totals (items={items}, dims={dims}, chunks={chunks})")
+    limits.check_totals(items, dims, chunks, where)
     if rows < 1 or offset < 0 or offset + rows > items:
         raise CorruptFactors(f"{where}: rows {offset}..{offset + rows} fall outside 0..{items}")
     if not isinstance(ids, list) or len(ids) != rows or not all(isinstance(i, str) for i in ids):
@@ -346,7 +386,7 @@ def _parse_chunk(version: int, index: int, value: bytes) -> tuple[tuple[int, int
     return (items, dims, chunks), _Chunk(offset, ids, data)
 
 
-def _parse_manifest(version: int, value: bytes) -> dict:
+def _parse_manifest(version: int, value: bytes, limits: FactorLimits) -> dict:
     where = f"v{version} manifest"
     try:
         manifest = json.loads(bytes(value).decode("utf-8"))
@@ -368,6 +408,7 @@ def _parse_manifest(version: int, value: bytes) -> dict:
         raise CorruptFactors(f"{where}: bad totals")
     if (manifest["chunks"] == 0) != (manifest["items"] == 0):
         raise CorruptFactors(f"{where}: {manifest['items']} items in {manifest['chunks']} chunks")
+    limits.check_totals(manifest["items"], manifest["dims"], manifest["chunks"], where)
     if not isinstance(manifest["params"], dict):
         raise CorruptFactors(f"{where}: params must be an object")
     sha = manifest["sha256"]
@@ -387,8 +428,9 @@ class FactorAssembler:
     on completion (checksum, layout), the partial version is dropped.
     """
 
-    def __init__(self, last_version: int | None = None) -> None:
+    def __init__(self, last_version: int | None = None, limits: FactorLimits | None = None) -> None:
         self.last_version = last_version  # the last completed version (e.g. the one on disk)
+        self.limits = limits or FactorLimits()
         self._newest: int | None = None
         self._partial: _Partial | None = None
 
@@ -401,12 +443,14 @@ class FactorAssembler:
         # key could otherwise pass for an old version and be silently ignored.
         version, index = _parse_key(key)
         if index is None:
-            manifest = _parse_manifest(version, value)
+            manifest = _parse_manifest(version, value, self.limits)
             totals = (manifest["items"], manifest["dims"], manifest["chunks"])
             chunk = None
         else:
-            totals, chunk = _parse_chunk(version, index, value)
+            totals, chunk = _parse_chunk(version, index, value, self.limits)
             manifest = None
+        if self.last_version is None or version > self.last_version:
+            self.limits.check_version(version, f"v{version}")
         if self.last_version is not None and version <= self.last_version:
             return None
         if self._newest is not None and version < self._newest:
@@ -446,6 +490,9 @@ class FactorAssembler:
         manifest = partial.manifest
         assert manifest is not None
         n, k = manifest["items"], manifest["dims"]
+        received = sum(len(chunk.ids) for chunk in partial.chunks.values())
+        if received != n:  # before allocating: the rows must have arrived, not only been claimed
+            raise CorruptFactors(f"v{version}: chunks hold {received} rows, the manifest says {n}")
         Y = np.empty((n, k), dtype=DTYPE)
         ids: list[str] = []
         row = 0

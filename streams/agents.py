@@ -7,7 +7,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from models.events import Forget, InvalidEvent, parse_keyed_message
+from models.events import MAX_ID_LEN, Forget, InvalidEvent, parse_keyed_message
 from models.profile import Profile, encode_profiles
 from models.ranking import ShopRates
 from streams.app import (
@@ -29,6 +29,7 @@ from streams.deadletter import deadletter_record
 from streams.feeds import ActivitySums, activity_message
 from streams.metrics import metrics
 from streams.state import PartitionBatch, partition_of
+from streams.trainer import parse_user_vector
 
 log = logging.getLogger(__name__)
 # A fetched batch can hold tens of thousands of events (STRATA_BATCH_SIZE: the bigger the batch,
@@ -226,12 +227,16 @@ async def _apply_events(batch) -> None:
 
 @app.agent(user_factors_topic, name="store_user_vectors")
 async def store_user_vectors(stream):
-    """Batch user vectors from `strata train` → the user_to_vector table (same partitions as events)."""
+    """Batch user vectors from `strata train` → the user_to_vector table (same partitions as events).
+    A message that is not a user vector, or not in its user's partition, is dead-lettered."""
     async for batch in stream.take_events(settings.batch_size, within=settings.batch_window_s):
         writes: dict[int, PartitionBatch] = {}
         for event in batch:
             message = event.message
-            if not message.key:
+            problem = user_vector_problem(message)
+            if problem is not None:
+                metrics.rejected[("user-factors", problem[0])] += 1
+                await deadletter_topic.send(value=deadletter_record(message, *problem))
                 continue
             pb = writes.get(message.partition)
             if pb is None:
@@ -242,3 +247,18 @@ async def store_user_vectors(stream):
         await app.producer.flush()
         for pb in writes.values():
             await pb.confirm()
+
+
+def user_vector_problem(message) -> tuple[str, str] | None:
+    """Why a user-factors message cannot be stored — (reason, detail) — or None."""
+    key = message.key
+    if not key or len(key) > 4 * MAX_ID_LEN:
+        return "bad_key", "the key must be the user id"
+    try:
+        parse_user_vector(message.value)
+    except Exception as exc:  # noqa: BLE001 - whatever the content provokes
+        return "bad_user_vector", str(exc)[:200]
+    home = partition_of(user_to_vector, key)
+    if home != message.partition:
+        return "wrong_partition", f"the key belongs to partition {home} (Kafka's default murmur2 partitioner)"
+    return None

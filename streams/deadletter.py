@@ -29,6 +29,25 @@ DETAIL_LIMIT = 1024
 QUEUE_LIMIT = 1000  # queued dead letters kept while the broker is away; beyond, the oldest are dropped (counted)
 
 
+class RejectedRecord(ValueError):
+    """A record that breaks the rules of its topic: `reason` is a short stable code (the dead
+    letter's reason and a metrics label), `detail` says what exactly was wrong."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+def reason_of(exc: BaseException) -> tuple[str, str]:
+    """(reason, detail) of whatever a record's decoding raised: its own reason when it has one
+    (InvalidEvent, CorruptFactors, RejectedRecord), else `undecodable` and the exception."""
+    reason = getattr(exc, "reason", None)
+    if isinstance(reason, str) and reason:
+        return reason, str(getattr(exc, "detail", None) or exc)[:DETAIL_LIMIT]
+    return "undecodable", f"{type(exc).__name__}: {str(exc)[:DETAIL_LIMIT]}"
+
+
 def _cut(data, limit: int) -> tuple[str | None, int | None, bool]:
     """(text of the first `limit` bytes, original size, whether it was cut) of a key or value."""
     if data is None:

@@ -230,6 +230,30 @@ def catalog_key(record: Mapping) -> tuple[bytes, bytes]:
     return f"{kind}:{key}".encode(), orjson.dumps(record)
 
 
+MAX_CATALOG_KEY_BYTES = 1024
+
+
+def catalog_problem(key: bytes | None, value: bytes | None) -> tuple[str, str] | None:
+    """Why a catalog-topic record cannot be applied — (reason, detail) — or None.  A record is
+    applied only when its value is a catalog record (models.catalog) and its key is the one
+    `catalog_key` gives it; a tombstone (no value) deletes its key."""
+    if not key or len(key) > MAX_CATALOG_KEY_BYTES:
+        return "bad_key", f"a catalog key must be 1-{MAX_CATALOG_KEY_BYTES} bytes, got {len(key or b'')}"
+    if value is None:
+        return None
+    try:
+        expected, _ = catalog_key(orjson.loads(value))
+    except orjson.JSONDecodeError as exc:
+        return "not_json", f"not valid JSON ({exc})"
+    except InvalidCatalogRecord as exc:
+        return "bad_catalog_record", str(exc)
+    except Exception as exc:  # noqa: BLE001 - whatever else the content provokes
+        return "undecodable", f"{type(exc).__name__}: {str(exc)[:200]}"
+    if expected != key:
+        return "wrong_key", f"the key must be {expected[:200]!r}"
+    return None
+
+
 class CatalogTableView(Mapping):
     """One side of the catalog (items → category, or categories → parent) over the global catalog table."""
 
@@ -265,7 +289,7 @@ class CatalogTableView(Mapping):
             return _MISSING
         try:
             return parse_record(orjson.loads(raw))[2]
-        except (orjson.JSONDecodeError, InvalidCatalogRecord):
+        except Exception:  # noqa: BLE001 - a record stored before it was checked (streams.app) is no record
             return _MISSING
 
     def get(self, key, default=None):

@@ -385,7 +385,10 @@ def _long_term(user_id: str, version) -> np.ndarray | None:
     raw = read_value(user_to_vector, user_id.encode())
     if raw is None:
         return None
-    vector_version, vector = parse_user_vector(raw)
+    try:
+        vector_version, vector = parse_user_vector(raw)
+    except ValueError:  # stored before user vectors were checked (streams.agents): none
+        return None
     model = factor_feed.current
     if model is None or vector.shape[0] != model.dims:
         return None
