@@ -113,6 +113,7 @@ class Metrics:
         self.recommendation_batches = 0  # … in this many recommend_many calls
         self.recommendations_bounded = 0  # … of which this many without a dense pass
         self.recommendations_from_standby = 0  # … of which this many for users of a standby partition
+        self.recommendations_refused = 0  # requests answered 503: too many being ranked (streams.views.Admission)
         self.update_latency = Histogram()
         self.loop_lag = Histogram(LOOP_LAG_BUCKETS_S)
         self.gauges: dict[str, float | dict[str, float]] = {}  # name → value, or labels → value
@@ -158,6 +159,9 @@ class Metrics:
             "# HELP strata_recommendations_from_standby_total Requests for users of a partition another worker owns, answered from this worker's standby copy instead of forwarded.",
             "# TYPE strata_recommendations_from_standby_total counter",
             f"strata_recommendations_from_standby_total {self.recommendations_from_standby}",
+            "# HELP strata_recommendations_refused_total Requests answered 503 with Retry-After: STRATA_MAX_RANKING requests were being ranked.",
+            "# TYPE strata_recommendations_refused_total counter",
+            f"strata_recommendations_refused_total {self.recommendations_refused}",
         ]
         lines += self.update_latency.lines(
             "strata_update_latency_seconds", "Time from an event's Kafka timestamp to its profile being written.")

@@ -374,6 +374,38 @@ class _RankQueue:
 rank_queue = _RankQueue()
 
 
+class Admission:
+    """At most `limit` recommendation requests ranked or waiting to be at once (STRATA_MAX_RANKING).
+
+    Ranking shares the event loop with the stream; without a bound, a flood of expensive requests
+    (k=1000&explain=1 from hundreds of clients) queues work the loop must do before events reach
+    their profiles again, and every request waits behind it.  Over the limit a request is
+    answered at once, 503 with Retry-After, and costs the loop next to nothing."""
+
+    RETRY_AFTER_S = 1
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.inside = 0
+
+    def enter(self) -> bool:
+        if self.inside >= self.limit:
+            metrics.recommendations_refused += 1
+            return False
+        self.inside += 1
+        return True
+
+    def leave(self) -> None:
+        self.inside -= 1
+
+    def busy(self, view: web.View) -> web.Response:
+        return view.json({"error": f"{self.limit} recommendation requests are being ranked; try again shortly", "status": 503},
+                         status=503, headers={"Retry-After": str(self.RETRY_AFTER_S)})
+
+
+admission = Admission(settings.max_ranking)
+
+
 @app.timer(interval=0.5)
 async def refresh_ranker() -> None:
     await rankers.refresh()
@@ -403,8 +435,17 @@ async def user_recommendations(view: web.View, request: web.Request, user_id: st
         options = parse_recommendation_query(request.query)  # checked before routing too (checked_user)
     except ValueError as exc:
         return error(view, 400, str(exc))
-    k, category, explain, exclude = options["k"], options["category"], options["explain"], options["exclude_purchased"]
+    if not admission.enter():
+        return admission.busy(view)
+    try:
+        body = await _recommend(user_id, options)
+    finally:
+        admission.leave()
+    return view.json(body)
 
+
+async def _recommend(user_id: str, options: dict) -> dict:
+    k, category, explain, exclude = options["k"], options["category"], options["explain"], options["exclude_purchased"]
     profile = read_profile(user_to_profile, user_id)
     if rankers.current.version is None and factor_feed.current is not None:
         await rankers.refresh()  # just started with a model from disk: build its ranker before answering
@@ -412,7 +453,14 @@ async def user_recommendations(view: web.View, request: web.Request, user_id: st
     # Event time, not wall time: the newest event seen anywhere, so a user who went quiet while
     # the shop moved on counts as stale (and leans on popularity).
     now = max(t for t in (profile.last_ts if profile else None, popularity_feed.popularity.last_ts, 0.0) if t is not None) or time.time()
-    recs = await rank_queue.rank(ranker, RankRequest(
+    recs = await _rank(ranker, profile, user_id, now, k, category, exclude, explain)
+    body = recs.to_dict()
+    body["model_version"] = ranker.version
+    return body
+
+
+def _rank(ranker: Ranker, profile, user_id: str, now: float, k: int, category, exclude: bool, explain: bool):
+    return rank_queue.rank(ranker, RankRequest(
         profile=profile,
         k=k,
         popularity=popularity_feed.popularity,
@@ -426,6 +474,3 @@ async def user_recommendations(view: web.View, request: web.Request, user_id: st
         revisit_rate=popularity_feed.shop.revisit_rate,
         domain_share=popularity_feed.shop.domain_share(rank_params, profile),
     ))
-    body = recs.to_dict()
-    body["model_version"] = ranker.version
-    return view.json(body)
