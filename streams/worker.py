@@ -43,11 +43,16 @@ def build_worker(settings):
 
 
 def run_worker(settings) -> int:
-    from streams.topics import ensure_topics
+    from streams.config import ConfigError
+    from streams.topics import ensure_topics, keyed_topic_problems
 
     # The source topics must exist with our partition count before the group forms;
     # Faust creates only its own (changelog) topics.
     asyncio.run(ensure_topics(settings))
+    problems = asyncio.run(keyed_topic_problems(settings))
+    if problems:
+        raise ConfigError("; ".join(problems) + ": users would be looked for on other partitions than their "
+                          "profiles. Keep the count, or migrate to a new deployment (README, \"Partitioning\")")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     # One BLAS thread: a ranking matvec must not fight the event loop for the second core.
     from threadpoolctl import threadpool_limits

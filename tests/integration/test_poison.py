@@ -29,6 +29,7 @@ from tests.integration.harness import Worker, isolated_env, read_topic, wait_unt
 pytestmark = pytest.mark.integration
 
 PARTITIONS = 4
+MAX_RANKING = 2
 T0 = time.time() - 3600.0
 
 
@@ -112,7 +113,8 @@ DEAD = sum(len(v) for v in EXPECTED_REASONS.values())
 @pytest.fixture(scope="module")
 def poisoned(kafka, tmp_path_factory):
     """A worker that took every hostile record, and normal events before and after them."""
-    worker = Worker(isolated_env(kafka, "poison", partitions=PARTITIONS), tmp_path_factory.mktemp("poison") / "data")
+    env = {**isolated_env(kafka, "poison", partitions=PARTITIONS), "STRATA_MAX_RANKING": str(MAX_RANKING)}
+    worker = Worker(env, tmp_path_factory.mktemp("poison") / "data")
     worker.start()
     try:
         produce(worker.settings, "events", normal("u3", 0, 10))
@@ -175,6 +177,33 @@ def test_http_input_is_checked_strictly_and_never_echoed(poisoned):
     assert status in (400, 414) and "x" * 200 not in str(body) and len(str(body)) < 1024
 
 
+def test_a_flood_of_expensive_requests_is_answered_503_with_retry_after(poisoned):
+    import urllib.error
+    import urllib.request
+    from concurrent.futures import ThreadPoolExecutor
+
+    def ask(i: int) -> tuple[int, str | None]:
+        try:
+            with urllib.request.urlopen(f"{poisoned.url}/users/u{i % 9}/recommendations?k=1000&explain=1", timeout=30) as r:
+                return r.status, None
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.headers.get("Retry-After")
+
+    refused_before = poisoned.metric("strata_recommendations_refused_total")
+    answers: list[tuple[int, str | None]] = []
+    with ThreadPoolExecutor(32) as pool:
+        for _ in range(5):  # rounds of 64 concurrent requests, until one found the limit reached
+            answers += pool.map(ask, range(64))
+            if any(status == 503 for status, _ in answers):
+                break
+    assert {status for status, _ in answers} <= {200, 503}
+    refused = [retry for status, retry in answers if status == 503]
+    assert refused and all(retry == "1" for retry in refused)
+    assert any(status == 200 for status, _ in answers)
+    assert poisoned.metric("strata_recommendations_refused_total") - refused_before == len(refused)
+    assert poisoned.alive()
+
+
 def test_a_restart_on_the_same_topics_lives_and_applies_events(poisoned):
     poisoned.stop()
     poisoned.start()
@@ -194,3 +223,14 @@ def test_strata_train_survives_the_hostile_events_and_its_version_is_served(pois
     assert "invalid skipped" in done.stdout
     wait_until(lambda: poisoned.metric("strata_model_version") > 0, 30, "the trained version served")
     assert poisoned.metric("strata_model_version") < 2**53
+
+
+def test_a_worker_refuses_an_events_topic_with_another_partition_count(kafka, tmp_path):
+    env = isolated_env(kafka, "repartitioned", partitions=PARTITIONS)
+    raised = Worker({**env, "STRATA_PARTITIONS": str(PARTITIONS + 2)}, tmp_path / "unused").settings
+    produce(raised, "events", [])  # creates the topics with 6 partitions, as if the count was raised
+    child = {k: v for k, v in os.environ.items() if not k.startswith("STRATA_")}
+    child.update(env, STRATA_DATA_DIR=str(tmp_path / "data"))
+    done = subprocess.run([sys.executable, "-m", "streams", "worker"], env=child, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "has 6 partitions, STRATA_PARTITIONS says 4" in done.stderr
