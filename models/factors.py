@@ -326,6 +326,37 @@ def to_messages(
     return out
 
 
+# The operator's choice of version (`strata model pin|unpin`): a control record on the factor
+# topic, JSON {"version": V} (serve V and only V) or {"version": null} (serve the newest again).
+# The last one on the topic is in force.
+PIN_KEY = b"control/pin"
+
+
+def pin_message(version: int | None) -> tuple[bytes, bytes]:
+    """(key, value) of a pin record (None: unpin)."""
+    if version is not None:
+        check_pin_version(version)
+    return PIN_KEY, _canonical_json({"version": version}).encode()
+
+
+def check_pin_version(version) -> None:
+    if not _strict_int(version) or not 0 <= version <= MAX_VERSION:
+        raise CorruptFactors(f"a pinned version must be an integer from 0 to {MAX_VERSION}, got {version!r:.40}", reason="bad_pin")
+
+
+def parse_pin(value: bytes) -> int | None:
+    """The version a pin record pins (None: unpinned); CorruptFactors (`bad_pin`) otherwise."""
+    try:
+        obj = json.loads(bytes(value).decode("utf-8"))
+    except (TypeError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise CorruptFactors(f"a pin record must be JSON ({exc})", reason="bad_pin") from None
+    if not isinstance(obj, dict) or set(obj) != {"version"}:
+        raise CorruptFactors('a pin record must be {"version": V or null}', reason="bad_pin")
+    if obj["version"] is not None:
+        check_pin_version(obj["version"])
+    return obj["version"]
+
+
 @dataclass
 class _Chunk:
     offset: int
@@ -422,15 +453,17 @@ class FactorAssembler:
 
     Versions only move forward: messages of a version ≤ the last completed
     one, or older than the newest version seen so far, are ignored (None)
-    once they have passed the per-message checks.
+    once they have passed the per-message checks.  With `only`, messages of
+    every other version are ignored instead (an operator's pinned version).
     Only the newest partial version is kept in memory.  Damaged or
     inconsistent data raises `CorruptFactors`; when the damage is only found
     on completion (checksum, layout), the partial version is dropped.
     """
 
-    def __init__(self, last_version: int | None = None, limits: FactorLimits | None = None) -> None:
+    def __init__(self, last_version: int | None = None, limits: FactorLimits | None = None, only: int | None = None) -> None:
         self.last_version = last_version  # the last completed version (e.g. the one on disk)
         self.limits = limits or FactorLimits()
+        self.only = only  # assemble this version alone (a pinned one), whatever its age
         self._newest: int | None = None
         self._partial: _Partial | None = None
 
@@ -451,6 +484,8 @@ class FactorAssembler:
             manifest = None
         if self.last_version is None or version > self.last_version:
             self.limits.check_version(version, f"v{version}")
+        if self.only is not None and version != self.only:
+            return None
         if self.last_version is not None and version <= self.last_version:
             return None
         if self._newest is not None and version < self._newest:

@@ -48,6 +48,28 @@ async def deadletter(record, reason: str, detail: str, **extra) -> None:
     await deadletter_topic.send(value=deadletter_record(record, reason, detail, **extra))
 
 
+class WrongPartition(InvalidEvent):
+    """A valid record on another partition than its user's (`expected_partition`)."""
+
+    def __init__(self, user_id: str, home: int) -> None:
+        super().__init__("wrong_partition", f"key {user_id[:40]!r} belongs to partition {home} (Kafka's default murmur2 partitioner)")
+        self.extra = {"expected_partition": home}
+
+
+def _parse(record, partition: int, now: float, homes: dict[bytes, int]):
+    """The record's event or control record; InvalidEvent when it breaks a rule or lies on another
+    partition than its user's.  Applied there, the user's state would split over two partitions,
+    and the profile's de-duplication would compare offsets of different partitions.  `homes`
+    remembers each user key's partition (murmur2 once per user and batch, not per event)."""
+    parsed = parse_keyed_message(record.key, record.value, now)
+    home = homes.get(record.key)
+    if home is None:
+        home = homes[record.key] = partition_of(user_to_profile, record.key)
+    if home != partition:
+        raise WrongPartition(parsed.user_id, home)
+    return parsed
+
+
 _MISSING = object()
 PROFILE_CACHE_SIZE = 50_000
 
@@ -136,18 +158,9 @@ async def _apply_events(batch) -> None:
             if not i % CHECK_EVERY and turn.over():
                 await turn.pass_on()
             try:
-                parsed = parse_keyed_message(record.key, record.value, now)
+                parsed = _parse(record, partition, now, homes)
             except InvalidEvent as exc:
-                await deadletter(record, exc.reason, exc.detail)
-                continue
-            home = homes.get(record.key)
-            if home is None:
-                home = homes[record.key] = partition_of(user_to_profile, record.key)
-            if home != partition:
-                # Applied here, the user's state would split over two partitions (and the profile's
-                # offset-based de-duplication would compare offsets of different partitions).
-                await deadletter(record, "wrong_partition", f"key {parsed.user_id[:40]!r} belongs to partition {home} "
-                                 "(Kafka's default murmur2 partitioner)", expected_partition=home)
+                await deadletter(record, exc.reason, exc.detail, **getattr(exc, "extra", {}))
                 continue
             user_id = parsed.user_id
             if isinstance(parsed, Forget):

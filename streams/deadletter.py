@@ -12,6 +12,7 @@ the queue's task sends them.
 """
 from __future__ import annotations
 
+import asyncio
 import collections
 import logging
 import time
@@ -88,7 +89,7 @@ class DeadLetterQueue(mode.Service):
         super().__init__(**kwargs)
         self._send = send
         self._queue: collections.deque[dict] = collections.deque()
-        self._ready = None
+        self._ready: asyncio.Event | None = None  # set while letters wait; made on the service's loop
         self.dropped = 0
 
     def submit(self, record, reason: str, detail: str, source: str, **extra) -> None:
@@ -103,8 +104,6 @@ class DeadLetterQueue(mode.Service):
             self._ready.set()
 
     async def on_start(self) -> None:
-        import asyncio
-
         self._ready = asyncio.Event()
         if self._queue:
             self._ready.set()

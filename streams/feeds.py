@@ -18,7 +18,7 @@ import mode
 import msgpack
 
 from models.events import MAX_FUTURE_S, MAX_ID_LEN
-from models.factors import CorruptFactors, FactorAssembler, FactorLimits, FactorModel
+from models.factors import PIN_KEY, FactorAssembler, FactorLimits, FactorModel, parse_pin
 from models.popularity import Popularity
 from models.ranking import ShopRates
 from streams.config import Settings
@@ -91,9 +91,17 @@ class TopicFeed(mode.Service):
         self.topic = topic_specs(settings)[self.topic_key].name
         self.caught_up = False
         self.deadletters = deadletters
+        self.rewind = False  # set by `on_record`: read the topic again from its beginning
 
     def on_record(self, record) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def _apply(self, batches) -> None:
+        for records in batches.values():
+            for record in records:
+                self.take(record)
+                if self.rewind:
+                    return
 
     def take(self, record) -> None:
         """`on_record`, with any failure refusing the record."""
@@ -137,9 +145,11 @@ class TopicFeed(mode.Service):
                     log.warning("%s feed: %s", self.topic, exc)
                     await self.sleep(1.0)
                     continue
-                for records in batches.values():
-                    for record in records:
-                        self.take(record)
+                self._apply(batches)
+                if self.rewind:
+                    self.rewind = False
+                    await consumer.seek_to_beginning(*tps)
+                    continue
                 if batches:
                     try:
                         await self.after_records()
@@ -168,9 +178,14 @@ class FactorFeed(TopicFeed):
         self.assembler = FactorAssembler(limits=self.limits)
         self.rejected: list[str] = []
         self._unsaved: FactorModel | None = None
+        self.pinned: int | None = None  # the version an operator chose (`strata model pin`), else the newest
+        self.pin_offset = -1  # offset of the pin record in force: it and those before it are done
 
     def install(self, model: FactorModel, source: str) -> None:
-        if self.current is not None and model.version <= self.current.version:
+        if self.pinned is not None:
+            if model.version != self.pinned or (self.current is not None and self.current.version == model.version):
+                return
+        elif self.current is not None and model.version <= self.current.version:
             return
         self.current = model  # the swap: one reference assignment
         self.assembler.last_version = model.version
@@ -189,10 +204,29 @@ class FactorFeed(TopicFeed):
                 self.install(model, str(self.path))
 
     def on_record(self, record) -> None:
+        if record.key == PIN_KEY:
+            self._pin(record)
+            return
         model = self.assembler.add(record.key or b"", record.value or b"")
         if model is not None:
             self.install(model, f"{self.topic}@{record.offset}")
             self._unsaved = model
+
+    def _pin(self, record) -> None:
+        """An operator's pin record: serve its version alone (None: the newest again).  The version
+        may lie anywhere on the topic, so the topic is read again from its beginning, assembling
+        that version only (or, unpinned, the newest); what serves meanwhile keeps serving."""
+        if record.offset <= self.pin_offset:
+            return  # read again after a rewind: in force already, or superseded by a later one
+        version = parse_pin(record.value)
+        self.pin_offset = record.offset
+        if version == self.pinned:
+            return
+        self.pinned = version
+        log.warning("item factors %s by the pin record at offset %s; reading %s again",
+                    f"pinned to version {version}" if version is not None else "unpinned", record.offset, self.topic)
+        self.assembler = FactorAssembler(limits=self.limits, only=version)
+        self.rewind = True
 
     def refuse(self, record, reason: str, detail: str) -> None:
         self.rejected = (self.rejected + [f"offset {record.offset}: {reason}: {detail[:200]}"])[-20:]

@@ -155,7 +155,7 @@ def read_value(table, key: bytes) -> bytes | None:
 
     A value lives in its events' partition.  That is first looked for where Kafka's default
     partitioner (murmur2, as aiokafka's and the Java client's) puts the key, which is also where
-    `table_route` sends the request: one RocksDB read.  Events keyed by another partitioner are
+    `table_route` sends the request: one RocksDB read.  A key stored on another local partition is
     still found, in a look through every local partition (Faust's own `_get`, up to one
     existence check per partition: most of a read's cost when it is not the first)."""
     store = table.data
@@ -173,6 +173,17 @@ def home_partition(key: bytes, partitions: int) -> int:
     """The partition Kafka's default partitioner (murmur2: the Java client's, aiokafka's, and
     confluent-kafka's `murmur2_random`) puts `key` in, of `partitions`: where a user's events belong."""
     return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+async def track_changelogs(app, tables) -> None:
+    """Keep the tables' changelog topics in the producer's metadata.  `table_route` finds a key's
+    partition through the producer's metadata (Faust's `key_partition`), and aiokafka's producer
+    keeps metadata of every topic only until it has sent to one: after that, of the topics it
+    has sent to.  A worker whose first send goes to another topic (a dead letter, read again
+    from a feed at start-up) would otherwise answer every routed request with an error until
+    it next writes the changelog."""
+    client = app.producer._ensure_producer().client
+    await asyncio.gather(*(client.add_topic(table.changelog_topic.get_topic_name()) for table in tables))
 
 
 def standby_lag(app, table, partition: int) -> int | None:

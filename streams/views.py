@@ -26,7 +26,7 @@ from streams.app import (
     user_to_vector,
 )
 from streams.metrics import metrics
-from streams.state import count_keys, partition_of, read_profile, read_value, standby_lag
+from streams.state import count_keys, partition_of, read_profile, read_value, standby_lag, track_changelogs
 
 # Printable characters, 1-128 of them (SPEC §2 ids); anything else is a 400.  Always with
 # `fullmatch`: `$` would also match before a trailing newline.
@@ -136,6 +136,11 @@ def answered_here(table, match_info: str):
     return decorate
 
 
+@app.task
+async def track_routed_tables() -> None:
+    await track_changelogs(app, (user_to_profile,))
+
+
 @app.page("/users/{user_id}/profile")
 @checked_user()
 @app.table_route(table=user_to_profile, match_info="user_id")
@@ -178,6 +183,20 @@ async def healthz(view: web.View, request: web.Request) -> web.Response:
         "layers": list(LAYERS),
     }
     return view.json(body, status=200 if body["status"] == "ok" else 503)
+
+
+@app.page("/model")
+async def model_status(view: web.View, request: web.Request) -> web.Response:
+    """The item-factor version this worker serves, the one an operator pinned (`strata model pin`;
+    null: the newest is served), and the last messages of the factor topic it refused."""
+    model = factor_feed.current
+    return view.json({
+        "version": model.version if model is not None else None,
+        "items": len(model) if model is not None else 0,
+        "dims": model.dims if model is not None else 0,
+        "pinned": factor_feed.pinned,
+        "refused": factor_feed.rejected[-5:],
+    })
 
 
 class _CatalogCount:

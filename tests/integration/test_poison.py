@@ -3,8 +3,10 @@ trainer reads, against the real broker.
 
 One worker takes every hostile record at once, next to normal events; each test then checks
 one row of the issue: the worker is alive and still applies normal events, the record is on
-the dead-letter topic with its reason.  The last test restarts the worker on the same topics
-and data directory (where each of these records used to crash it again) and trains on them.
+the dead-letter topic with its reason.  Then the worker restarts on the same topics and data
+directory (where each of these records used to crash it again), `strata train` trains on them,
+and an operator pins and unpins the served version.  The tests share the worker and run in
+this order.
 """
 from __future__ import annotations
 
@@ -73,7 +75,7 @@ def factor_chunk(version: int, items: int, dims: int, chunks: int) -> bytes:
     return struct.pack("<4sI", b"SFC1", len(header)) + header + b"\0" * (4 * dims)
 
 
-def hostile_messages(settings) -> dict[str, list[tuple]]:
+def hostile_messages() -> dict[str, list[tuple]]:
     """Per topic, the issue's hostile records (key, value, partition)."""
     u3 = b"u3"
     stray = (home_partition(u3, PARTITIONS) + 1) % PARTITIONS
@@ -118,13 +120,19 @@ def poisoned(kafka, tmp_path_factory):
     worker.start()
     try:
         produce(worker.settings, "events", normal("u3", 0, 10))
-        for topic_key, messages in hostile_messages(worker.settings).items():
+        for topic_key, messages in hostile_messages().items():
             produce(worker.settings, topic_key, messages)
         produce(worker.settings, "events", normal("u3", 10, 20) + normal("u1", 0, 5))
         wait_until(lambda: worker.metric("strata_events_processed_total") >= 35, 60, "the normal events applied")
         yield worker
     finally:
         worker.stop()
+
+
+def strata(worker, *args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STRATA_")}
+    env.update(worker.env)
+    return subprocess.run([sys.executable, "-m", "streams", *args], env=env, capture_output=True, text=True, timeout=120)
 
 
 def dead_letters(worker, expected: int) -> list[dict]:
@@ -204,6 +212,33 @@ def test_a_flood_of_expensive_requests_is_answered_503_with_retry_after(poisoned
     assert poisoned.alive()
 
 
+def crc32_partition(key: bytes, partitions: int) -> int:
+    """librdkafka's default partitioner (confluent-kafka's `consistent_random` for keyed records)."""
+    import zlib
+
+    return zlib.crc32(key) % partitions
+
+
+def test_a_crc32_producer_loses_nothing_and_counts_nothing_twice(poisoned):
+    user = next(f"c{i}" for i in range(100) if crc32_partition(f"c{i}".encode(), PARTITIONS) != home_partition(f"c{i}".encode(), PARTITIONS))
+    key = user.encode()
+    processed, strays = poisoned.metric("strata_events_processed_total"), poisoned.metric("strata_events_deadlettered_total")
+    produce(poisoned.settings, "events", [(key, orjson.dumps(event(i, user)), crc32_partition(key, PARTITIONS)) for i in range(10)])
+    produce(poisoned.settings, "events", normal(user, 10, 5))
+    wait_until(lambda: poisoned.metric("strata_events_deadlettered_total") - strays == 10
+               and poisoned.metric("strata_events_processed_total") - processed == 5, 30, "10 dead letters and 5 events")
+    status, body = poisoned.get(f"/users/{user}/profile")
+    assert status == 200 and body["events"] == 5
+    assert poisoned.metric("strata_events_duplicate_total") == 0
+    letters = [r for r in dead_letters(poisoned, DEAD + 10) if r["key"] == user]
+    assert len(letters) == 10 and {r["reason"] for r in letters} == {"wrong_partition"}
+    assert {r["expected_partition"] for r in letters} == {home_partition(key, PARTITIONS)}
+
+    forgotten = strata(poisoned, "forget", user)
+    assert forgotten.returncode == 0, forgotten.stderr
+    wait_until(lambda: poisoned.get(f"/users/{user}/profile")[0] == 404, 30, "the forgotten profile gone")
+
+
 def test_a_restart_on_the_same_topics_lives_and_applies_events(poisoned):
     poisoned.stop()
     poisoned.start()
@@ -215,12 +250,12 @@ def test_a_restart_on_the_same_topics_lives_and_applies_events(poisoned):
 
 
 def test_strata_train_survives_the_hostile_events_and_its_version_is_served(poisoned):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STRATA_")}
-    env.update(poisoned.env)
-    done = subprocess.run([sys.executable, "-m", "streams", "train", "--factors", "4", "--iterations", "2"],
-                          env=env, capture_output=True, text=True, timeout=180)
+    done = strata(poisoned, "train", "--factors", "4", "--iterations", "2")
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "invalid skipped" in done.stdout
+    import re
+
+    skipped = re.search(r"\(([0-9,]+) invalid skipped\)", done.stdout)
+    assert skipped and int(skipped.group(1).replace(",", "")) == len(EXPECTED_REASONS["events"]) + 10, done.stdout  # + the CRC32 ten
     wait_until(lambda: poisoned.metric("strata_model_version") > 0, 30, "the trained version served")
     assert poisoned.metric("strata_model_version") < 2**53
 
@@ -234,3 +269,27 @@ def test_a_worker_refuses_an_events_topic_with_another_partition_count(kafka, tm
     done = subprocess.run([sys.executable, "-m", "streams", "worker"], env=child, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2, done.stdout + done.stderr
     assert "has 6 partitions, STRATA_PARTITIONS says 4" in done.stderr
+
+
+def serves(worker, version: int, pinned: int | None) -> bool:
+    status, body = worker.get("/model")
+    return status == 200 and body["version"] == version and body["pinned"] == pinned
+
+
+def test_an_operator_pins_the_served_version_and_unpins_it(poisoned):
+    trained = int(poisoned.metric("strata_model_version"))
+    assert trained > 0  # from the training above
+    newer = FactorModel(int(time.time() * 1000), ("i1", "i2"), np.ones((2, 4), dtype=np.float32), {})
+    produce(poisoned.settings, "item-factors", [(key, value, None) for key, value in to_messages(newer)])
+    wait_until(lambda: serves(poisoned, version=newer.version, pinned=None), 30, "the newer version served")
+
+    pinned = strata(poisoned, "model", "pin", str(trained))
+    assert pinned.returncode == 0, pinned.stderr
+    wait_until(lambda: serves(poisoned, version=trained, pinned=trained), 30, "the pinned version served")
+    status = strata(poisoned, "model", "status")
+    assert status.returncode == 0 and f"serving version {trained}" in status.stdout and f"pinned to {trained}" in status.stdout
+
+    unpinned = strata(poisoned, "model", "unpin")
+    assert unpinned.returncode == 0, unpinned.stderr
+    wait_until(lambda: serves(poisoned, version=newer.version, pinned=None), 30, "the newest version served again")
+    assert poisoned.alive()
