@@ -31,3 +31,35 @@ def test_a_4_mib_value_is_cut_and_its_size_kept():
 def test_no_key_and_no_value():
     dead = deadletter_record(record(None, None), "no_value", "tombstone")
     assert dead["key"] is None and dead["key_size"] is None and dead["raw"] is None and dead["raw_size"] == 0
+
+
+async def test_the_queue_sends_in_order_and_retries_a_failed_send():
+    import asyncio
+
+    from streams.deadletter import DeadLetterQueue
+    from streams.metrics import metrics
+
+    sent: list[int] = []
+    failures = [RuntimeError("broker away")]
+
+    async def send(value: dict) -> None:
+        if failures:
+            raise failures.pop()
+        sent.append(value["offset"])
+
+    queue = DeadLetterQueue(send)
+    queue.sleep = lambda seconds: asyncio.sleep(0)  # retry at once in the test
+    before = metrics.rejected[("catalog", "not_json")]
+    queue.submit(SimpleNamespace(topic="t", partition=0, offset=1, key=b"k", value=b"v"), "not_json", "x", source="catalog")
+    await queue.start()
+    try:
+        for offset in (2, 3):
+            queue.submit(SimpleNamespace(topic="t", partition=0, offset=offset, key=b"k", value=b"v"), "not_json", "x", source="catalog")
+        for _ in range(100):
+            if len(sent) == 3:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        await queue.stop()
+    assert sent == [1, 2, 3]
+    assert metrics.rejected[("catalog", "not_json")] == before + 3
