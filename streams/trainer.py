@@ -23,9 +23,9 @@ import numpy as np
 from models.als import ALSParams, EncodedEvents, EventColumns, confidence_matrix, fit, merge_encoded
 from models.events import Forget, InvalidEvent, parse_keyed_message
 from models.factors import FactorModel, to_messages
-from streams.config import Settings
+from streams.config import ConfigError, Settings
 from streams.state import home_partition
-from streams.topics import ensure_topics, partitions_of, topic_specs
+from streams.topics import ensure_topics, keyed_topic_problems, partitions_of, topic_specs
 
 log = logging.getLogger(__name__)
 
@@ -185,6 +185,9 @@ async def train_once(settings: Settings, params: ALSParams, progress=print) -> T
 
     report = TrainReport()
     await ensure_topics(settings)
+    problems = await keyed_topic_problems(settings)
+    if problems:  # users would be read from, and their vectors sent to, other partitions than their profiles'
+        raise ConfigError("; ".join(problems))
     t0 = time.perf_counter()
     enc, report.skipped = await read_snapshot(settings)
     report.seconds["read"] = time.perf_counter() - t0

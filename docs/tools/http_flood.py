@@ -7,7 +7,7 @@ On a fresh app id and topics of the broker: a synthetic shop (20,000 users, 5,00
 events) replayed, one worker (`STRATA_MAX_RANKING` as given), a model trained (`strata train`, 32
 factors, 2 iterations); then two phases of `seconds` × `rate` events produced at `rate` per
 second: alone, and while `clients` HTTP clients ask back to back for `k=1000&explain=1`
-recommendations of random users.  Prints JSON: per phase, the produce → profile-written latency
+recommendations of random users (a 503 answer waits its Retry-After).  Prints JSON: per phase, the produce → profile-written latency
 percentiles (the worker's `strata_update_latency_seconds`, as `strata bench stream` reads it),
 and for the flood the requests answered 200 and 503 and their latency.
 """
@@ -28,7 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from streams.bench import BenchWorker, forget_topics, free_port, machine_info  # noqa: E402
-from streams.bench_stream import _buckets, _produce_at_rate, percentiles_from_histogram  # noqa: E402
+from streams.bench_stream import LOOP_LAG, _buckets, _produce_at_rate, percentiles_from_histogram  # noqa: E402
 from streams.config import Settings  # noqa: E402
 
 USERS, ITEMS, BACKLOG = 20_000, 5_000, 60_000
@@ -49,13 +49,14 @@ async def flood(url: str, clients: int, stop: asyncio.Event) -> dict:
                 async with session.get(f"{url}/users/u{rng.randrange(USERS)}/recommendations?k=1000&explain=1") as response:
                     await response.read()
                     status = response.status
+                    retry_after = float(response.headers.get("Retry-After", "1"))
             except (aiohttp.ClientError, asyncio.TimeoutError):
                 status = 0
             statuses[status] = statuses.get(status, 0) + 1
             if status == 200:
                 took.append(time.perf_counter() - started)
             elif status == 503:
-                await asyncio.sleep(0.05)  # as a client honouring Retry-After would, only sooner
+                await asyncio.sleep(retry_after)  # as the answer asks
 
     timeout = aiohttp.ClientTimeout(total=30)
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=clients), timeout=timeout) as session:
@@ -63,6 +64,15 @@ async def flood(url: str, clients: int, stop: asyncio.Event) -> dict:
     took.sort()
     pick = lambda q: round(took[min(len(took) - 1, int(q * len(took)))] * 1000.0, 1) if took else None  # noqa: E731
     return {"statuses": statuses, "ok_ms": {"p50": pick(0.5), "p99": pick(0.99)}}
+
+
+def settled(worker: BenchWorker, window: float = 2.0) -> bool:
+    """Whether no event-loop wake-up was 25 ms or more late over `window` seconds."""
+    before = _buckets([worker.scrape()], LOOP_LAG)
+    time.sleep(window)
+    after = _buckets([worker.scrape()], LOOP_LAG)
+    late = lambda h: h.get(float("inf"), 0.0) - h.get(0.025, 0.0)  # noqa: E731
+    return late(after) - late(before) == 0
 
 
 async def phase(settings: Settings, worker: BenchWorker, events: list[dict], rate: float, clients: int) -> dict:
@@ -114,6 +124,7 @@ def main() -> int:
         worker.wait(lambda: worker.metric("strata_events_processed_total") >= BACKLOG, 300, "the backlog processed")
         asyncio.run(train_once(settings, ALSParams(factors=32, iterations=2), progress=lambda *_: None))
         worker.wait(lambda: worker.metric("strata_model_version") > 0, 60, "the model served")
+        worker.wait(lambda: settled(worker), 120, "the worker settled (user vectors stored, ranker built)")
         quiet = asyncio.run(phase(settings, worker, events[BACKLOG:BACKLOG + live], args.rate, 0))
         flooded = asyncio.run(phase(settings, worker, events[BACKLOG + live:], args.rate, args.clients))
     finally:

@@ -260,7 +260,7 @@ def test_strata_train_survives_the_hostile_events_and_its_version_is_served(pois
     assert poisoned.metric("strata_model_version") < 2**53
 
 
-def test_a_worker_refuses_an_events_topic_with_another_partition_count(kafka, tmp_path):
+def test_a_worker_and_the_trainer_refuse_an_events_topic_with_another_partition_count(kafka, tmp_path):
     env = isolated_env(kafka, "repartitioned", partitions=PARTITIONS)
     raised = Worker({**env, "STRATA_PARTITIONS": str(PARTITIONS + 2)}, tmp_path / "unused").settings
     produce(raised, "events", [])  # creates the topics with 6 partitions, as if the count was raised
@@ -269,6 +269,9 @@ def test_a_worker_refuses_an_events_topic_with_another_partition_count(kafka, tm
     done = subprocess.run([sys.executable, "-m", "streams", "worker"], env=child, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2, done.stdout + done.stderr
     assert "has 6 partitions, STRATA_PARTITIONS says 4" in done.stderr
+    trained = subprocess.run([sys.executable, "-m", "streams", "train", "--factors", "2", "--iterations", "1"],
+                             env=child, capture_output=True, text=True, timeout=60)
+    assert trained.returncode == 2 and "has 6 partitions, STRATA_PARTITIONS says 4" in trained.stderr, trained.stderr
 
 
 def serves(worker, version: int, pinned: int | None) -> bool:
