@@ -398,8 +398,10 @@ class Admission:
 
     Ranking shares the event loop with the stream; without a bound, a flood of expensive requests
     (k=1000&explain=1 from hundreds of clients) queues work the loop must do before events reach
-    their profiles again, and every request waits behind it.  Over the limit a request is
-    answered at once, 503 with Retry-After, and costs the loop next to nothing."""
+    their profiles again, and every request waits behind it (5 s and more).  Over the limit a
+    request is answered at once, 503 with Retry-After, and costs the loop next to nothing.  The
+    bound caps the queue, not the loop's share: the admitted requests can still keep the stream
+    waiting (docs/RESULTS.md, "Under an HTTP flood")."""
 
     RETRY_AFTER_S = 1
 
