@@ -19,6 +19,7 @@ _EVENT_TYPE_SET = frozenset(EVENT_TYPES)
 MAX_ID_LEN = 128
 MAX_CONTEXT_BYTES = 4096
 MAX_FUTURE_S = 86_400.0
+_ID_INT_BOUND = 10**MAX_ID_LEN  # an integer id beyond it has too many digits (and str() of it may fail)
 
 
 class InvalidEvent(ValueError):
@@ -71,6 +72,8 @@ def _id(obj: dict, field: str, required: bool = True) -> str | None:
         return None
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise InvalidEvent("wrong_type", f"'{field}' must be a string, got {type(value).__name__}")
+    if isinstance(value, int) and not -_ID_INT_BOUND < value < _ID_INT_BOUND:
+        raise InvalidEvent("bad_id", f"'{field}' must be 1-{MAX_ID_LEN} characters, got a longer integer")
     value = str(value)
     if not 1 <= len(value) <= MAX_ID_LEN:
         raise InvalidEvent("bad_id", f"'{field}' must be 1-{MAX_ID_LEN} characters, got {len(value)}")
@@ -145,6 +148,10 @@ def _checked_event(obj: dict, now: float) -> Event:
         raise InvalidEvent("missing_field", "'ts' is required")
     if isinstance(ts, bool) or not isinstance(ts, (int, float)):
         raise InvalidEvent("wrong_type", f"'ts' must be a number, got {type(ts).__name__}")
+    if isinstance(ts, int) and not 0 <= ts <= now + MAX_FUTURE_S:
+        # compared as an integer: float() of a 310-digit one raises OverflowError, and its
+        # decimal form may be too long to print
+        raise InvalidEvent("bad_ts" if ts < 0 else "future_ts", "'ts' is an integer outside 0 … one day after now")
     ts = float(ts)
     if not math.isfinite(ts):
         raise InvalidEvent("bad_ts", f"'ts' must be finite, got {ts}")
@@ -183,13 +190,24 @@ class Forget:
         return orjson.dumps({"control": "forget", "user_id": self.user_id, "requested_at": self.requested_at})
 
 
-def parse_keyed_message(key: bytes | None, raw: bytes | str, now: float) -> Event | Forget:
+def parse_keyed_message(key: bytes | None, raw: bytes | str | None, now: float) -> Event | Forget:
     """`parse_message`, and the message key must be the user id (the events topic is keyed by
-    user, so that a user's events and profile live on one partition)."""
-    parsed = parse_message(raw, now)
-    if key is None or key != parsed.user_id.encode():
-        raise InvalidEvent("wrong_key", "the message key must be the event's user_id")
-    return parsed
+    user, so that a user's events and profile live on one partition).
+
+    Total: whatever the bytes, the answer is a record or an `InvalidEvent`.  An exception the
+    rules below do not foresee (a decoder's, a conversion's) becomes the reason `undecodable`,
+    so that no message on the topic can stop whoever reads it (a worker, `strata train`)."""
+    try:
+        if raw is None:
+            raise InvalidEvent("no_value", "the message has no value (a tombstone)")
+        parsed = parse_message(raw, now)
+        if key is None or key != parsed.user_id.encode():
+            raise InvalidEvent("wrong_key", "the message key must be the event's user_id")
+        return parsed
+    except InvalidEvent:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any failure on one record's content is that record's
+        raise InvalidEvent("undecodable", f"{type(exc).__name__}: {str(exc)[:200]}") from None
 
 
 def parse_message(raw: bytes | str, now: float) -> Event | Forget:
@@ -197,13 +215,19 @@ def parse_message(raw: bytes | str, now: float) -> Event | Forget:
     try:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        return parse_event(raw, now)  # raises the precise InvalidEvent (or accepts lenient JSON)
+        obj = _lenient_json(raw)  # NaN, Infinity, integers beyond 64 bits
+        if not (isinstance(obj, dict) and "control" in obj):
+            return parse_event(raw, now)  # raises the precise InvalidEvent (or accepts lenient JSON)
     if isinstance(obj, dict) and "control" in obj:
         if obj.get("control") != "forget":
-            raise InvalidEvent("unknown_control", f"unknown control record {str(obj.get('control'))[:32]!r}")
+            control = obj.get("control")
+            shown = control[:32] if isinstance(control, str) else type(control).__name__
+            raise InvalidEvent("unknown_control", f"unknown control record {shown!r}")
         user_id = _id(obj, "user_id")
         requested_at = obj.get("requested_at", now)
         if isinstance(requested_at, bool) or not isinstance(requested_at, (int, float)):
             raise InvalidEvent("wrong_type", "'requested_at' must be a number")
+        if not (0 <= requested_at <= now + MAX_FUTURE_S):  # NaN and ±inf fail; ints compared exactly
+            raise InvalidEvent("bad_ts", "'requested_at' must be a time from 0 to one day after now")
         return Forget(user_id, float(requested_at))  # type: ignore[arg-type]
     return parse_event(obj if isinstance(obj, dict) else raw, now)

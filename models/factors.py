@@ -26,6 +26,7 @@ import os
 import re
 import struct
 import tempfile
+import time
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -46,7 +47,45 @@ _MANIFEST_FIELDS = {"format", "version", "items", "dims", "chunks", "dtype", "pa
 
 
 class CorruptFactors(ValueError):
-    """Factor data that is damaged, inconsistent or incomplete; the message says why."""
+    """Factor data that is damaged, inconsistent or incomplete; the message says why, and
+    `reason` is a short stable code (a metrics label and the dead-letter reason)."""
+
+    def __init__(self, message: str, reason: str = "corrupt_factors") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+# A version is the time it was trained at, in milliseconds since the epoch (`strata train`).
+# One claiming a time further ahead of this machine's clock than this is refused: served, it
+# would hide every version trained after it for as long as the clocks take to catch up.
+MAX_VERSION_AHEAD_MS = 86_400_000
+MAX_VERSION = 2**53  # far beyond any time in milliseconds, and exact as an int64 and a float
+
+
+@dataclass(frozen=True)
+class FactorLimits:
+    """The largest model a worker takes from the factor topic: checked on every message before
+    anything is allocated for it (a manifest claiming 10¹² items is two small messages)."""
+
+    max_items: int = 10_000_000
+    max_dims: int = 1024
+    max_version_ahead_ms: int = MAX_VERSION_AHEAD_MS
+
+    def check_version(self, version: int, where: str, now_ms: int | None = None) -> None:
+        """CorruptFactors (`version_ahead`) for a version beyond MAX_VERSION or far ahead of the clock."""
+        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        if version > MAX_VERSION or version > now_ms + self.max_version_ahead_ms:
+            raise CorruptFactors(
+                f"{where}: version {version} is more than {self.max_version_ahead_ms} ms ahead of this "
+                f"machine's clock ({now_ms} ms): refused", reason="version_ahead")
+
+    def check_totals(self, items: int, dims: int, chunks: int, where: str) -> None:
+        if not 1 <= dims <= self.max_dims:
+            raise CorruptFactors(f"{where}: {dims} factors, the limit is 1-{self.max_dims}", reason="too_large")
+        if not 0 <= items <= self.max_items:
+            raise CorruptFactors(f"{where}: {items} items, the limit is {self.max_items}", reason="too_large")
+        if not 0 <= chunks <= max(items, 1):  # every chunk holds at least one row
+            raise CorruptFactors(f"{where}: {chunks} chunks for {items} items")
 
 
 def _canonical_json(obj) -> str:
@@ -287,6 +326,37 @@ def to_messages(
     return out
 
 
+# The operator's choice of version (`strata model pin|unpin`): a control record on the factor
+# topic, JSON {"version": V} (serve V and only V) or {"version": null} (serve the newest again).
+# The last one on the topic is in force.
+PIN_KEY = b"control/pin"
+
+
+def pin_message(version: int | None) -> tuple[bytes, bytes]:
+    """(key, value) of a pin record (None: unpin)."""
+    if version is not None:
+        check_pin_version(version)
+    return PIN_KEY, _canonical_json({"version": version}).encode()
+
+
+def check_pin_version(version) -> None:
+    if not _strict_int(version) or not 0 <= version <= MAX_VERSION:
+        raise CorruptFactors(f"a pinned version must be an integer from 0 to {MAX_VERSION}, got {version!r:.40}", reason="bad_pin")
+
+
+def parse_pin(value: bytes) -> int | None:
+    """The version a pin record pins (None: unpinned); CorruptFactors (`bad_pin`) otherwise."""
+    try:
+        obj = json.loads(bytes(value).decode("utf-8"))
+    except (TypeError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise CorruptFactors(f"a pin record must be JSON ({exc})", reason="bad_pin") from None
+    if not isinstance(obj, dict) or set(obj) != {"version"}:
+        raise CorruptFactors('a pin record must be {"version": V or null}', reason="bad_pin")
+    if obj["version"] is not None:
+        check_pin_version(obj["version"])
+    return obj["version"]
+
+
 @dataclass
 class _Chunk:
     offset: int
@@ -311,7 +381,7 @@ def _parse_key(key: bytes) -> tuple[int, int | None]:
     return version, (int(m.group(2)) if m.group(2) is not None else None)
 
 
-def _parse_chunk(version: int, index: int, value: bytes) -> tuple[tuple[int, int, int], _Chunk]:
+def _parse_chunk(version: int, index: int, value: bytes, limits: FactorLimits) -> tuple[tuple[int, int, int], _Chunk]:
     where = f"v{version} chunk {index}"
     if len(value) < _PREFIX.size:
         raise CorruptFactors(f"{where}: truncated ({len(value)} bytes)")
@@ -336,6 +406,7 @@ def _parse_chunk(version: int, index: int, value: bytes) -> tuple[tuple[int, int
         raise CorruptFactors(f"{where}: the key says v{version} chunk {index}, the header v{h_version} chunk {h_index}")
     if dims < 1 or items < 0 or chunks < 1 or index >= chunks:
         raise CorruptFactors(f"{where}: bad totals (items={items}, dims={dims}, chunks={chunks})")
+    limits.check_totals(items, dims, chunks, where)
     if rows < 1 or offset < 0 or offset + rows > items:
         raise CorruptFactors(f"{where}: rows {offset}..{offset + rows} fall outside 0..{items}")
     if not isinstance(ids, list) or len(ids) != rows or not all(isinstance(i, str) for i in ids):
@@ -346,7 +417,7 @@ def _parse_chunk(version: int, index: int, value: bytes) -> tuple[tuple[int, int
     return (items, dims, chunks), _Chunk(offset, ids, data)
 
 
-def _parse_manifest(version: int, value: bytes) -> dict:
+def _parse_manifest(version: int, value: bytes, limits: FactorLimits) -> dict:
     where = f"v{version} manifest"
     try:
         manifest = json.loads(bytes(value).decode("utf-8"))
@@ -368,6 +439,7 @@ def _parse_manifest(version: int, value: bytes) -> dict:
         raise CorruptFactors(f"{where}: bad totals")
     if (manifest["chunks"] == 0) != (manifest["items"] == 0):
         raise CorruptFactors(f"{where}: {manifest['items']} items in {manifest['chunks']} chunks")
+    limits.check_totals(manifest["items"], manifest["dims"], manifest["chunks"], where)
     if not isinstance(manifest["params"], dict):
         raise CorruptFactors(f"{where}: params must be an object")
     sha = manifest["sha256"]
@@ -381,14 +453,17 @@ class FactorAssembler:
 
     Versions only move forward: messages of a version ≤ the last completed
     one, or older than the newest version seen so far, are ignored (None)
-    once they have passed the per-message checks.
+    once they have passed the per-message checks.  With `only`, messages of
+    every other version are ignored instead (an operator's pinned version).
     Only the newest partial version is kept in memory.  Damaged or
     inconsistent data raises `CorruptFactors`; when the damage is only found
     on completion (checksum, layout), the partial version is dropped.
     """
 
-    def __init__(self, last_version: int | None = None) -> None:
+    def __init__(self, last_version: int | None = None, limits: FactorLimits | None = None, only: int | None = None) -> None:
         self.last_version = last_version  # the last completed version (e.g. the one on disk)
+        self.limits = limits or FactorLimits()
+        self.only = only  # assemble this version alone (a pinned one), whatever its age
         self._newest: int | None = None
         self._partial: _Partial | None = None
 
@@ -401,12 +476,16 @@ class FactorAssembler:
         # key could otherwise pass for an old version and be silently ignored.
         version, index = _parse_key(key)
         if index is None:
-            manifest = _parse_manifest(version, value)
+            manifest = _parse_manifest(version, value, self.limits)
             totals = (manifest["items"], manifest["dims"], manifest["chunks"])
             chunk = None
         else:
-            totals, chunk = _parse_chunk(version, index, value)
+            totals, chunk = _parse_chunk(version, index, value, self.limits)
             manifest = None
+        if self.last_version is None or version > self.last_version:
+            self.limits.check_version(version, f"v{version}")
+        if self.only is not None and version != self.only:
+            return None
         if self.last_version is not None and version <= self.last_version:
             return None
         if self._newest is not None and version < self._newest:
@@ -446,6 +525,9 @@ class FactorAssembler:
         manifest = partial.manifest
         assert manifest is not None
         n, k = manifest["items"], manifest["dims"]
+        received = sum(len(chunk.ids) for chunk in partial.chunks.values())
+        if received != n:  # before allocating: the rows must have arrived, not only been claimed
+            raise CorruptFactors(f"v{version}: chunks hold {received} rows, the manifest says {n}")
         Y = np.empty((n, k), dtype=DTYPE)
         ids: list[str] = []
         row = 0

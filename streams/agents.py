@@ -7,7 +7,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from models.events import Forget, InvalidEvent, parse_keyed_message
+from models.events import MAX_ID_LEN, Forget, InvalidEvent, parse_keyed_message
 from models.profile import Profile, encode_profiles
 from models.ranking import ShopRates
 from streams.app import (
@@ -25,12 +25,13 @@ from streams.app import (
     user_to_vector,
 )
 from streams.batching import LoopTurn
+from streams.deadletter import deadletter_record
 from streams.feeds import ActivitySums, activity_message
 from streams.metrics import metrics
-from streams.state import PartitionBatch
+from streams.state import PartitionBatch, partition_of
+from streams.trainer import parse_user_vector
 
 log = logging.getLogger(__name__)
-DEADLETTER_RAW_LIMIT = 64 * 1024
 # A fetched batch can hold tens of thousands of events (STRATA_BATCH_SIZE: the bigger the batch,
 # the more of each user's events share one profile write, and the fewer the per-batch costs),
 # and the same event loop answers HTTP.  Once the handler has held the loop this long, it lets
@@ -41,23 +42,32 @@ TURN_S = 0.025
 CHECK_EVERY = 128
 
 
-def deadletter_record(message, reason: str, detail: str) -> dict:
-    """What the dead-letter topic keeps of a rejected message: the reason, where the original
-    is, and its bytes (cut at 64 KiB; the original stays on its topic at the given offset)."""
-    raw: bytes = message.value if isinstance(message.value, bytes) else bytes(message.value or b"")
-    record = {
-        "reason": reason,
-        "detail": detail,
-        "topic": message.topic,
-        "partition": message.partition,
-        "offset": message.offset,
-        "key": message.key.decode("utf-8", "replace") if message.key else None,
-        "raw_size": len(raw),
-        "raw": raw[:DEADLETTER_RAW_LIMIT].decode("utf-8", "replace"),
-        "raw_truncated": len(raw) > DEADLETTER_RAW_LIMIT,
-        "rejected_at": time.time(),
-    }
-    return record
+async def deadletter(record, reason: str, detail: str, **extra) -> None:
+    """Put a rejected events-topic record on the dead-letter topic (bounded: streams.deadletter)."""
+    metrics.deadlettered[reason] += 1
+    await deadletter_topic.send(value=deadletter_record(record, reason, detail, **extra))
+
+
+class WrongPartition(InvalidEvent):
+    """A valid record on another partition than its user's (`expected_partition`)."""
+
+    def __init__(self, user_id: str, home: int) -> None:
+        super().__init__("wrong_partition", f"key {user_id[:40]!r} belongs to partition {home} (Kafka's default murmur2 partitioner)")
+        self.extra = {"expected_partition": home}
+
+
+def _parse(record, partition: int, now: float, homes: dict[bytes, int]):
+    """The record's event or control record; InvalidEvent when it breaks a rule or lies on another
+    partition than its user's.  Applied there, the user's state would split over two partitions,
+    and the profile's de-duplication would compare offsets of different partitions.  `homes`
+    remembers each user key's partition (murmur2 once per user and batch, not per event)."""
+    parsed = parse_keyed_message(record.key, record.value, now)
+    home = homes.get(record.key)
+    if home is None:
+        home = homes[record.key] = partition_of(user_to_profile, record.key)
+    if home != partition:
+        raise WrongPartition(parsed.user_id, home)
+    return parsed
 
 
 _MISSING = object()
@@ -65,7 +75,8 @@ PROFILE_CACHE_SIZE = 50_000
 
 
 class ProfileCache:
-    """Decoded profiles of recently active users, exactly as last written to the store.
+    """Decoded profiles of recently active users, exactly as last written to the store, keyed by
+    (partition, user key): an entry is the profile of that partition's store, never another's.
 
     Decoding a profile (msgpack → dicts) was the largest single cost of the hot path in
     py-spy; a user is usually active again within a few batches.  Entries are only ever the
@@ -77,15 +88,15 @@ class ProfileCache:
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self.entries: OrderedDict[bytes, Profile] = OrderedDict()
+        self.entries: OrderedDict[tuple[int, bytes], Profile] = OrderedDict()
 
-    def get(self, key: bytes):
+    def get(self, key: tuple[int, bytes]):
         profile = self.entries.get(key)
         if profile is not None:
             self.entries.move_to_end(key)
         return profile
 
-    def put(self, key: bytes, profile: Profile | None) -> None:
+    def put(self, key: tuple[int, bytes], profile: Profile | None) -> None:
         if profile is None:
             self.entries.pop(key, None)
             return
@@ -135,6 +146,7 @@ async def _apply_events(batch) -> None:
     shop = ShopRates()  # this batch's counts; the activity feed adds up every worker's
     flushed: list[PartitionBatch] = []
     turn = LoopTurn(TURN_S)
+    homes: dict[bytes, int] = {}  # user key → the partition its events belong to
     for tp, records in batch.items():
         partition = tp.partition
         writes = PartitionBatch(user_to_profile, partition, profile_counts)
@@ -146,17 +158,16 @@ async def _apply_events(batch) -> None:
             if not i % CHECK_EVERY and turn.over():
                 await turn.pass_on()
             try:
-                parsed = parse_keyed_message(record.key, record.value, now)
+                parsed = _parse(record, partition, now, homes)
             except InvalidEvent as exc:
-                metrics.deadlettered[exc.reason] += 1
-                await deadletter_topic.send(key=record.key, value=deadletter_record(record, exc.reason, exc.detail))
+                await deadletter(record, exc.reason, exc.detail, **getattr(exc, "extra", {}))
                 continue
             user_id = parsed.user_id
             if isinstance(parsed, Forget):
                 # Ordered with the user's events in this partition: what came before is gone,
                 # what comes after starts afresh.  Tombstones go through both changelogs.
                 if user_id not in existed:
-                    existed[user_id] = profile_cache.get(record.key) is not None or writes.get(record.key) is not None
+                    existed[user_id] = profile_cache.get((partition, record.key)) is not None or writes.get(record.key) is not None
                 profiles[user_id] = None
                 if vectors is None:
                     vectors = PartitionBatch(user_to_vector, partition)
@@ -165,7 +176,7 @@ async def _apply_events(batch) -> None:
                 continue
             profile = profiles.get(user_id, _MISSING)
             if profile is _MISSING:
-                profile = profile_cache.get(record.key)  # cached profiles are in the store
+                profile = profile_cache.get((partition, record.key))  # cached profiles are in the store
                 if profile is None:
                     raw = writes.get(record.key)
                     existed[user_id] = raw is not None
@@ -197,7 +208,7 @@ async def _apply_events(batch) -> None:
         for user_id, profile in profiles.items():
             key = user_id.encode()
             writes.put(key, None if profile is None else next(encoded), existed[user_id])
-            profile_cache.put(key, profile)
+            profile_cache.put((partition, key), profile)
         if turn.over():
             await turn.pass_on()
         await writes.flush()
@@ -229,12 +240,16 @@ async def _apply_events(batch) -> None:
 
 @app.agent(user_factors_topic, name="store_user_vectors")
 async def store_user_vectors(stream):
-    """Batch user vectors from `strata train` → the user_to_vector table (same partitions as events)."""
+    """Batch user vectors from `strata train` → the user_to_vector table (same partitions as events).
+    A message that is not a user vector, or not in its user's partition, is dead-lettered."""
     async for batch in stream.take_events(settings.batch_size, within=settings.batch_window_s):
         writes: dict[int, PartitionBatch] = {}
         for event in batch:
             message = event.message
-            if not message.key:
+            problem = user_vector_problem(message)
+            if problem is not None:
+                metrics.rejected[("user-factors", problem[0])] += 1
+                await deadletter_topic.send(value=deadletter_record(message, *problem))
                 continue
             pb = writes.get(message.partition)
             if pb is None:
@@ -245,3 +260,18 @@ async def store_user_vectors(stream):
         await app.producer.flush()
         for pb in writes.values():
             await pb.confirm()
+
+
+def user_vector_problem(message) -> tuple[str, str] | None:
+    """Why a user-factors message cannot be stored — (reason, detail) — or None."""
+    key = message.key
+    if not key or len(key) > 4 * MAX_ID_LEN:
+        return "bad_key", "the key must be the user id"
+    try:
+        parse_user_vector(message.value)
+    except Exception as exc:  # noqa: BLE001 - whatever the content provokes
+        return "bad_user_vector", str(exc)[:200]
+    home = partition_of(user_to_vector, key)
+    if home != message.partition:
+        return "wrong_partition", f"the key belongs to partition {home} (Kafka's default murmur2 partitioner)"
+    return None

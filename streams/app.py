@@ -13,8 +13,9 @@ from models.catalog import Catalog
 from models.ranking import RankParams
 from streams.batching import install as install_batch_route
 from streams.config import Settings
+from streams.deadletter import DeadLetterQueue
 from streams.feeds import EndOffsets, FactorFeed, PopularityFeed
-from streams.state import CatalogTableView, KeyCounts
+from streams.state import CatalogTableView, KeyCounts, catalog_problem
 from streams.topics import MAX_MESSAGE_BYTES, topic_specs
 
 settings = Settings.from_env()
@@ -121,9 +122,9 @@ class _ExternalChangelogGlobalTable(faust.GlobalTable):
     def _changelog_topic_name(self) -> str:
         return self.changelog_topic.get_topic_name()
 
-    def apply_changelog_batch(self, *args, **kwargs):
+    def apply_changelog_batch(self, batch, *args, **kwargs):
         # New catalog records: the hot path's lookup caches must not answer from before them.
-        super().apply_changelog_batch(*args, **kwargs)
+        super().apply_changelog_batch([event for event in batch if catalog_record_ok(event.message)], *args, **kwargs)
         for view in _catalog_views:
             view.invalidate()
 
@@ -161,6 +162,19 @@ def _catalog_recovered(table, standby: bool) -> None:
 
 events_route.on_recovered.append(_catalog_recovered)
 
+
+def catalog_record_ok(record) -> bool:
+    """Whether a catalog-topic record may be applied to the catalog table; one that may not is
+    dead-lettered with its reason (the table keeps the key's last valid record)."""
+    problem = catalog_problem(record.key, record.value)
+    if problem is None:
+        return True
+    deadletters.submit(record, *problem, source="catalog")
+    return False
+
+
+events_route.filters[catalog_table.name] = catalog_record_ok
+
 # Profiles held per local partition, for /metrics: kept by the agent's batched writes, counted
 # again after partitions moved or were recovered (streams.state.KeyCounts).
 profile_counts = KeyCounts(user_to_profile)
@@ -170,6 +184,8 @@ events_route.on_recovered.append(lambda table, standby: profile_counts.clear() i
 
 rank_params = RankParams()
 # Derived state every worker holds in full, rebuilt from its topic on start (see streams.feeds).
-factor_feed = FactorFeed(settings)
-popularity_feed = PopularityFeed(settings, half_life_s=rank_params.popularity_half_life_s)
+# Records refused where no one can await the send (the feeds, the catalog's changelog batches).
+deadletters = DeadLetterQueue(lambda value: deadletter_topic.send(value=value))
+factor_feed = FactorFeed(settings, deadletters=deadletters)
+popularity_feed = PopularityFeed(settings, half_life_s=rank_params.popularity_half_life_s, deadletters=deadletters)
 end_offsets = EndOffsets(settings)  # for the consumer lag on /metrics

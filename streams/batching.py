@@ -121,6 +121,9 @@ class BatchRoute:
         # Tables whose changelog records, while their partition actively recovers or is a
         # standby, are written in batches (see BatchingConsumer._recover_batch) instead of one by one.
         self.recovered_tables: set[str] = set()
+        # table name → whether a changelog record of the table may be applied (False: it is not, and
+        # the filter has dead-lettered it); records of a table without one are all applied
+        self.filters: dict[str, Callable[[object], bool]] = {}
         self.recovered_records = 0
         self.standby_records = 0  # applied to standby partitions (see streams.views: served from there)
         # Called with the table and whether the partition is a standby, after each batch applied.
@@ -342,14 +345,17 @@ class BatchingConsumer(_AIOKafkaConsumer):
         seen = offsets.get(tp)
         batch = WriteBatch(raw_mode=True)
         last = None
+        keep = self.route.filters.get(table.name)
         for record in records:
             if seen is not None and record.offset <= seen:
+                continue
+            last = record.offset
+            if keep is not None and not keep(record):
                 continue
             if record.value is None:
                 batch.delete(record.key)
             else:
                 batch.put(record.key, record.value)
-            last = record.offset
         if last is None:
             return True
         store = table.data

@@ -253,6 +253,33 @@ def cmd_forget(args, settings: Settings) -> int:
     return 0
 
 
+def cmd_model(args, settings: Settings) -> int:
+    """`strata model pin VERSION|unpin|status`: which item-factor version the workers serve."""
+    if args.action == "status":
+        status, body = http_get(settings, "/model")
+        if status != 200:
+            raise CommandError(body.get("error", f"HTTP {status}"))
+        pinned = body["pinned"]
+        print(f"serving version {body['version']} ({body['items']:,} items × {body['dims']}); "
+              + (f"pinned to {pinned}" if pinned is not None else "not pinned: the newest valid version is served"))
+        for line in body["refused"]:
+            print(f"refused: {line}")
+        return 0
+    if (args.action == "pin") != (args.version is not None):
+        raise CommandError("`strata model pin` takes a VERSION; `unpin` and `status` take none", 2)
+    from models.factors import CorruptFactors
+    from streams.replay import send_pin
+
+    try:
+        offset = asyncio.run(_with_broker(settings, send_pin(settings, args.version)))
+    except CorruptFactors as exc:
+        raise CommandError(str(exc), 2) from None
+    what = f"pinned to version {args.version}" if args.version is not None else "unpinned: the newest valid version"
+    print(f"item factors {what}: control record at {settings.topic('item-factors')}@{offset}; every worker reads the "
+          "topic again and swaps the version in once it has it whole (`strata model status` on a worker says which it serves)")
+    return 0
+
+
 def cmd_topics(args, settings: Settings) -> int:
     from streams.topics import check_topics
 
@@ -352,6 +379,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("forget", help="forget a user: delete the live profile everywhere and drop them from training")
     p.add_argument("user")
     p.set_defaults(func=cmd_forget)
+
+    p = sub.add_parser("model", help="which item-factor version the workers serve: pin one, unpin, or show the status")
+    p.add_argument("action", choices=("pin", "unpin", "status"))
+    p.add_argument("version", nargs="?", type=int, help="pin: the version to serve (as /metrics' strata_model_version)")
+    p.set_defaults(func=cmd_model)
 
     p = sub.add_parser("evaluate", help="prequential evaluation of Strata against baselines (SPEC §6)")
     p.add_argument("--events", required=True, help="the log: a file or directory, by format")

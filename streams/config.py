@@ -46,6 +46,9 @@ ENV_DOC: dict[str, tuple[str, str]] = {
     "STRATA_BETA": ("view=1,click=2,fav=3,cart=4,purchase=6", "behaviour weights β"),
     "STRATA_HALF_LIFE": ("item=3d,domain=14d,overall=60d", "half-life per layer (s, m, h or d)"),
     "STRATA_CAPS": ("item=200,domain=50,overall=20", "most keys kept per layer"),
+    "STRATA_MAX_MODEL_ITEMS": ("10000000", "most items an item-factor model on the factor topic may hold; a manifest claiming more is refused before anything is allocated"),
+    "STRATA_MAX_MODEL_FACTORS": ("1024", "most factors (dimensions) an item-factor model may have"),
+    "STRATA_MAX_RANKING": ("64", "recommendation requests ranked or waiting at once; above it a request is answered 503 with Retry-After"),
     "STRATA_KAFKA_SECURITY_PROTOCOL": ("PLAINTEXT", "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"),
     "STRATA_KAFKA_SASL_MECHANISM": ("", "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (with SASL_*)"),
     "STRATA_KAFKA_SASL_USERNAME": ("", "SASL user name"),
@@ -53,13 +56,13 @@ ENV_DOC: dict[str, tuple[str, str]] = {
     "STRATA_KAFKA_SSL_CAFILE": ("", "CA bundle to verify the brokers (with SSL / SASL_SSL)"),
 }
 
-_DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(ms|s|m|h|d)?\s*$")
+_DURATION = re.compile(r"\s*([0-9]*\.?[0-9]+)\s*(ms|s|m|h|d)?\s*")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 
 
 def parse_duration(text: str, what: str = "duration") -> float:
     """'90', '90s', '15m', '2h', '3d' → seconds."""
-    m = _DURATION.match(text)
+    m = _DURATION.fullmatch(text)
     if not m:
         raise ConfigError(f"{what}: {text!r} is not a duration like 30s, 15m, 2h or 3d")
     return float(m.group(1)) * _UNITS[m.group(2)]
@@ -143,6 +146,9 @@ class Settings:
     batch_size: int = 50_000
     batch_window_s: float = 0.02
     profile: ProfileParams = field(default_factory=ProfileParams)
+    max_model_items: int = 10_000_000
+    max_model_factors: int = 1024
+    max_ranking: int = 64
     security_protocol: str = "PLAINTEXT"
     sasl_mechanism: str = ""
     sasl_username: str = ""
@@ -208,6 +214,9 @@ class Settings:
             batch_size=_int(env, "STRATA_BATCH_SIZE", 1, 100_000),
             batch_window_s=_int(env, "STRATA_BATCH_WINDOW_MS", 0, 10_000) / 1000.0,
             profile=params,
+            max_model_items=_int(env, "STRATA_MAX_MODEL_ITEMS", 1, 1_000_000_000),
+            max_model_factors=_int(env, "STRATA_MAX_MODEL_FACTORS", 1, 65_536),
+            max_ranking=_int(env, "STRATA_MAX_RANKING", 1, 100_000),
             security_protocol=protocol,
             sasl_mechanism=mechanism,
             sasl_username=get("STRATA_KAFKA_SASL_USERNAME"),

@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from pathlib import Path
 from typing import Mapping
 
 import mode
 import msgpack
 
-from models.factors import CorruptFactors, FactorAssembler, FactorModel
+from models.events import MAX_FUTURE_S, MAX_ID_LEN
+from models.factors import PIN_KEY, FactorAssembler, FactorLimits, FactorModel, parse_pin
 from models.popularity import Popularity
 from models.ranking import ShopRates
 from streams.config import Settings
+from streams.deadletter import DeadLetterQueue, RejectedRecord, reason_of
 from streams.metrics import metrics
 from streams.topics import partitions_of, topic_specs
 
@@ -72,18 +75,47 @@ class EventLoopWatch(mode.Service):
 
 
 class TopicFeed(mode.Service):
-    """Follows one topic from its beginning with a group-less consumer; `on_record` applies each record."""
+    """Follows one topic from its beginning with a group-less consumer; `on_record` applies each record.
+
+    Whatever `on_record` raises for a record refuses that record alone (`refuse`: logged,
+    counted, dead-lettered with its reason and offset) and the feed goes on with the next: a
+    record's content never stops the feed, nor the worker.  Every worker reads these topics
+    whole and from the beginning, so each worker dead-letters a refused record, again after
+    each restart; (topic, partition, offset) identifies the copies."""
 
     topic_key: str = ""
 
-    def __init__(self, settings: Settings, **kwargs) -> None:
+    def __init__(self, settings: Settings, deadletters: DeadLetterQueue | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
         self.settings = settings
         self.topic = topic_specs(settings)[self.topic_key].name
         self.caught_up = False
+        self.deadletters = deadletters
+        self.rewind = False  # set by `on_record`: read the topic again from its beginning
 
     def on_record(self, record) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def _apply(self, batches) -> None:
+        for records in batches.values():
+            for record in records:
+                self.take(record)
+                if self.rewind:
+                    return
+
+    def take(self, record) -> None:
+        """`on_record`, with any failure refusing the record."""
+        try:
+            self.on_record(record)
+        except Exception as exc:  # noqa: BLE001 - one record's content, whatever it is, is that record's problem
+            self.refuse(record, *reason_of(exc))
+
+    def refuse(self, record, reason: str, detail: str) -> None:
+        log.warning("%s feed: refused the record at offset %s (%s: %s)", self.topic, record.offset, reason, detail[:200])
+        if self.deadletters is not None:
+            self.deadletters.submit(record, reason, detail, source=self.topic_key)
+        else:
+            metrics.rejected[(self.topic_key, reason)] += 1
 
     async def after_records(self) -> None:
         """Called after each fetched batch (e.g. to persist)."""
@@ -113,11 +145,16 @@ class TopicFeed(mode.Service):
                     log.warning("%s feed: %s", self.topic, exc)
                     await self.sleep(1.0)
                     continue
-                for records in batches.values():
-                    for record in records:
-                        self.on_record(record)
+                self._apply(batches)
+                if self.rewind:
+                    self.rewind = False
+                    await consumer.seek_to_beginning(*tps)
+                    continue
                 if batches:
-                    await self.after_records()
+                    try:
+                        await self.after_records()
+                    except Exception as exc:  # noqa: BLE001 - e.g. a full disk: serve on, persist next time
+                        log.warning("%s feed: %r after a batch", self.topic, exc)
                 if not self.caught_up and all([await consumer.position(tp) >= end[tp] for tp in tps]):
                     self.caught_up = True
         finally:
@@ -126,20 +163,29 @@ class TopicFeed(mode.Service):
 
 class FactorFeed(TopicFeed):
     """The current item-factor model: swapped in one assignment when a version is complete and
-    its checksum holds; the last complete version is kept on disk and served at once on restart."""
+    its checksum holds; the last complete version is kept on disk and served at once on restart.
+
+    Every message is checked against `FactorLimits` (STRATA_MAX_MODEL_ITEMS, _FACTORS, and a
+    version no further ahead of the clock than a day) before anything is allocated for it."""
 
     topic_key = "item-factors"
 
-    def __init__(self, settings: Settings, **kwargs) -> None:
-        super().__init__(settings, **kwargs)
+    def __init__(self, settings: Settings, deadletters: DeadLetterQueue | None = None, **kwargs) -> None:
+        super().__init__(settings, deadletters, **kwargs)
         self.path = Path(settings.data_dir) / "item-factors.npz"
         self.current: FactorModel | None = None
-        self.assembler = FactorAssembler()
+        self.limits = FactorLimits(max_items=settings.max_model_items, max_dims=settings.max_model_factors)
+        self.assembler = FactorAssembler(limits=self.limits)
         self.rejected: list[str] = []
         self._unsaved: FactorModel | None = None
+        self.pinned: int | None = None  # the version an operator chose (`strata model pin`), else the newest
+        self.pin_offset = -1  # offset of the pin record in force: it and those before it are done
 
     def install(self, model: FactorModel, source: str) -> None:
-        if self.current is not None and model.version <= self.current.version:
+        if self.pinned is not None:
+            if model.version != self.pinned or (self.current is not None and self.current.version == model.version):
+                return
+        elif self.current is not None and model.version <= self.current.version:
             return
         self.current = model  # the swap: one reference assignment
         self.assembler.last_version = model.version
@@ -149,22 +195,44 @@ class FactorFeed(TopicFeed):
     async def on_start(self) -> None:
         if self.path.exists():
             try:
-                self.install(FactorModel.load(self.path), str(self.path))
+                model = FactorModel.load(self.path)
+                self.limits.check_version(model.version, str(self.path))
+                self.limits.check_totals(len(model), model.dims, 1, str(self.path))
             except (OSError, ValueError) as exc:
                 log.warning("ignoring the saved factors %s: %s", self.path, exc)
+            else:
+                self.install(model, str(self.path))
 
     def on_record(self, record) -> None:
-        try:
-            model = self.assembler.add(record.key or b"", record.value or b"")
-        except CorruptFactors as exc:
-            reason = f"offset {record.offset}: {exc}"
-            self.rejected = (self.rejected + [reason])[-20:]
-            metrics.factors_refused += 1
-            log.warning("refused item factors (%s); version %s keeps serving", reason, self.current.version if self.current else None)
+        if record.key == PIN_KEY:
+            self._pin(record)
             return
+        model = self.assembler.add(record.key or b"", record.value or b"")
         if model is not None:
             self.install(model, f"{self.topic}@{record.offset}")
             self._unsaved = model
+
+    def _pin(self, record) -> None:
+        """An operator's pin record: serve its version alone (None: the newest again).  The version
+        may lie anywhere on the topic, so the topic is read again from its beginning, assembling
+        that version only (or, unpinned, the newest); what serves meanwhile keeps serving."""
+        if record.offset <= self.pin_offset:
+            return  # read again after a rewind: in force already, or superseded by a later one
+        version = parse_pin(record.value)
+        self.pin_offset = record.offset
+        if version == self.pinned:
+            return
+        self.pinned = version
+        log.warning("item factors %s by the pin record at offset %s; reading %s again",
+                    f"pinned to version {version}" if version is not None else "unpinned", record.offset, self.topic)
+        self.assembler = FactorAssembler(limits=self.limits, only=version)
+        self.rewind = True
+
+    def refuse(self, record, reason: str, detail: str) -> None:
+        self.rejected = (self.rejected + [f"offset {record.offset}: {reason}: {detail[:200]}"])[-20:]
+        metrics.factors_refused += 1
+        super().refuse(record, reason, detail)
+        log.warning("item factors refused; version %s keeps serving", self.current.version if self.current else None)
 
     async def after_records(self) -> None:
         model, self._unsaved = self._unsaved, None
@@ -224,13 +292,39 @@ class PopularityFeed(TopicFeed):
         self.shop = ShopRates()  # the shop's revisit rate and domain share, from every worker's counts
 
     def on_record(self, record) -> None:
-        try:
-            message = msgpack.unpackb(record.value, raw=False)
-            if isinstance(message, list):  # written before the shop's counts were added
-                message = {"items": message}
-            counts = ShopRates.from_dict(message)  # checked before anything is applied
-            for item, category, weight, ts in message["items"]:
-                self.popularity.learn(item, category, float(weight), float(ts))
-            self.shop.merge(counts)
-        except (KeyError, ValueError, TypeError, AttributeError, msgpack.UnpackException) as exc:
-            log.warning("skipping a malformed activity record at offset %s: %s", record.offset, exc)
+        message = msgpack.unpackb(record.value, raw=False)
+        if isinstance(message, list):  # written before the shop's counts were added
+            message = {"items": message}
+        if not isinstance(message, dict):
+            raise RejectedRecord("bad_activity", f"expected a map, got {type(message).__name__}")
+        counts = ShopRates.from_dict(message)  # everything is checked before anything is applied
+        entries = activity_entries(message.get("items"), time.time())
+        for item, category, weight, ts in entries:
+            self.popularity.learn(item, category, weight, ts)
+        self.shop.merge(counts)
+
+
+MAX_ACTIVITY_WEIGHT = 1e15  # a batch's decayed sum of β per item: far below, for any real shop
+
+
+def activity_entries(items, now: float) -> list[tuple[str, str | None, float, float]]:
+    """The (item, category, weight, time) entries of an activity record, every one checked:
+    ids of 1-128 characters, a finite weight ≥ 0 and a finite time from 0 to a day after `now`
+    (one time of +inf would make every popularity score 0).  RejectedRecord otherwise."""
+    if not isinstance(items, list):
+        raise RejectedRecord("bad_activity", f"'items' must be a list, got {type(items).__name__}")
+    out = []
+    for entry in items:
+        if not isinstance(entry, (list, tuple)) or len(entry) != 4:
+            raise RejectedRecord("bad_activity", "an entry must be [item, category, weight, time]")
+        item, category, weight, ts = entry
+        if not (isinstance(item, str) and 0 < len(item) <= MAX_ID_LEN):
+            raise RejectedRecord("bad_activity", "an item id must be a string of 1-128 characters")
+        if category is not None and not (isinstance(category, str) and 0 < len(category) <= MAX_ID_LEN):
+            raise RejectedRecord("bad_activity", "a category id must be a string of 1-128 characters or null")
+        if not (type(weight) in (int, float) and type(ts) in (int, float)):
+            raise RejectedRecord("bad_activity", "weights and times must be numbers")
+        if not (0 <= weight <= MAX_ACTIVITY_WEIGHT and 0 <= ts <= now + MAX_FUTURE_S):  # NaN fails too
+            raise RejectedRecord("bad_activity", f"weight {weight!r:.40} or time {ts!r:.40} out of range")
+        out.append((item, category, float(weight), float(ts)))
+    return out

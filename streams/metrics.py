@@ -105,6 +105,7 @@ class Metrics:
         self._lock = threading.Lock()
         self.events = defaultdict(int)  # by type
         self.deadlettered = defaultdict(int)  # by reason
+        self.rejected = defaultdict(int)  # records of the other topics, by (topic role, reason)
         self.duplicates = 0
         self.factors_refused = 0
         self.batches = 0
@@ -112,6 +113,7 @@ class Metrics:
         self.recommendation_batches = 0  # … in this many recommend_many calls
         self.recommendations_bounded = 0  # … of which this many without a dense pass
         self.recommendations_from_standby = 0  # … of which this many for users of a standby partition
+        self.recommendations_refused = 0  # requests answered 503: too many being ranked (streams.views.Admission)
         self.update_latency = Histogram()
         self.loop_lag = Histogram(LOOP_LAG_BUCKETS_S)
         self.gauges: dict[str, float | dict[str, float]] = {}  # name → value, or labels → value
@@ -128,6 +130,13 @@ class Metrics:
             "# TYPE strata_events_deadlettered_total counter",
         ]
         lines += [f'strata_events_deadlettered_total{{reason="{r}"}} {n}' for r, n in sorted(self.deadlettered.items())]
+        lines += [
+            "# HELP strata_records_deadlettered_total Records of the catalog, factor and activity topics rejected "
+            "to the dead-letter topic, by topic and reason.",
+            "# TYPE strata_records_deadlettered_total counter",
+        ]
+        lines += [f'strata_records_deadlettered_total{{topic="{_label(t)}",reason="{_label(r)}"}} {n}'
+                  for (t, r), n in sorted(self.rejected.items())]
         lines += [
             "# HELP strata_events_duplicate_total Events dropped as already applied.",
             "# TYPE strata_events_duplicate_total counter",
@@ -150,6 +159,9 @@ class Metrics:
             "# HELP strata_recommendations_from_standby_total Requests for users of a partition another worker owns, answered from this worker's standby copy instead of forwarded.",
             "# TYPE strata_recommendations_from_standby_total counter",
             f"strata_recommendations_from_standby_total {self.recommendations_from_standby}",
+            "# HELP strata_recommendations_refused_total Requests answered 503 with Retry-After: STRATA_MAX_RANKING requests were being ranked.",
+            "# TYPE strata_recommendations_refused_total counter",
+            f"strata_recommendations_refused_total {self.recommendations_refused}",
         ]
         lines += self.update_latency.lines(
             "strata_update_latency_seconds", "Time from an event's Kafka timestamp to its profile being written.")

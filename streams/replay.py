@@ -119,3 +119,18 @@ async def send_forget(settings: Settings, user_id: str) -> tuple[int, int]:
     finally:
         await producer.stop()
     return metadata.partition, metadata.offset
+
+
+async def send_pin(settings: Settings, version: int | None) -> int:
+    """Put a pin record (None: unpin) on the item-factor topic; returns its offset."""
+    from models.factors import pin_message
+
+    key, value = pin_message(version)  # a bad version fails here, not in every worker
+    await ensure_topics(settings)
+    producer = new_producer(settings)
+    await producer.start()
+    try:
+        metadata = await (await producer.send(topic_specs(settings)["item-factors"].name, value, key=key))
+    finally:
+        await producer.stop()
+    return metadata.offset

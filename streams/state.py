@@ -155,7 +155,7 @@ def read_value(table, key: bytes) -> bytes | None:
 
     A value lives in its events' partition.  That is first looked for where Kafka's default
     partitioner (murmur2, as aiokafka's and the Java client's) puts the key, which is also where
-    `table_route` sends the request: one RocksDB read.  Events keyed by another partitioner are
+    `table_route` sends the request: one RocksDB read.  A key stored on another local partition is
     still found, in a look through every local partition (Faust's own `_get`, up to one
     existence check per partition: most of a read's cost when it is not the first)."""
     store = table.data
@@ -166,7 +166,24 @@ def read_value(table, key: bytes) -> bytes | None:
 
 def partition_of(table, key: bytes) -> int:
     """The partition a key of a table keyed like the events lives in (Kafka's default partitioner)."""
-    return (murmur2(key) & 0x7FFFFFFF) % table.partitions
+    return home_partition(key, table.partitions)
+
+
+def home_partition(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default partitioner (murmur2: the Java client's, aiokafka's, and
+    confluent-kafka's `murmur2_random`) puts `key` in, of `partitions`: where a user's events belong."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+async def track_changelogs(app, tables) -> None:
+    """Keep the tables' changelog topics in the producer's metadata.  `table_route` finds a key's
+    partition through the producer's metadata (Faust's `key_partition`), and aiokafka's producer
+    keeps metadata of every topic only until it has sent to one: after that, of the topics it
+    has sent to.  A worker whose first send goes to another topic (a dead letter, read again
+    from a feed at start-up) would otherwise answer every routed request with an error until
+    it next writes the changelog."""
+    client = app.producer._ensure_producer().client
+    await asyncio.gather(*(client.add_topic(table.changelog_topic.get_topic_name()) for table in tables))
 
 
 def standby_lag(app, table, partition: int) -> int | None:
@@ -224,6 +241,30 @@ def catalog_key(record: Mapping) -> tuple[bytes, bytes]:
     return f"{kind}:{key}".encode(), orjson.dumps(record)
 
 
+MAX_CATALOG_KEY_BYTES = 1024
+
+
+def catalog_problem(key: bytes | None, value: bytes | None) -> tuple[str, str] | None:
+    """Why a catalog-topic record cannot be applied — (reason, detail) — or None.  A record is
+    applied only when its value is a catalog record (models.catalog) and its key is the one
+    `catalog_key` gives it; a tombstone (no value) deletes its key."""
+    if not key or len(key) > MAX_CATALOG_KEY_BYTES:
+        return "bad_key", f"a catalog key must be 1-{MAX_CATALOG_KEY_BYTES} bytes, got {len(key or b'')}"
+    if value is None:
+        return None
+    try:
+        expected, _ = catalog_key(orjson.loads(value))
+    except orjson.JSONDecodeError as exc:
+        return "not_json", f"not valid JSON ({exc})"
+    except InvalidCatalogRecord as exc:
+        return "bad_catalog_record", str(exc)
+    except Exception as exc:  # noqa: BLE001 - whatever else the content provokes
+        return "undecodable", f"{type(exc).__name__}: {str(exc)[:200]}"
+    if expected != key:
+        return "wrong_key", f"the key must be {expected[:200]!r}"
+    return None
+
+
 class CatalogTableView(Mapping):
     """One side of the catalog (items → category, or categories → parent) over the global catalog table."""
 
@@ -259,7 +300,7 @@ class CatalogTableView(Mapping):
             return _MISSING
         try:
             return parse_record(orjson.loads(raw))[2]
-        except (orjson.JSONDecodeError, InvalidCatalogRecord):
+        except Exception:  # noqa: BLE001 - a record stored before it was checked (streams.app) is no record
             return _MISSING
 
     def get(self, key, default=None):

@@ -112,3 +112,16 @@ async def check_topics(settings: Settings, create: bool = True) -> list[str]:
         elif len(found) != spec.partitions:
             problems.append(f"topic {spec.name} has {len(found)} partitions, expected {spec.partitions}")
     return problems
+
+
+async def keyed_topic_problems(settings: Settings) -> list[str]:
+    """What is wrong with the topics keyed by user (events, user-factors): a partition count other
+    than STRATA_PARTITIONS puts users on other partitions than their profiles (see README,
+    "Partitioning"), so a worker refuses to start on it."""
+    problems = []
+    for key in ("events", "user-factors"):
+        spec = topic_specs(settings)[key]
+        found = await partitions_of(settings, spec.name)
+        if found and len(found) != spec.partitions:
+            problems.append(f"topic {spec.name} has {len(found)} partitions, STRATA_PARTITIONS says {spec.partitions}")
+    return problems

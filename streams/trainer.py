@@ -23,8 +23,9 @@ import numpy as np
 from models.als import ALSParams, EncodedEvents, EventColumns, confidence_matrix, fit, merge_encoded
 from models.events import Forget, InvalidEvent, parse_keyed_message
 from models.factors import FactorModel, to_messages
-from streams.config import Settings
-from streams.topics import ensure_topics, partitions_of, topic_specs
+from streams.config import ConfigError, Settings
+from streams.state import home_partition
+from streams.topics import ensure_topics, keyed_topic_problems, partitions_of, topic_specs
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +110,7 @@ async def _read_partitions(settings: Settings, stops: dict[int, int]) -> tuple[E
         remaining = {tp for tp in end if end[tp] > await consumer.position(tp)}
         now = time.time()
         add, forget = columns.add, columns.forget
+        homes: dict[bytes, int] = {}  # user key → its partition (murmur2 once per user, not per event)
         with gc_paused():
             while remaining:
                 batches = await consumer.getmany(*remaining, timeout_ms=1000, max_records=50_000)
@@ -121,6 +123,12 @@ async def _read_partitions(settings: Settings, stops: dict[int, int]) -> tuple[E
                             parsed = parse_keyed_message(record.key, record.value, now)
                         except InvalidEvent:
                             skipped += 1
+                            continue
+                        home = homes.get(record.key)
+                        if home is None:
+                            home = homes[record.key] = home_partition(record.key, settings.partitions)
+                        if home != tp.partition:
+                            skipped += 1  # a worker dead-letters it as wrong_partition: no profile has it
                             continue
                         if type(parsed) is Forget:
                             forget(parsed.user_id)
@@ -151,9 +159,25 @@ def user_vector_message(version: int, vector: np.ndarray) -> bytes:
     return msgpack.packb([version, np.asarray(vector, dtype="<f4").tobytes()], use_bin_type=True)
 
 
+MAX_USER_VECTOR_BYTES = 65_536 * 4
+
+
 def parse_user_vector(value: bytes) -> tuple[int, np.ndarray]:
-    version, raw = msgpack.unpackb(value, raw=False)
-    return int(version), np.frombuffer(raw, dtype="<f4")
+    """(version, vector) of a user-factors message; ValueError unless it is [int, float32 bytes]
+    of at most 65,536 finite values."""
+    try:
+        obj = msgpack.unpackb(value, raw=False)
+    except Exception as exc:  # noqa: BLE001 - msgpack raises several unrelated types on garbage
+        raise ValueError(f"not msgpack ({type(exc).__name__})") from None
+    if not (isinstance(obj, list) and len(obj) == 2 and type(obj[0]) is int and isinstance(obj[1], bytes)):
+        raise ValueError("a user vector must be [version, float32 bytes]")
+    version, raw = obj
+    if not raw or len(raw) % 4 or len(raw) > MAX_USER_VECTOR_BYTES:
+        raise ValueError(f"{len(raw)} bytes are not 1-65,536 float32 values")
+    vector = np.frombuffer(raw, dtype="<f4")
+    if not np.isfinite(vector).all():
+        raise ValueError("the vector holds non-finite values")
+    return version, vector
 
 
 async def train_once(settings: Settings, params: ALSParams, progress=print) -> TrainReport:
@@ -161,6 +185,9 @@ async def train_once(settings: Settings, params: ALSParams, progress=print) -> T
 
     report = TrainReport()
     await ensure_topics(settings)
+    problems = await keyed_topic_problems(settings)
+    if problems:  # users would be read from, and their vectors sent to, other partitions than their profiles'
+        raise ConfigError("; ".join(problems))
     t0 = time.perf_counter()
     enc, report.skipped = await read_snapshot(settings)
     report.seconds["read"] = time.perf_counter() - t0

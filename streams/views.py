@@ -26,10 +26,11 @@ from streams.app import (
     user_to_vector,
 )
 from streams.metrics import metrics
-from streams.state import count_keys, partition_of, read_profile, read_value, standby_lag
+from streams.state import count_keys, partition_of, read_profile, read_value, standby_lag, track_changelogs
 
-# Printable characters, 1-128 of them (SPEC §2 ids); anything else is a 400.
-_ID = re.compile(r"^[^\x00-\x1f\x7f]{1,128}$")
+# Printable characters, 1-128 of them (SPEC §2 ids); anything else is a 400.  Always with
+# `fullmatch`: `$` would also match before a trailing newline.
+_ID = re.compile(r"[^\x00-\x1f\x7f]{1,128}")
 _FLAG = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
 RECOMMENDATION_PARAMS = ("k", "category", "explain", "exclude_purchased")
 MAX_QUERY_CHARS = 1024
@@ -74,7 +75,7 @@ def parse_recommendation_query(query) -> dict:
     if not 1 <= k <= 1000:
         raise ValueError(f"k must be from 1 to 1000, got {k}")
     category = query.get("category")
-    if category is not None and not _ID.match(category):
+    if category is not None and not _ID.fullmatch(category):
         raise ValueError("category must be 1-128 printable characters")
     return {"k": k, "category": category, "explain": flag(query, "explain", False),
             "exclude_purchased": flag(query, "exclude_purchased", True)}
@@ -87,7 +88,7 @@ def checked_user(allowed_query: tuple[str, ...] = (), parse=None):
     def decorate(handler):
         @functools.wraps(handler)
         async def wrapper(view: web.View, request: web.Request, user_id: str):
-            if not _ID.match(user_id):
+            if not _ID.fullmatch(user_id):
                 return error(view, 400, "user_id must be 1-128 printable characters")
             try:
                 if parse is not None:
@@ -135,6 +136,11 @@ def answered_here(table, match_info: str):
     return decorate
 
 
+@app.task
+async def track_routed_tables() -> None:
+    await track_changelogs(app, (user_to_profile,))
+
+
 @app.page("/users/{user_id}/profile")
 @checked_user()
 @app.table_route(table=user_to_profile, match_info="user_id")
@@ -177,6 +183,20 @@ async def healthz(view: web.View, request: web.Request) -> web.Response:
         "layers": list(LAYERS),
     }
     return view.json(body, status=200 if body["status"] == "ok" else 503)
+
+
+@app.page("/model")
+async def model_status(view: web.View, request: web.Request) -> web.Response:
+    """The item-factor version this worker serves, the one an operator pinned (`strata model pin`;
+    null: the newest is served), and the last messages of the factor topic it refused."""
+    model = factor_feed.current
+    return view.json({
+        "version": model.version if model is not None else None,
+        "items": len(model) if model is not None else 0,
+        "dims": model.dims if model is not None else 0,
+        "pinned": factor_feed.pinned,
+        "refused": factor_feed.rejected[-5:],
+    })
 
 
 class _CatalogCount:
@@ -373,6 +393,40 @@ class _RankQueue:
 rank_queue = _RankQueue()
 
 
+class Admission:
+    """At most `limit` recommendation requests ranked or waiting to be at once (STRATA_MAX_RANKING).
+
+    Ranking shares the event loop with the stream; without a bound, a flood of expensive requests
+    (k=1000&explain=1 from hundreds of clients) queues work the loop must do before events reach
+    their profiles again, and every request waits behind it (5 s and more).  Over the limit a
+    request is answered at once, 503 with Retry-After, and costs the loop next to nothing.  The
+    bound caps the queue, not the loop's share: the admitted requests can still keep the stream
+    waiting (docs/RESULTS.md, "Under an HTTP flood")."""
+
+    RETRY_AFTER_S = 1
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.inside = 0
+
+    def enter(self) -> bool:
+        if self.inside >= self.limit:
+            metrics.recommendations_refused += 1
+            return False
+        self.inside += 1
+        return True
+
+    def leave(self) -> None:
+        self.inside -= 1
+
+    def busy(self, view: web.View) -> web.Response:
+        return view.json({"error": f"{self.limit} recommendation requests are being ranked; try again shortly", "status": 503},
+                         status=503, headers={"Retry-After": str(self.RETRY_AFTER_S)})
+
+
+admission = Admission(settings.max_ranking)
+
+
 @app.timer(interval=0.5)
 async def refresh_ranker() -> None:
     await rankers.refresh()
@@ -384,7 +438,10 @@ def _long_term(user_id: str, version) -> np.ndarray | None:
     raw = read_value(user_to_vector, user_id.encode())
     if raw is None:
         return None
-    vector_version, vector = parse_user_vector(raw)
+    try:
+        vector_version, vector = parse_user_vector(raw)
+    except ValueError:  # stored before user vectors were checked (streams.agents): none
+        return None
     model = factor_feed.current
     if model is None or vector.shape[0] != model.dims:
         return None
@@ -399,8 +456,17 @@ async def user_recommendations(view: web.View, request: web.Request, user_id: st
         options = parse_recommendation_query(request.query)  # checked before routing too (checked_user)
     except ValueError as exc:
         return error(view, 400, str(exc))
-    k, category, explain, exclude = options["k"], options["category"], options["explain"], options["exclude_purchased"]
+    if not admission.enter():
+        return admission.busy(view)
+    try:
+        body = await _recommend(user_id, options)
+    finally:
+        admission.leave()
+    return view.json(body)
 
+
+async def _recommend(user_id: str, options: dict) -> dict:
+    k, category, explain, exclude = options["k"], options["category"], options["explain"], options["exclude_purchased"]
     profile = read_profile(user_to_profile, user_id)
     if rankers.current.version is None and factor_feed.current is not None:
         await rankers.refresh()  # just started with a model from disk: build its ranker before answering
@@ -408,7 +474,14 @@ async def user_recommendations(view: web.View, request: web.Request, user_id: st
     # Event time, not wall time: the newest event seen anywhere, so a user who went quiet while
     # the shop moved on counts as stale (and leans on popularity).
     now = max(t for t in (profile.last_ts if profile else None, popularity_feed.popularity.last_ts, 0.0) if t is not None) or time.time()
-    recs = await rank_queue.rank(ranker, RankRequest(
+    recs = await _rank(ranker, profile, user_id, now, k, category, exclude, explain)
+    body = recs.to_dict()
+    body["model_version"] = ranker.version
+    return body
+
+
+def _rank(ranker: Ranker, profile, user_id: str, now: float, k: int, category, exclude: bool, explain: bool):
+    return rank_queue.rank(ranker, RankRequest(
         profile=profile,
         k=k,
         popularity=popularity_feed.popularity,
@@ -422,6 +495,3 @@ async def user_recommendations(view: web.View, request: web.Request, user_id: st
         revisit_rate=popularity_feed.shop.revisit_rate,
         domain_share=popularity_feed.shop.domain_share(rank_params, profile),
     ))
-    body = recs.to_dict()
-    body["model_version"] = ranker.version
-    return view.json(body)

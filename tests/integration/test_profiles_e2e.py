@@ -1,6 +1,7 @@
 """Replay real and synthetic logs through Kafka → worker → profile view; compare with `models/` in-process."""
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -10,7 +11,7 @@ from models.events import parse_event
 from models.loaders import open_log
 from models.profile import build_profiles
 from tests.conftest import data_file
-from tests.integration.harness import Worker, assert_profile_matches, isolated_env, produce_raw, publish, wait_until
+from tests.integration.harness import Worker, assert_profile_matches, isolated_env, produce_raw, publish, read_topic, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -51,9 +52,11 @@ def test_replayed_profiles_equal_the_in_process_model(log, kafka, tmp_path):
         worker.stop()
 
 
-def test_a_profile_keyed_to_another_partition_is_still_served(kafka, tmp_path):
-    """Profiles are read from the partition Kafka's default partitioner gives the user first; a
-    producer with another partitioner (librdkafka's crc32, an explicit partition) must not hide them."""
+def test_an_event_on_another_partition_than_its_users_is_dead_lettered(kafka, tmp_path):
+    """A user's profile lives on the partition Kafka's default partitioner (murmur2) gives the
+    user; an event a producer with another partitioner (librdkafka's crc32, an explicit partition)
+    put elsewhere is dead-lettered as wrong_partition, with the partition it belongs to, and
+    changes no profile (README, "Partitioning")."""
     from aiokafka.partitioner import murmur2
     import orjson
 
@@ -69,11 +72,18 @@ def test_a_profile_keyed_to_another_partition_is_still_served(kafka, tmp_path):
             event = {"event_id": f"e-{n}", "user_id": user, "item_id": f"i-{n}", "type": "cart", "ts": 1_700_000_000 + n}
             messages.append((user.encode(), orjson.dumps(event), partition))
         produce_raw(worker.settings, messages)
-        wait_until(lambda: worker.metric("strata_events_processed_total") >= len(users), 60, "events processed")
+        wait_until(lambda: worker.metric("strata_events_processed_total") + worker.metric("strata_events_deadlettered_total")
+                   >= len(users), 60, "events handled")
+        assert worker.metric("strata_events_processed_total") == 4
         for n, user in enumerate(users):
             status, body = worker.get(f"/users/{user}/profile")
-            assert status == 200, (user, body)
-            assert body["events"] == 1 and list(body["layers"]["item"]) == [f"i-{n}"]
-        assert worker.get("/users/p-none/profile")[0] == 404
+            if n % 2 == 0:
+                assert status == 200, (user, body)
+                assert body["events"] == 1 and list(body["layers"]["item"]) == [f"i-{n}"]
+            else:
+                assert status == 404, (user, body)
+        dead = [json.loads(r.value) for r in read_topic(worker.settings, worker.settings.topic("deadletter"), expected=4)]
+        assert sorted((d["key"], d["reason"], d["expected_partition"]) for d in dead) == sorted(
+            (u, "wrong_partition", home[u]) for n, u in enumerate(users) if n % 2)
     finally:
         worker.stop()

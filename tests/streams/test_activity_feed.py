@@ -15,6 +15,7 @@ from models.profile import DEFAULT_BETA
 from models.ranking import SHARE_BUCKETS, ShopRates
 from streams.config import Settings
 from streams.feeds import ActivitySums, PopularityFeed, activity_message
+from streams.metrics import metrics
 
 HOUR = 3600.0
 
@@ -64,12 +65,25 @@ def test_records_from_before_the_shop_counts_still_count_items(feed):
         msgpack.packb({"items": [["i1", "c1", 1.0, 1000.0]], "domain_hits": [1, 2]}),
         msgpack.packb({"items": [["i1", "c1", 1.0, 1000.0]], "overall_hits": [0, 0, -1, 0, 0]}),
         msgpack.packb({"items": [["i1", "c1", 1.0, 1000.0]], "domain_hits": 3}),
+        msgpack.packb({"items": [["i1", "c1", 1.0, 1000.0], ["i2", "c1", 1.0, float("inf")]]}),
+        msgpack.packb({"items": [["i1", "c1", float("nan"), 1000.0]]}),
+        msgpack.packb({"items": [["i1", "c1", 1.0, 10**18]]}),
+        msgpack.packb({"items": [["i1", "c1", 2**63, 1000.0]]}),
+        msgpack.packb({"items": [["i1", 7, 1.0, 1000.0]]}),
+        msgpack.packb({"items": [["", "c1", 1.0, 1000.0]]}),
+        msgpack.packb({"items": [["i1", "c1", 1.0]]}),
+        msgpack.packb({"items": [["i1", "c1", 1.0, 1000.0]], "returns": float("inf"), "chances": 2}),
+        msgpack.packb(7),
+        None,
     ],
 )
-def test_a_malformed_record_is_skipped_whole(feed, value):
-    feed.on_record(record(value))
+def test_a_malformed_record_is_refused_whole(feed, value):
+    refused = sum(metrics.rejected.values())
+    feed.take(record(value))
     assert feed.shop.to_dict() == ShopRates().to_dict()
     assert len(feed.popularity) == 0
+    assert feed.popularity.last_ts is None
+    assert sum(metrics.rejected.values()) == refused + 1
 
 
 _events = st.lists(
