@@ -135,6 +135,8 @@ def cmd_train(args, settings: Settings) -> int:
 
 def cmd_recommend(args, settings: Settings) -> int:
     query = {"k": args.k, "explain": 1}
+    if args.exclude_seen:
+        query["exclude_seen"] = 1
     if args.category:
         query["category"] = args.category
     status, body = http_get(settings, f"/users/{urllib.parse.quote(args.user, safe='')}/recommendations", query)
@@ -347,6 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("user")
     p.add_argument("--k", type=_positive_int, default=10)
     p.add_argument("--category", help="only items of this category")
+    p.add_argument("--exclude-seen", action="store_true", help="leave out every item the user touched")
     p.add_argument("--json", action="store_true", help="print the raw JSON answer")
     p.set_defaults(func=cmd_recommend)
 

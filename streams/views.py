@@ -32,7 +32,7 @@ from streams.state import count_keys, partition_of, read_profile, read_value, st
 # `fullmatch`: `$` would also match before a trailing newline.
 _ID = re.compile(r"[^\x00-\x1f\x7f]{1,128}")
 _FLAG = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
-RECOMMENDATION_PARAMS = ("k", "category", "explain", "exclude_purchased")
+RECOMMENDATION_PARAMS = ("k", "category", "explain", "exclude_purchased", "exclude_seen")
 MAX_QUERY_CHARS = 1024
 
 
@@ -64,7 +64,7 @@ def error(view: web.View, status: int, message: str) -> web.Response:
 
 
 def parse_recommendation_query(query) -> dict:
-    """k, category, explain, exclude_purchased from a query string; ValueError says what is wrong."""
+    """k, category, explain, exclude_purchased, exclude_seen from a query string; ValueError says what is wrong."""
     problem = check_query(query, RECOMMENDATION_PARAMS)
     if problem:
         raise ValueError(problem)
@@ -78,7 +78,7 @@ def parse_recommendation_query(query) -> dict:
     if category is not None and not _ID.fullmatch(category):
         raise ValueError("category must be 1-128 printable characters")
     return {"k": k, "category": category, "explain": flag(query, "explain", False),
-            "exclude_purchased": flag(query, "exclude_purchased", True)}
+            "exclude_purchased": flag(query, "exclude_purchased", True), "exclude_seen": flag(query, "exclude_seen", False)}
 
 
 def checked_user(allowed_query: tuple[str, ...] = (), parse=None):
@@ -474,13 +474,14 @@ async def _recommend(user_id: str, options: dict) -> dict:
     # Event time, not wall time: the newest event seen anywhere, so a user who went quiet while
     # the shop moved on counts as stale (and leans on popularity).
     now = max(t for t in (profile.last_ts if profile else None, popularity_feed.popularity.last_ts, 0.0) if t is not None) or time.time()
-    recs = await _rank(ranker, profile, user_id, now, k, category, exclude, explain)
+    recs = await _rank(ranker, profile, user_id, now, k, category, exclude, explain, options["exclude_seen"])
     body = recs.to_dict()
     body["model_version"] = ranker.version
     return body
 
 
-def _rank(ranker: Ranker, profile, user_id: str, now: float, k: int, category, exclude: bool, explain: bool):
+def _rank(ranker: Ranker, profile, user_id: str, now: float, k: int, category, exclude: bool, explain: bool,
+          exclude_seen: bool = False):
     return rank_queue.rank(ranker, RankRequest(
         profile=profile,
         k=k,
@@ -494,4 +495,5 @@ def _rank(ranker: Ranker, profile, user_id: str, now: float, k: int, category, e
         user_id=user_id,
         revisit_rate=popularity_feed.shop.revisit_rate,
         domain_share=popularity_feed.shop.domain_share(rank_params, profile),
+        exclude_seen=exclude_seen,
     ))

@@ -204,5 +204,13 @@ def test_a_long_history_gives_way_to_a_new_category_within_2s(kafka, tmp_path):
         status, after = worker.get(f"/users/{USER}/profile")
         assert status == 200 and after["events"] == len(history) + len(views), after.get("events")
         assert NEW_CATEGORY in after["layers"]["domain"], after["layers"]["domain"]
+
+        # exclude_seen=1 leaves out every item the profile holds (its item layer keeps the 200
+        # heaviest), the 20 viewed among them, and still answers ten.
+        status, unseen = worker.get(f"/users/{USER}/recommendations?k=10&exclude_seen=1")
+        touched = set(after["layers"]["item"]) | set(viewed)
+        assert status == 200 and len(unseen["items"]) == 10, unseen
+        assert not touched & {i["item_id"] for i in unseen["items"]}, describe(unseen, category_of)
+        assert worker.get(f"/users/{USER}/recommendations?exclude_seen=maybe")[0] == 400
     finally:
         worker.stop()
