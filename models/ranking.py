@@ -1307,8 +1307,9 @@ class Ranker:
             items, ranks = popularity.top_ranked(k)
             picked = list(zip(items, ranks))
         else:
-            # the category's own pool, then (e.g. for a root) the global ranking filtered by
-            # the catalog; every score is the item's global popularity
+            # the category's own pool, then (e.g. for a root) the shop's popular pool filtered by
+            # the catalog — bounded, so that a category nobody has costs one pass over that pool,
+            # not over every item ever seen; every score is the item's global popularity
             picked = []
             seen: set[str] = set()
             for j in popularity.top_ranked(max(k, self.params.popular_pool), category)[0]:
@@ -1318,7 +1319,7 @@ class Ranker:
                     picked.append((j, popularity.rank(j)))
             found = 0
             if len(picked) < k:
-                for j, r in popularity.iter_ranked():
+                for j, r in zip(*popularity.top_ranked(popularity.pool_size)):
                     if j in seen:
                         continue
                     _, ci, ri = self._resolve(j)

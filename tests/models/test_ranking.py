@@ -572,3 +572,16 @@ def test_exclude_seen_leaves_out_every_item_the_user_touched():
     assert set(plain.items) & {f"i{n}" for n in range(5)}  # the user's own items lead by default
     assert not set(unseen.items) & {f"i{n}" for n in range(5)}
     assert len(unseen.items) == 10
+
+
+def test_a_category_nobody_has_is_answered_from_the_popular_pool_alone(monkeypatch):
+    """Cold start with `category=<missing>` never walks the whole popularity ranking."""
+    pop = Popularity(86_400.0, pool_size=50)
+    for n in range(2_000):
+        pop.learn(f"i{n}", f"c{n % 10}", 1.0, 1_700_000_000.0 + n)
+    monkeypatch.setattr(Popularity, "iter_ranked", lambda *a, **kw: (_ for _ in ()).throw(AssertionError("full scan")))
+    ranker = Ranker(None, lambda j: f"c{int(j[1:]) % 10}", lambda c: "root", RankParams())
+    kw = dict(k=100, popularity=pop, now=1_700_002_000.0, profile_params=ProfileParams())
+    assert ranker.recommend(None, category="missing", **kw).items == []
+    by_root = ranker.recommend(None, category="root", **kw).items
+    assert len(by_root) == 50 and by_root[0] == "i1999"  # the root's items among the shop's pool
