@@ -139,14 +139,5 @@ def normalised(values: Mapping[str, float]) -> dict[str, float]:
     return {k: v / top for k, v in values.items()} if top > 0 else {}
 
 
-def explain_shares(f: np.ndarray, theta: np.ndarray) -> dict[str, float]:
-    """Each term's share of the score θ·f (signed, summing to 1 when the score is positive)."""
-    parts = f * theta
-    total = parts.sum()
-    if total == 0:
-        return {}
-    return {TERMS[n]: float(parts[n] / total) for n in np.flatnonzero(parts)}
-
-
-__all__ = ["LearnParams", "T", "TERMS", "THETA0", "TermWeights", "explain_shares", "normalised",
+__all__ = ["LearnParams", "T", "TERMS", "THETA0", "TermWeights", "normalised",
            "recency_onehot", "theta0"]
