@@ -506,8 +506,12 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+PLOTTED_BASELINES = 5
+
+
 def plot_timeline(result: dict, path: str) -> None:
-    """NDCG@K per time bucket of the test period, one line per model (PNG, Agg backend)."""
+    """NDCG@K per time bucket of the test period for Strata, the served hand-weighted scorer and
+    the best `PLOTTED_BASELINES` baselines (PNG, Agg backend)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -515,8 +519,12 @@ def plot_timeline(result: dict, path: str) -> None:
 
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=90)
-    for name, m in sorted(result["models"].items(), key=lambda kv: -kv[1]["ndcg"]):
+    fig, ax = plt.subplots(figsize=(9, 4.5), dpi=90)
+    ranked = sorted(result["models"].items(), key=lambda kv: -kv[1]["ndcg"])
+    # Strata and its served scorer, and the best baselines: more lines than that hide each other
+    shown = [(n, m) for n, m in ranked if n in ("strata", "strata-fixed")]
+    shown += [(n, m) for n, m in ranked if not n.startswith("strata")][:PLOTTED_BASELINES]
+    for name, m in sorted(shown, key=lambda kv: -kv[1]["ndcg"]):
         pts = [(datetime.fromtimestamp(b["t"], timezone.utc), b["ndcg"]) for b in m["timeline"] if b["ndcg"] is not None]
         if pts:
             xs, ys = zip(*pts)
@@ -526,7 +534,7 @@ def plot_timeline(result: dict, path: str) -> None:
     ax.set_title(f"NDCG@{k} over time · {result['dataset']}", fontsize=10)
     ax.set_ylabel(f"NDCG@{k} per time bucket")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.autofmt_xdate()
     fig.tight_layout()
     fig.savefig(path)
