@@ -299,9 +299,9 @@ rankers = _Rankers()
 class _RankQueue:
     """Concurrent recommendation requests, ranked together, the matrix products on a thread.
 
-    Ranking a request is plain Python (its plan and its finalists, on the event loop) around
-    one matrix product with every item's factors (≈ 0.8 ms a request at 250k items × 64, in
-    numpy without the GIL).  Requests that arrive while others are ranked wait in their
+    Ranking a request is plain Python (its plan on the event loop, its finalists and explanations
+    on the products thread) around one matrix product with every item's factors (in numpy
+    without the GIL).  Requests that arrive while others are ranked wait in their
     sockets; here they meet again.  A request is queued, and the queue is planned once it
     stopped growing from one turn of the loop to the next (the requests read in one turn reach
     it over the next few, through aiohttp and the views), or after `MAX_TURNS` turns: at most
@@ -312,7 +312,7 @@ class _RankQueue:
     fails alone.
     """
 
-    MAX_BATCH = 16  # ≈ 35 ms of the loop's ranking work at 250k items × 64: the stream waits meanwhile
+    MAX_BATCH = 16  # requests planned together on the loop, their products and answers one job on the thread
     MAX_TURNS = 4
     AHEAD = 2  # batches planned whose products are not done; more waiting grows the next batch
 
@@ -365,14 +365,13 @@ class _RankQueue:
         try:
             try:
                 planned = ranker.plan([request for _, request, _ in items])
-                if planned.factors:
-                    await asyncio.get_running_loop().run_in_executor(self._products, ranker.products, planned)
+                answers = await asyncio.get_running_loop().run_in_executor(self._products, _products_and_answers,
+                                                                           ranker, planned)
             finally:
                 self._ahead -= 1
                 if self.pending and not self.scheduled:
                     self.scheduled = True
                     asyncio.get_running_loop().call_soon(self._run)
-            answers = ranker.finish(planned)
             metrics.recommendations_bounded += len(planned.bounded)
         except Exception:  # noqa: BLE001 - find the request that fails
             for _, request, future in items:
@@ -388,6 +387,20 @@ class _RankQueue:
                     future.set_result(answer)
         metrics.recommendations += len(items)
         metrics.recommendation_batches += 1
+
+
+def _products_and_answers(ranker: Ranker, planned) -> list:
+    """A planned batch's matrix products and answers, on the products thread.
+
+    numpy releases the GIL for the products; the answers (finalists, explanations) are Python,
+    and while they run the event loop's thread takes the GIL back at every switch interval, so
+    a batch of expensive requests (k=1000&explain=1) shares the loop with the stream instead of
+    holding it.  A plan reads profiles and popularity that the stream may change meanwhile: an
+    answer is then as of a moment later, and a read that fails sends the batch back to
+    `_RankQueue._rank`'s one-by-one path on the loop."""
+    if planned.factors:
+        ranker.products(planned)
+    return ranker.finish(planned)
 
 
 rank_queue = _RankQueue()
