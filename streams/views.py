@@ -299,9 +299,9 @@ rankers = _Rankers()
 class _RankQueue:
     """Concurrent recommendation requests, ranked together, the matrix products on a thread.
 
-    Ranking a request is plain Python (its plan on the event loop, its finalists and explanations
-    on the products thread) around one matrix product with every item's factors (in numpy
-    without the GIL).  Requests that arrive while others are ranked wait in their
+    Ranking a request is plain Python (its plan on the event loop; its finalists and explanations
+    on the loop too, or on the products thread for a batch that asks for more than `HEAVY_K`
+    items) around one matrix product with every item's factors (in numpy without the GIL).  Requests that arrive while others are ranked wait in their
     sockets; here they meet again.  A request is queued, and the queue is planned once it
     stopped growing from one turn of the loop to the next (the requests read in one turn reach
     it over the next few, through aiohttp and the views), or after `MAX_TURNS` turns: at most
@@ -315,6 +315,7 @@ class _RankQueue:
     MAX_BATCH = 16  # requests planned together on the loop, their products and answers one job on the thread
     MAX_TURNS = 4
     AHEAD = 2  # batches planned whose products are not done; more waiting grows the next batch
+    HEAVY_K = 200  # a batch asking for more items than this in all is answered on the products thread
 
     def __init__(self) -> None:
         self.pending: list[tuple[Ranker, RankRequest, asyncio.Future]] = []
@@ -365,13 +366,20 @@ class _RankQueue:
         try:
             try:
                 planned = ranker.plan([request for _, request, _ in items])
-                answers = await asyncio.get_running_loop().run_in_executor(self._products, _products_and_answers,
-                                                                           ranker, planned)
+                loop = asyncio.get_running_loop()
+                if sum(request.k for _, request, _ in items) > self.HEAVY_K:
+                    answers = await loop.run_in_executor(self._products, _products_and_answers, ranker, planned)
+                else:  # a cheap batch: the hop to the thread and back would cost more than its answers
+                    if planned.factors:
+                        await loop.run_in_executor(self._products, ranker.products, planned)
+                    answers = None
             finally:
                 self._ahead -= 1
                 if self.pending and not self.scheduled:
                     self.scheduled = True
                     asyncio.get_running_loop().call_soon(self._run)
+            if answers is None:
+                answers = ranker.finish(planned)
             metrics.recommendations_bounded += len(planned.bounded)
         except Exception:  # noqa: BLE001 - find the request that fails
             for _, request, future in items:
