@@ -101,8 +101,9 @@ class Protocol:
         t_min, t_max = events[0].ts, events[-1].ts
         t_warm = t_min + self.warmup * (t_max - t_min)
         t_until = t_min + self.until * (t_max - t_min)
-        n_warm = bisect.bisect_left([e.ts for e in events], t_warm)
-        n_stop = n if self.until >= 1.0 else bisect.bisect_right([e.ts for e in events], t_until)
+        times = [e.ts for e in events]
+        n_warm = bisect.bisect_left(times, t_warm)
+        n_stop = n if self.until >= 1.0 else bisect.bisect_right(times, t_until)
         return min(n_warm, n - 1), max(n_warm + 1, n_stop)
 
     def refit_period(self, events: Sequence[Event]) -> float:
