@@ -116,7 +116,7 @@ async def check_topics(settings: Settings, create: bool = True) -> list[str]:
 
 async def keyed_topic_problems(settings: Settings) -> list[str]:
     """What is wrong with the topics keyed by user (events, user-factors): a partition count other
-    than STRATA_PARTITIONS puts users on other partitions than their profiles (see README,
+    than STRATA_PARTITIONS puts users on other partitions than their profiles (see docs/design.md,
     "Partitioning"), so a worker refuses to start on it."""
     problems = []
     for key in ("events", "user-factors"):

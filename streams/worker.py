@@ -52,7 +52,7 @@ def run_worker(settings) -> int:
     problems = asyncio.run(keyed_topic_problems(settings))
     if problems:
         raise ConfigError("; ".join(problems) + ": users would be looked for on other partitions than their "
-                          "profiles. Keep the count, or migrate to a new deployment (README, \"Partitioning\")")
+                          "profiles. Keep the count, or migrate to a new deployment (docs/design.md, \"Partitioning\")")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     # One BLAS thread: a ranking matvec must not fight the event loop for the second core.
     from threadpoolctl import threadpool_limits

@@ -56,7 +56,7 @@ def test_an_event_on_another_partition_than_its_users_is_dead_lettered(kafka, tm
     """A user's profile lives on the partition Kafka's default partitioner (murmur2) gives the
     user; an event a producer with another partitioner (librdkafka's crc32, an explicit partition)
     put elsewhere is dead-lettered as wrong_partition, with the partition it belongs to, and
-    changes no profile (README, "Partitioning")."""
+    changes no profile (docs/design.md, "Partitioning")."""
     from aiokafka.partitioner import murmur2
     import orjson
 
