@@ -63,8 +63,10 @@ class TermRanker:
         self.pools = pools or PoolSizes()
 
     # -- candidates ---------------------------------------------------------------------
-    def candidates(self, user: UserState, now: float, model: FactorModel | None) -> tuple[list[str], dict]:
-        """Candidate ids (the item in view left out) and the per-source scores the terms need."""
+    def candidates(self, user: UserState, now: float, model: FactorModel | None,
+                   factor: np.ndarray | None = None) -> tuple[list[str], dict]:
+        """Candidate ids (the item in view left out) and the per-source scores the terms need;
+        `factor` is x_u·Y when computed already (a worker computes a batch of them at once)."""
         pools = self.pools
         recent = list(user.recent)
         in_view = recent[0] if recent else None
@@ -77,12 +79,13 @@ class TermRanker:
         for c in self._categories(user, in_view):
             ids.update(dict.fromkeys(self.popularity.top_ranked(pools.category, c)[0]))
         ids.update(dict.fromkeys(self.popularity.top_ranked(pools.popular)[0]))
-        factor = {}
-        if model is not None and user.x is not None and np.any(user.x):
-            s = model.Y @ np.asarray(user.x, np.float32)
-            top = np.argpartition(-s, min(pools.factor, s.size - 1))[: pools.factor] if s.size else []
+        if factor is None and model is not None and user.x is not None and np.any(user.x):
+            factor = factor_scores(model, np.asarray(user.x, np.float32)[None, :])[:, 0]
+        if factor is not None and len(factor):
+            top = np.argpartition(-factor, min(pools.factor, factor.size - 1))[: pools.factor]
             ids.update(dict.fromkeys(model.item_ids[t] for t in top))
-            factor = s
+        else:
+            factor = {}
         ids.pop(in_view, None)
         return list(ids), {"own": own, "cv_short": cv_short, "cv_long": cv_long, "factor": factor, "in_view": in_view,
                            "recent": recent}
@@ -174,10 +177,19 @@ class TermRanker:
             F[n, T["overall_pop"]] = overall.get(self.root_of(c), 0.0) * pis[n]
 
 
+def factor_scores(model: FactorModel, X: np.ndarray) -> np.ndarray:
+    """x_u·y_j for every item (rows) and every user vector of X (columns).  One vector is scored as
+    two: BLAS's matrix-vector product rounds differently from its matrix-matrix one, and a user's
+    scores must not depend on how many requests were ranked together."""
+    if X.shape[0] == 1:
+        return (model.Y @ np.concatenate([X, X]).T)[:, :1]
+    return model.Y @ X.T
+
+
 def _top(scores: dict[str, float], n: int) -> list[str]:
     if len(scores) <= n:
         return list(scores)
     return sorted(scores, key=lambda j: -scores[j])[:n]
 
 
-__all__ = ["PoolSizes", "TermRanker", "UserState"]
+__all__ = ["PoolSizes", "TermRanker", "UserState", "factor_scores"]

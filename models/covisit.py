@@ -1,10 +1,14 @@
 """Co-visitation: items that shoppers touch close together, kept by the stream (SPEC §3).
 
 Each event on item j pairs j with the shopper's last `window` distinct items
-(a revisit pairs too: coming back to j next to i is evidence as well).  A pair
-adds 2^((t − t₀)/H) to both C(i, j) and C(j, i), with t the event time and t₀
-a reference time, so that every weight decays with half-life H without being
-touched: comparing or summing weights compares them as of any common time.
+(a revisit pairs too: coming back to j next to i is evidence as well).  Every
+worker applies every pair of the shop, so an event pairs j with `draws` items
+drawn uniformly from that window, each pair counting window/draws: the expected
+counts are the whole window's, at a fixed cost per event.  A pair adds
+2^((t − t₀)/H) (times its count) to both C(i, j) and C(j, i), with t the event
+time and t₀ a reference time, so that every weight decays with half-life H
+without being touched: comparing or summing weights compares them as of any
+common time.
 n_i sums item i's pair weights.  The similarity is cosine-normalised,
 
     sim(i, j) = C(i, j) / √(n_i · n_j),
@@ -15,20 +19,29 @@ over their recent items i, with a_i a weight by recency.
 Each row keeps at most `neighbours` items (the heaviest; pruned to that size
 when it reaches twice it), so memory is bounded by items × neighbours.
 
->>> cv = CoVisits(window=20, neighbours=10)
+>>> cv = CoVisits(window=20, neighbours=10)  # windows of ≤ 4 items are paired whole
 >>> cv.learn("b", ["a"], 0.0)
 >>> cv.learn("c", ["b", "a"], 0.0)
 >>> sorted(cv.row("a"))
 ['b', 'c']
 >>> round(cv.similarity("a", "b"), 3)  # C(a,b) = 1, n_a = 2, n_b = 2
 0.5
+>>> [(j, round(s, 3)) for j, s in cv.similar("c", 5)]  # n_c = 2
+[('a', 0.5), ('b', 0.5)]
 """
 from __future__ import annotations
 
+import heapq
 import math
-from typing import Mapping, Sequence
+import random
+from operator import itemgetter
+from typing import Callable, Mapping, Sequence
 
 DAY = 86_400.0
+#: pairs an event adds, drawn from the shopper's window: what every worker can afford to apply for
+#: every event of the shop (each pair is two dict updates on every worker, ≈ 0.4 µs)
+DRAWS = 4
+_weight = itemgetter(1)
 #: exponents of the decay units above this are folded back into the reference time
 _REBASE_AT = 512.0
 
@@ -36,14 +49,17 @@ _REBASE_AT = 512.0
 class CoVisits:
     """Bounded, decayed, cosine-normalised item-to-item co-visitation counts."""
 
-    def __init__(self, window: int = 20, neighbours: int = 50, half_life_s: float = 14 * DAY) -> None:
-        if window < 1 or neighbours < 1:
-            raise ValueError(f"window and neighbours must be ≥ 1, got {window}, {neighbours}")
+    def __init__(self, window: int = 20, neighbours: int = 50, half_life_s: float = 14 * DAY,
+                 draws: int = DRAWS, seed: int = 0) -> None:
+        if window < 1 or neighbours < 1 or draws < 1:
+            raise ValueError(f"window, neighbours and draws must be ≥ 1, got {window}, {neighbours}, {draws}")
         if not (math.isfinite(half_life_s) and half_life_s > 0):
             raise ValueError(f"half_life_s must be a positive number of seconds, got {half_life_s!r}")
         self.window = int(window)
         self.neighbours = int(neighbours)
         self.half_life_s = float(half_life_s)
+        self.draws = int(draws)
+        self._rng = random.Random(seed)
         self._rows: dict[str, dict[str, float]] = {}
         self._n: dict[str, float] = {}
         self._t0: float | None = None
@@ -68,32 +84,58 @@ class CoVisits:
             x -= shift
         return 2.0 ** max(x, -1000.0)
 
-    def learn(self, item: str, recent: Sequence[str], ts: float) -> None:
-        """Pair `item` with the shopper's recent distinct items (most recent first, `item` skipped)."""
-        u = self._unit(ts)
-        added = 0
-        for i in recent:
-            if added >= self.window:
-                break
-            if i == item:
-                continue
-            self._add(i, item, u)
-            self._add(item, i, u)
-            added += 1
+    def partners(self, item: str, recent: Sequence[str], draw: Callable[[], float]) -> tuple[list[str], float]:
+        """The items `item` is paired with and the weight of each pair: `draws` uniform draws
+        (with replacement) from the shopper's last `window` distinct items other than `item`,
+        each pair weighted (window size) / draws, so that the expected counts are those of pairing
+        with the whole window.  A window no larger than `draws` is paired whole, at weight 1.
+        `draw` gives uniform numbers in [0, 1)."""
+        window = [i for i in recent[: self.window + 1] if i != item][: self.window]
+        n = len(window)
+        if n <= self.draws:
+            return window, 1.0
+        return [window[int(draw() * n)] for _ in range(self.draws)], n / self.draws
 
-    def _add(self, i: str, j: str, u: float) -> None:
-        row = self._rows.get(i)
-        if row is None:
-            row = self._rows[i] = {}
-        row[j] = row.get(j, 0.0) + u
-        self._n[i] = self._n.get(i, 0.0) + u
-        if len(row) >= 2 * self.neighbours:
-            keep = sorted(row.items(), key=lambda kv: (-kv[1], kv[0]))[: self.neighbours]
-            self._rows[i] = dict(keep)
+    def learn(self, item: str, recent: Sequence[str], ts: float) -> None:
+        """Pair `item` with the shopper's recent distinct items (most recent first; `item`
+        skipped), a sample of them (`partners`), drawn with this instance's seeded generator."""
+        others, scale = self.partners(item, recent, self._rng.random)
+        self.learn_pairs(item, others, scale, ts)
+
+    def learn_pairs(self, item: str, others: Sequence[str], scale: float, ts: float) -> None:
+        """Add `scale` (in decay units as of `ts`) to C(item, i) and C(i, item) for each i of `others`."""
+        u = self._unit(ts) * scale
+        rows, n, cap = self._rows, self._n, 2 * self.neighbours
+        row_j = rows.get(item)
+        if row_j is None:
+            row_j = rows[item] = {}
+        for i in others:
+            row_j[i] = row_j.get(i, 0.0) + u
+            row_i = rows.get(i)
+            if row_i is None:
+                row_i = rows[i] = {}
+            row_i[item] = row_i.get(item, 0.0) + u
+            n[i] = n.get(i, 0.0) + u
+            if len(row_i) >= cap:
+                rows[i] = dict(heapq.nlargest(self.neighbours, row_i.items(), key=_weight))
+        if others:
+            n[item] = n.get(item, 0.0) + u * len(others)
+            if len(row_j) >= cap:
+                rows[item] = dict(heapq.nlargest(self.neighbours, row_j.items(), key=_weight))
 
     def row(self, item: str) -> Mapping[str, float]:
         """The kept neighbours of `item` and their raw weights (empty for an unknown item)."""
         return self._rows.get(item, {})
+
+    def similar(self, item: str, k: int) -> list[tuple[str, float]]:
+        """The k items most similar to `item` by sim(item, j), best first (ties by id)."""
+        n = self._n
+        row = self._rows.get(item)
+        if not row:
+            return []
+        inv = 1.0 / math.sqrt(n[item])
+        scored = ((j, c * inv / math.sqrt(n[j])) for j, c in row.items())
+        return heapq.nsmallest(k, scored, key=lambda js: (-js[1], js[0]))
 
     def similarity(self, i: str, j: str) -> float:
         c = self._rows.get(i, {}).get(j, 0.0)

@@ -27,6 +27,7 @@ import struct
 import sys
 from array import array
 from dataclasses import dataclass, field
+from itertools import islice
 from types import MappingProxyType
 from typing import Collection, Iterable, Mapping, Sequence
 
@@ -156,7 +157,7 @@ class Profile:
         beta = params.beta[event.type]
         ts = event.ts
         w, t, half_life, caps = self.w, self.t, params.half_life_s, params.caps
-        _add(w["item"], t["item"], event.item_id, beta, ts, half_life["item"], caps["item"])
+        _add(w["item"], t["item"], event.item_id, beta, ts, half_life["item"], caps["item"], True)
         if domain is not None:
             _add(w["domain"], t["domain"], domain, beta, ts, half_life["domain"], caps["domain"])
         _add(w["overall"], t["overall"], overall, beta, ts, half_life["overall"], caps["overall"])
@@ -184,6 +185,19 @@ class Profile:
         h = params.half_life_s[layer]
         # w[layer] and t[layer] hold the same keys in the same order (see to_bytes)
         return {k: w * 2.0 ** ((t - T) / h) for (k, w), t in zip(self.w[layer].items(), self.t[layer].values())}
+
+    def recent_items(self, n: int) -> list[str]:
+        """The user's last `n` distinct items, most recent first: the item layer's keys in the
+        order they were last touched (an event older than the key's time leaves it in place), as
+        long as the cap has not dropped them.
+
+        >>> p, params = Profile(), ProfileParams()
+        >>> for n, item in enumerate(["a", "b", "a", "c"]):
+        ...     _ = p.learn(Event(str(n), "u", item, "view", float(n)), None, "*", params)
+        >>> p.recent_items(5)
+        ['c', 'a', 'b']
+        """
+        return list(islice(reversed(self.t["item"]), n))
 
     def snapshot(self, params: ProfileParams, as_of: float | None = None) -> dict:
         """The profile as the HTTP view shows it (SPEC §4)."""
@@ -521,8 +535,11 @@ def _unpack_times(T: float | None, raw: bytes, n: int) -> list[float] | tuple[fl
     return _floats(raw)
 
 
-def _add(ws: dict[str, float], ts: dict[str, float], key: str, beta: float, t_new: float, half_life: float, cap: int) -> None:
+def _add(ws: dict[str, float], ts: dict[str, float], key: str, beta: float, t_new: float, half_life: float, cap: int,
+         to_end: bool = False) -> None:
     """One event of weight beta at t_new on `key` of a layer (its weights and times); keeps the cap.
+    `to_end` moves a key touched at its latest time to the end of the dicts, so that their order
+    is the order the keys were last touched in (`Profile.recent_items`).
     A function of the layer's dicts rather than a method: it runs three times per event."""
     t = ts.get(key)
     if t is None:
@@ -531,7 +548,10 @@ def _add(ws: dict[str, float], ts: dict[str, float], key: str, beta: float, t_ne
         if len(ws) > cap:
             _prune(ws, ts, cap, half_life)
     elif t_new >= t:
-        ws[key] = single(ws[key] * 2.0 ** (-(t_new - t) / half_life) + beta)
+        w = single(ws[key] * 2.0 ** (-(t_new - t) / half_life) + beta)
+        if to_end:
+            del ws[key], ts[key]
+        ws[key] = w
         ts[key] = t_new
     else:
         ws[key] = single(ws[key] + beta * 2.0 ** (-(t - t_new) / half_life))

@@ -156,7 +156,7 @@ class RankParams:
         return asdict(self)
 
 
-def _fold_param(model: Any, name: str, explicit: float | None, default: float) -> float:
+def fold_param(model: Any, name: str, explicit: float | None, default: float) -> float:
     if explicit is not None:
         return float(explicit)
     mp = getattr(model, "params", None)
@@ -642,8 +642,8 @@ class Ranker:
         self._pools_of: Popularity | None = None
         self._pools_changes = -1
 
-        self._alpha = _fold_param(model, "alpha", self.params.alpha, DEFAULT_ALPHA)
-        self._reg = _fold_param(model, "regularization", self.params.regularization, DEFAULT_REGULARIZATION)
+        self._alpha = fold_param(model, "alpha", self.params.alpha, DEFAULT_ALPHA)
+        self._reg = fold_param(model, "regularization", self.params.regularization, DEFAULT_REGULARIZATION)
 
         if model is None:
             self.n = 0

@@ -42,7 +42,7 @@ from models.events import Event
 from models.factors import FactorModel
 from models.popularity import DAY, Popularity
 from models.profile import Profile, ProfileParams
-from models.blend import TermRanker, UserState
+from models.learned import LAYER_TERMS, LearnedRanker, layer_mask, user_state
 from models.covisit import CoVisits
 from models.ranking import SHARE_BUCKET_NAMES, Ranker, RankParams, ShopRates, blend_user_vector
 from models.terms import LONG_WINDOW, TERMS, LearnParams, TermWeights
@@ -201,13 +201,6 @@ class Recommender(ABC):
 
 
 # -- Strata ----------------------------------------------------------------------------
-LAYER_TERMS = {
-    "item": ("own", "own_w", "rec_0", "rec_1", "rec_2_3", "rec_4_7", "rec_8p", "fresh", "cv_short", "cv_long", "factor"),
-    "domain": ("domain", "same_cat", "cat_pop"),
-    "overall": ("pop", "log_pop", "overall_pop"),
-}
-
-
 class StrataModel(Recommender):
     """Strata: the three layers' terms (`models.terms`), weights θ learned online from what
     shoppers do next, co-visitation kept by the stream, ALS re-fitted on schedule with x_u
@@ -231,42 +224,36 @@ class StrataModel(Recommender):
         self.weights = TermWeights(learn)
         self.layers = tuple(layers)
         self.learning = learning
-        self._mask = np.array([any(t in LAYER_TERMS[l] for l in self.layers) for t in TERMS], np.float64)
-        self.recent: dict[str, deque[str]] = {}
+        self._mask = None if len(self.layers) == len(LAYER_TERMS) else layer_mask(self.layers)
         self.snapshot: Snapshot | None = None
-        self.ranker = TermRanker(world.category_of, world.catalog.root_of, self.covisits, self.state.popularity,
-                                 world.profile_params)
+        self.ranker = self._ranker()
         self._asked: tuple[str, float, list[str], np.ndarray] | None = None
 
-    def _user(self, user_id: str, now: float) -> UserState:
-        profile = self.state.profiles.get(user_id)
-        x = None
-        snap = self.snapshot
-        if snap is not None and profile is not None:
-            live_w = profile.weights("item", self.world.profile_params, now)
-            live = snap.model.fold_in(live_w)
-            x = blend_user_vector(live, snap.user_vector(user_id), sum(live_w.values()), self.params)
-        recent = self.recent.get(user_id, ())
-        return UserState(list(reversed(recent)), profile, x)
+    def _ranker(self) -> LearnedRanker:
+        model = self.snapshot.model if self.snapshot is not None else None
+        return LearnedRanker(model, self.world.category_of, self.world.catalog.root_of, self.covisits,
+                             self.state.popularity, self.weights, self.world.profile_params, self.params)
 
     def _score(self, user_id: str, now: float) -> tuple[list[str], np.ndarray, np.ndarray]:
-        model = self.snapshot.model if self.snapshot is not None else None
-        user = self._user(user_id, now)
-        ids, src = self.ranker.candidates(user, now, model)
-        F = self.ranker.features(ids, src, user, now, model) * self._mask
+        snap = self.snapshot
+        profile = self.state.profiles.get(user_id)
+        long_term = snap.user_vector(user_id) if snap is not None else None
+        user = user_state(profile, self.ranker.model, long_term, now, self.world.profile_params, self.params)
+        ids, F, scores = self.ranker.score(user, now, mask=self._mask)
         self._asked = (user_id, now, ids, F)
-        return ids, F, F @ self.weights.theta
+        return ids, F, scores
 
     def rank(self, user_id: str, k: int, now: float) -> Ranking:
-        if user_id not in self.recent:
+        if user_id not in self.state.profiles:
             return _fill([], [], k, self.state)
         ids, _, scores = self._score(user_id, now)
         top = _top_k(scores, k)
         return _fill([ids[t] for t in top.tolist()], scores[top].tolist(), k, self.state)
 
     def learn_one(self, event: Event) -> None:
-        recent = self.recent.get(event.user_id)
-        if self.learning and recent and recent[-1] != event.item_id:
+        profile = self.state.profiles.get(event.user_id)
+        recent = profile.recent_items(LONG_WINDOW + 1) if profile is not None else []
+        if self.learning and recent and recent[0] != event.item_id:
             asked = self._asked
             if asked is not None and asked[0] == event.user_id and asked[1] == event.ts:
                 ids, F = asked[2], asked[3]
@@ -279,18 +266,14 @@ class StrataModel(Recommender):
                 positive = None
             self.weights.learn(F, positive, scores)
         self._asked = None
-        if recent is None:
-            recent = self.recent[event.user_id] = deque(maxlen=LONG_WINDOW + 1)
-        self.covisits.learn(event.item_id, list(reversed(recent)), event.ts)
-        if event.item_id in recent:
-            recent.remove(event.item_id)
-        recent.append(event.item_id)
+        self.covisits.learn(event.item_id, recent, event.ts)
         self.state.learn(event)
 
     def refit(self, now: float) -> None:
         snap = self.trainer.snapshot(now)
         if snap is not None:
             self.snapshot = snap
+            self.ranker = self._ranker()
 
     def describe(self) -> dict:
         return {"theta": self.weights.as_dict(), "updates": self.weights.updates, "misses": self.weights.misses,
@@ -497,6 +480,6 @@ class RiverMFModel(Recommender):
 
 
 __all__ = [
-    "ALSModel", "BatchTrainer", "FixedLayersModel", "LAYER_TERMS", "LiveState", "PopularityModel",
+    "ALSModel", "BatchTrainer", "FixedLayersModel", "LiveState", "PopularityModel",
     "Recommender", "RiverMFModel", "Snapshot", "StrataModel", "World",
 ]

@@ -36,6 +36,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping
 
+import zlib
+
 import numpy as np
 
 TERMS: tuple[str, ...] = (
@@ -43,6 +45,8 @@ TERMS: tuple[str, ...] = (
     "cv_short", "cv_long", "factor", "domain", "same_cat", "pop", "log_pop", "cat_pop", "overall_pop",
 )
 T = {name: n for n, name in enumerate(TERMS)}
+#: names the terms and their order in what workers exchange (a Δθ of other terms is refused)
+TERMS_ID = zlib.crc32(",".join(TERMS).encode())
 #: what the learner starts from: recent own items first, then co-visited ones, then categories and popularity
 THETA0: dict[str, float] = {
     "own": 1.0, "rec_0": 2.0, "rec_1": 1.0, "rec_2_3": 0.5, "own_w": 0.5, "fresh": 0.5,
@@ -92,16 +96,23 @@ class TermWeights:
         self._rng = np.random.default_rng(seed)
 
     def learn(self, F: np.ndarray, positive: int | None, scores: np.ndarray, skip: int | None = None) -> None:
-        """One pairwise step: F the candidates' features, `positive` the row of the item the user
-        went to (None when it was not a candidate), `scores` = F·θ before the step, `skip` a row
-        that is never a negative (the item in view)."""
+        """One pairwise step, applied at once (`step`)."""
+        delta = self.step(F, positive, scores, skip)
+        if delta is not None:
+            self.theta += delta
+
+    def step(self, F: np.ndarray, positive: int | None, scores: np.ndarray, skip: int | None = None) -> np.ndarray | None:
+        """The pairwise step Δθ, not applied: F the candidates' features, `positive` the row of the
+        item the user went to (None when it was not a candidate), `scores` = F·θ before the step,
+        `skip` a row that is never a negative (the item in view).  None when there is no step.
+        A worker sums its steps and publishes them; every worker adds every worker's sums."""
         if positive is None:
             self.misses += 1
-            return
+            return None
         n = F.shape[0]
         p = self.params
         if n < 2:
-            return
+            return None
         half = p.negatives // 2
         top = np.argsort(-scores, kind="stable")[: p.hard_top]
         draws = np.concatenate([
@@ -110,11 +121,11 @@ class TermWeights:
         ])
         neg = draws[(draws != positive) & (draws != (-1 if skip is None else skip))]
         if neg.size == 0:
-            return
+            return None
         diff = F[positive][None, :] - F[neg]
         g = _sigmoid(-(diff @ self.theta))
-        self.theta += p.rate * ((g[:, None] * diff).mean(axis=0) - p.l2 * self.theta)
         self.updates += 1
+        return p.rate * ((g[:, None] * diff).mean(axis=0) - p.l2 * self.theta)
 
     def as_dict(self) -> dict[str, float]:
         return {name: float(self.theta[n]) for n, name in enumerate(TERMS)}
@@ -139,5 +150,5 @@ def normalised(values: Mapping[str, float]) -> dict[str, float]:
     return {k: v / top for k, v in values.items()} if top > 0 else {}
 
 
-__all__ = ["LearnParams", "T", "TERMS", "THETA0", "TermWeights", "normalised",
+__all__ = ["LearnParams", "T", "TERMS", "TERMS_ID", "THETA0", "TermWeights", "normalised",
            "recency_onehot", "theta0"]

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections import OrderedDict
 
 import numpy as np
 
 from models.events import MAX_ID_LEN, Forget, InvalidEvent, parse_keyed_message
+from models.learned import feedback
 from models.profile import Profile, encode_profiles
 from models.ranking import ShopRates
 from streams.app import (
@@ -16,9 +18,10 @@ from streams.app import (
     catalog,
     deadletter_topic,
     events_route,
-    popularity_feed,
+    shop_feed,
     profile_counts,
     rank_params,
+    served_ranker,
     settings,
     user_factors_topic,
     user_to_profile,
@@ -26,9 +29,9 @@ from streams.app import (
 )
 from streams.batching import LoopTurn
 from streams.deadletter import deadletter_record
-from streams.feeds import ActivitySums, activity_message
+from streams.feeds import ActivitySums, ThetaSteps, activity_message
 from streams.metrics import metrics
-from streams.state import PartitionBatch, partition_of
+from streams.state import PartitionBatch, partition_of, read_user_vector
 from streams.trainer import parse_user_vector
 
 log = logging.getLogger(__name__)
@@ -40,6 +43,8 @@ log = logging.getLogger(__name__)
 # store, which only changes when a partition's batch is written whole.
 TURN_S = 0.025
 CHECK_EVERY = 128
+LEARN_EVERY_S = 0.1  # θ learns from at most ten events a second per worker
+THETA_SNAPSHOT_S = 300.0
 
 
 async def deadletter(record, reason: str, detail: str, **extra) -> None:
@@ -139,11 +144,15 @@ async def _apply_events(batch) -> None:
     """
     params = settings.profile
     now = time.time()
-    popularity = popularity_feed.popularity
+    popularity = shop_feed.popularity
     activity = ActivitySums(params.beta, popularity.half_life_s)  # what the batch adds to popularity
     applied_types: dict[str, int] = {}  # counted in `metrics` with the latencies, once flushed
     stamps: list = []  # the applied records' Kafka timestamps (ms)
     shop = ShopRates()  # this batch's counts; the activity feed adds up every worker's
+    covisits = shop_feed.covisits
+    visits: list = []  # co-visitation pairs: (item, ts, partners, weight) of every applied event
+    steps = ThetaSteps()  # what this batch's feedback teaches θ (a few events a second: `learner`)
+    draw = _draws.random
     flushed: list[PartitionBatch] = []
     turn = LoopTurn(TURN_S)
     homes: dict[bytes, int] = {}  # user key → the partition its events belong to
@@ -192,7 +201,13 @@ async def _apply_events(batch) -> None:
             domain, overall = catalog.layers_for(parsed.item_id, parsed.category_id)
             # before the profile learns the event
             seen = ShopRates.observe(profile, parsed.item_id, domain, popularity, rank_params, params)
+            recent = profile.recent_items(covisits.window + 1)
+            if recent and learner.due():
+                steps.add(learner.feedback(profile, parsed))
             if profile.learn(parsed, domain, overall, params):
+                others, weight = covisits.partners(parsed.item_id, recent, draw)
+                if others:
+                    visits.append((parsed.item_id, parsed.ts, others, weight))
                 applied_types[parsed.type] = applied_types.get(parsed.type, 0) + 1
                 applied.append((parsed, domain))
                 if record.timestamp:
@@ -219,8 +234,8 @@ async def _apply_events(batch) -> None:
         if turn.over():  # a flush sends without waiting for the broker: it never yields
             await turn.pass_on()
     events_route.records_read()  # the next fetch may go: it overlaps the flush below
-    if activity:
-        await activity_topic.send(value=activity_message(activity.entries(), shop))
+    if activity or steps.steps:
+        await activity_topic.send(value=activity_message(activity.entries(), shop, visits, steps))
     # The changelog must be durable before streams.batching lets these offsets be committed.
     await app.producer.flush()
     for writes in flushed:
@@ -236,6 +251,48 @@ async def _apply_events(batch) -> None:
         done = time.time()
         metrics.update_latency.observe_many(np.maximum(done - np.array(stamps, dtype=np.float64) / 1000.0, 0.0))
     metrics.batches += 1
+
+
+class Learner:
+    """Feedback for θ from the stream: at most one event every `every_s` seconds (an event's step
+    ranks its user's candidates, ≈ 1 ms: every event would cost more than the profile updates)."""
+
+    def __init__(self, every_s: float) -> None:
+        self.every_s = every_s
+        self._next = 0.0
+
+    def due(self) -> bool:
+        now = time.monotonic()
+        if now < self._next:
+            return False
+        self._next = now + self.every_s
+        return True
+
+    def feedback(self, profile: Profile, event) -> "np.ndarray | None":
+        """θ's step from `event`, before `profile` learns it; a failure costs the step, never the batch."""
+        try:
+            ranker = served_ranker()
+            long_term = read_user_vector(user_to_vector, event.user_id, ranker.model)
+            return feedback(ranker, profile, event.item_id, event.ts, long_term)
+        except Exception:  # noqa: BLE001 - learning is optional; applying the event is not
+            metrics.learning_failures += 1
+            log.exception("no feedback step for an event of user %r", event.user_id[:40])
+            return None
+
+
+learner = Learner(LEARN_EVERY_S)
+_draws = random.Random()  # which of a window's items an event pairs with (models.covisit)
+
+
+async def send_theta_snapshots() -> None:
+    """θ as this worker holds it, on the activity topic every `THETA_SNAPSHOT_S`: a worker that
+    starts after retention deleted older steps begins from it (streams.feeds.ShopFeed)."""
+    message = shop_feed.snapshot_message()
+    if message is not None:
+        await activity_topic.send(value=message)
+
+
+app.timer(interval=THETA_SNAPSHOT_S)(send_theta_snapshots)
 
 
 @app.agent(user_factors_topic, name="store_user_vectors")

@@ -10,11 +10,12 @@ import logging as _logging
 import faust
 
 from models.catalog import Catalog
+from models.learned import LearnedRanker
 from models.ranking import RankParams
 from streams.batching import install as install_batch_route
 from streams.config import Settings
 from streams.deadletter import DeadLetterQueue
-from streams.feeds import EndOffsets, FactorFeed, PopularityFeed
+from streams.feeds import EndOffsets, FactorFeed, ShopFeed
 from streams.state import CatalogTableView, KeyCounts, catalog_problem
 from streams.topics import MAX_MESSAGE_BYTES, topic_specs
 
@@ -187,5 +188,16 @@ rank_params = RankParams()
 # Records refused where no one can await the send (the feeds, the catalog's changelog batches).
 deadletters = DeadLetterQueue(lambda value: deadletter_topic.send(value=value))
 factor_feed = FactorFeed(settings, deadletters=deadletters)
-popularity_feed = PopularityFeed(settings, half_life_s=rank_params.popularity_half_life_s, deadletters=deadletters)
-end_offsets = EndOffsets(settings)  # for the consumer lag on /metrics
+shop_feed = ShopFeed(settings, half_life_s=rank_params.popularity_half_life_s, deadletters=deadletters)
+end_offsets = EndOffsets(settings)
+_served: list[LearnedRanker] = []
+
+
+def served_ranker() -> LearnedRanker:
+    """The ranker of the current factor version (none before the first), over the shop's live
+    co-visitation, popularity and θ: what requests are answered with and what the agent learns on."""
+    model = factor_feed.current
+    if not _served or _served[0].model is not model:
+        _served[:] = [LearnedRanker(model, catalog.category_of, catalog.root_of, shop_feed.covisits,
+                                    shop_feed.popularity, shop_feed.weights, settings.profile, rank_params)]
+    return _served[0]  # for the consumer lag on /metrics

@@ -1,14 +1,16 @@
 """Feeds: topics every worker reads whole, outside the consumer group, into derived local state.
 
 Two things every worker needs in full, whatever partitions it owns: the item
-factors (a model version is only usable complete) and recent item popularity
-(cold start and the overall layer need the whole shop). Both are rebuilt
+factors (a model version is only usable complete) and what the activity topic
+says about the whole shop (recent item popularity, co-visitation of items, the
+ranker's learned weights θ). Both are rebuilt
 from their topic after a restart, so nothing is lost on rebalance; `TopicFeed`
 is the one mechanism, and each feed says what a record does.
 """
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 import time
 from pathlib import Path
@@ -16,10 +18,13 @@ from typing import Mapping
 
 import mode
 import msgpack
+import numpy as np
 
 from models.events import MAX_FUTURE_S, MAX_ID_LEN
 from models.factors import PIN_KEY, FactorAssembler, FactorLimits, FactorModel, parse_pin
+from models.covisit import CoVisits
 from models.popularity import Popularity
+from models.terms import LONG_WINDOW, TERMS, TERMS_ID, TermWeights
 from models.ranking import ShopRates
 from streams.config import Settings
 from streams.deadletter import DeadLetterQueue, RejectedRecord, reason_of
@@ -92,6 +97,7 @@ class TopicFeed(mode.Service):
         self.caught_up = False
         self.deadletters = deadletters
         self.rewind = False  # set by `on_record`: read the topic again from its beginning
+        self.position: int | None = None  # the offset after the last record taken
 
     def on_record(self, record) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -109,6 +115,7 @@ class TopicFeed(mode.Service):
             self.on_record(record)
         except Exception as exc:  # noqa: BLE001 - one record's content, whatever it is, is that record's problem
             self.refuse(record, *reason_of(exc))
+        self.position = record.offset + 1
 
     def refuse(self, record, reason: str, detail: str) -> None:
         log.warning("%s feed: refused the record at offset %s (%s: %s)", self.topic, record.offset, reason, detail[:200])
@@ -241,11 +248,38 @@ class FactorFeed(TopicFeed):
             await self.loop.run_in_executor(None, model.save, self.path)
 
 
-def activity_message(entries, shop: ShopRates | None = None) -> bytes:
+def activity_message(entries, shop: ShopRates | None = None, visits=(), theta: ThetaSteps | None = None) -> bytes:
     """One micro-batch's activity: item weights [(item, category, weight, ts)], pre-aggregated per
-    item, and the batch's counts behind the shop's rates (models.ranking.ShopRates)."""
+    item; the batch's counts behind the shop's rates (models.ranking.ShopRates); its co-visitation
+    pairs [(item, ts, [partners], weight)] (models.covisit.CoVisits.partners); and the sum of its
+    learning steps of θ (models.terms.TermWeights.step)."""
     counts = shop.to_dict() if shop is not None else {}
-    return msgpack.packb({"items": entries, **counts}, use_bin_type=True)  # tuples pack as arrays
+    message = {"items": entries, **counts}
+    if visits:
+        message["visits"] = visits
+    if theta is not None and theta.steps:
+        message["theta"] = {"terms": TERMS_ID, "delta": theta.delta.tolist(), "steps": theta.steps}
+    return msgpack.packb(message, use_bin_type=True)  # tuples pack as arrays
+
+
+def theta_snapshot_message(theta: np.ndarray, offset: int) -> bytes:
+    """θ as a worker holds it after reading the activity topic up to `offset` (exclusive): lets a
+    worker that starts after retention deleted older steps begin from every step ever taken."""
+    return msgpack.packb({"items": [], "theta_at": {"terms": TERMS_ID, "theta": theta.tolist(), "offset": offset}},
+                         use_bin_type=True)
+
+
+class ThetaSteps:
+    """The sum of a micro-batch's learning steps of θ."""
+
+    def __init__(self) -> None:
+        self.delta = np.zeros(len(TERMS))
+        self.steps = 0
+
+    def add(self, delta: np.ndarray | None) -> None:
+        if delta is not None:
+            self.delta += delta
+            self.steps += 1
 
 
 class ActivitySums:
@@ -281,8 +315,11 @@ class ActivitySums:
         return [(item, category, w, t) for (item, category), (w, t) in self._acc.items()]
 
 
-class PopularityFeed(TopicFeed):
-    """Recent item popularity over the whole shop, global and per category."""
+class ShopFeed(TopicFeed):
+    """What the activity topic says about the whole shop, from every worker's micro-batches:
+    recent item popularity (global and per category), the shop's rates, the co-visitation of
+    items, and the ranker's learned weights θ (θ₀ plus every worker's steps, so that every
+    worker holds the same θ)."""
 
     topic_key = "activity"
 
@@ -290,6 +327,12 @@ class PopularityFeed(TopicFeed):
         super().__init__(settings, **kwargs)
         self.popularity = Popularity(half_life_s=half_life_s)
         self.shop = ShopRates()  # the shop's revisit rate and domain share, from every worker's counts
+        self.covisits = CoVisits(window=LONG_WINDOW)
+        self.weights = TermWeights()
+        self.steps = 0  # θ's learning steps read, every worker's
+        self.pairs = 0  # co-visitation pairs read
+        self._first: int | None = None  # the first offset read: older steps are gone
+        self._sums: list[tuple[int, np.ndarray]] = []  # (offset, Σ steps read up to and with it)
 
     def on_record(self, record) -> None:
         message = msgpack.unpackb(record.value, raw=False)
@@ -297,11 +340,113 @@ class PopularityFeed(TopicFeed):
             message = {"items": message}
         if not isinstance(message, dict):
             raise RejectedRecord("bad_activity", f"expected a map, got {type(message).__name__}")
-        counts = ShopRates.from_dict(message)  # everything is checked before anything is applied
-        entries = activity_entries(message.get("items"), time.time())
+        now = time.time()
+        # everything is checked before anything is applied
+        counts = ShopRates.from_dict(message)
+        entries = activity_entries(message.get("items"), now)
+        visits = visit_entries(message.get("visits", []), now, self.covisits)
+        delta, steps = theta_delta(message.get("theta"))
+        snapshot = theta_snapshot(message.get("theta_at"))
+        if self._first is None:
+            self._first = record.offset
         for item, category, weight, ts in entries:
             self.popularity.learn(item, category, weight, ts)
         self.shop.merge(counts)
+        learn_pairs = self.covisits.learn_pairs
+        for item, ts, others, scale in visits:
+            learn_pairs(item, others, scale, ts)
+            self.pairs += len(others)
+        if delta is not None:
+            self.weights.theta += delta
+            self.steps += steps
+            self._sums.append((record.offset, self._sum() + delta))
+            del self._sums[: -MAX_STEP_SUMS]
+        if snapshot is not None:
+            self._adopt(*snapshot)
+
+    def _sum(self, before: int | None = None) -> np.ndarray:
+        """Σ of the steps read at offsets below `before` (all of them: None)."""
+        sums = self._sums
+        if before is not None:
+            sums = sums[: bisect.bisect_left(sums, before, key=lambda entry: entry[0])]
+        return sums[-1][1].copy() if sums else np.zeros(len(TERMS))
+
+    def _adopt(self, theta: np.ndarray, offset: int) -> None:
+        """θ = a snapshot of θ as of `offset` plus the steps read from there on.  A worker that read
+        the same steps holds that θ already; one that started after retention deleted some gains
+        them.  A snapshot from before the oldest step sum kept is ignored."""
+        if offset <= self._first:
+            since = self._sum()
+        elif len(self._sums) >= MAX_STEP_SUMS and offset <= self._sums[0][0]:
+            return
+        else:
+            since = self._sum() - self._sum(offset)
+        self.weights.theta = theta + since
+
+    def snapshot_message(self) -> bytes | None:
+        """θ as of the feed's position, for the topic (None before the feed has caught up)."""
+        if not self.caught_up or self.position is None:
+            return None
+        return theta_snapshot_message(self.weights.theta, self.position)
+
+
+MAX_STEP_SUMS = 10_000  # step sums kept for adopting snapshots (a worker sends a few a second at most)
+MAX_THETA = 1e3  # |θ_t| and |Δθ_t|: far beyond any weight a step of rate 0.05 reaches
+
+
+def visit_entries(visits, now: float, covisits: CoVisits) -> list:
+    """The co-visitation pairs of an activity record, every one checked: [item, ts, [partners],
+    weight] with ids of 1-128 characters, at most `covisits.draws` partners, a finite time from 0
+    to a day after `now` and a weight from 0 to the window size.  RejectedRecord otherwise."""
+    if not isinstance(visits, list):
+        raise RejectedRecord("bad_activity", f"'visits' must be a list, got {type(visits).__name__}")
+    top, draws = float(covisits.window), covisits.draws
+    for entry in visits:
+        if not isinstance(entry, list) or len(entry) != 4:
+            raise RejectedRecord("bad_activity", "a visit must be [item, time, partners, weight]")
+        item, ts, others, scale = entry
+        if not (isinstance(item, str) and 0 < len(item) <= MAX_ID_LEN):
+            raise RejectedRecord("bad_activity", "an item id must be a string of 1-128 characters")
+        if not (type(ts) in (int, float) and 0 <= ts <= now + MAX_FUTURE_S):
+            raise RejectedRecord("bad_activity", f"visit time {ts!r:.40} out of range")
+        if not (type(scale) in (int, float) and 0 < scale <= top):
+            raise RejectedRecord("bad_activity", f"visit weight {scale!r:.40} out of range")
+        if not (isinstance(others, list) and len(others) <= draws
+                and all(isinstance(i, str) and 0 < len(i) <= MAX_ID_LEN for i in others)):
+            raise RejectedRecord("bad_activity", f"partners must be a list of at most {draws} item ids")
+    return visits
+
+
+def _theta_vector(values, what: str) -> np.ndarray:
+    if not (isinstance(values, list) and len(values) == len(TERMS) and all(type(v) in (int, float) for v in values)):
+        raise RejectedRecord("bad_activity", f"{what} must be a list of {len(TERMS)} numbers")
+    vector = np.array(values, np.float64)
+    if not (np.all(np.isfinite(vector)) and np.all(np.abs(vector) <= MAX_THETA)):
+        raise RejectedRecord("bad_activity", f"{what} out of range")
+    return vector
+
+
+def theta_delta(theta) -> tuple[np.ndarray | None, int]:
+    """The checked (Δθ, steps) of an activity record; (None, 0) when it has none."""
+    if theta is None:
+        return None, 0
+    if not isinstance(theta, dict) or theta.get("terms") != TERMS_ID:
+        raise RejectedRecord("bad_activity", "'theta' must be a map of Δθ for these terms")
+    steps = theta.get("steps")
+    if not (type(steps) is int and 0 < steps <= 1_000_000):
+        raise RejectedRecord("bad_activity", f"'steps' {steps!r:.40} out of range")
+    return _theta_vector(theta.get("delta"), "Δθ"), steps
+
+
+def theta_snapshot(snapshot) -> tuple[np.ndarray, int] | None:
+    if snapshot is None:
+        return None
+    if not isinstance(snapshot, dict) or snapshot.get("terms") != TERMS_ID:
+        raise RejectedRecord("bad_activity", "'theta_at' must be a map of θ for these terms")
+    offset = snapshot.get("offset")
+    if not (type(offset) is int and offset >= 0):
+        raise RejectedRecord("bad_activity", f"snapshot offset {offset!r:.40} out of range")
+    return _theta_vector(snapshot.get("theta"), "θ"), offset
 
 
 MAX_ACTIVITY_WEIGHT = 1e15  # a batch's decayed sum of β per item: far below, for any real shop

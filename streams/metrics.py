@@ -27,6 +27,10 @@ GAUGE_HELP = {
     "stale_batches_refetched": "Fetched event batches whose records of some partition would have left a gap after the applied ones (a fetch that came back across a seek or rebalance); those partitions were sought back and fetched again.",
     "shop_revisit_rate": "The shop's learned revisit rate: share of events that return to an item of the user's item layer.",
     "shop_domain_share": "The shop's learned domain share, by the user's earlier events: how much of what the item layer leaves goes to the domain layer.",
+    "ranker_weight": "The ranker's learned weight θ of each term of the score (models.terms), as every worker holds it.",
+    "ranker_steps": "Learning steps of θ read from the activity topic, every worker's.",
+    "covisit_items": "Items with a co-visitation row in this worker's copy of the shop's co-visitation.",
+    "covisit_pairs": "Co-visitation pairs read from the activity topic since this worker started.",
 }
 
 
@@ -114,6 +118,7 @@ class Metrics:
         self.recommendations_bounded = 0  # … of which this many without a dense pass
         self.recommendations_from_standby = 0  # … of which this many for users of a standby partition
         self.recommendations_refused = 0  # requests answered 503: too many being ranked (streams.views.Admission)
+        self.learning_failures = 0  # events whose feedback step for θ failed (streams.agents.Learner)
         self.update_latency = Histogram()
         self.loop_lag = Histogram(LOOP_LAG_BUCKETS_S)
         self.gauges: dict[str, float | dict[str, float]] = {}  # name → value, or labels → value
@@ -159,6 +164,9 @@ class Metrics:
             "# HELP strata_recommendations_from_standby_total Requests for users of a partition another worker owns, answered from this worker's standby copy instead of forwarded.",
             "# TYPE strata_recommendations_from_standby_total counter",
             f"strata_recommendations_from_standby_total {self.recommendations_from_standby}",
+            "# HELP strata_learning_failures_total Events whose feedback step for the ranker's weights failed (logged; the event was applied).",
+            "# TYPE strata_learning_failures_total counter",
+            f"strata_learning_failures_total {self.learning_failures}",
             "# HELP strata_recommendations_refused_total Requests answered 503 with Retry-After: STRATA_MAX_RANKING requests were being ranked.",
             "# TYPE strata_recommendations_refused_total counter",
             f"strata_recommendations_refused_total {self.recommendations_refused}",

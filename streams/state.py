@@ -215,6 +215,20 @@ def read_profile(table, user_id: str) -> Profile | None:
     return None if raw is None else Profile.from_bytes(raw)
 
 
+def read_user_vector(table, user_id: str, model) -> "np.ndarray | None":
+    """The batch job's vector x_u of a user (streams.trainer), when it fits the item factors served."""
+    from streams.trainer import parse_user_vector
+
+    raw = read_value(table, user_id.encode())
+    if raw is None or model is None:
+        return None
+    try:
+        _, vector = parse_user_vector(raw)
+    except ValueError:  # stored before user vectors were checked (streams.agents): none
+        return None
+    return vector if vector.shape[0] == model.dims else None
+
+
 def iter_profiles(table) -> Iterator[tuple[str, Profile]]:
     for partition, db in list(table.data._dbs.items()):
         for key, value in db.items():

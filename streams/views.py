@@ -15,18 +15,19 @@ from concurrent.futures import ThreadPoolExecutor
 
 from faust import web
 
-from models.profile import LAYERS
 import time
 
-import numpy as np
-
-from models.ranking import SHARE_BUCKET_NAMES, RankRequest, Ranker, Recommendations
+from models.learned import LearnedRanker as Ranker
+from models.profile import LAYERS
+from models.ranking import SHARE_BUCKET_NAMES, RankRequest, Recommendations
 from streams.app import (
-    app, catalog, catalog_table, end_offsets, events_route, factor_feed, popularity_feed, profile_counts, rank_params, settings, user_to_profile,
-    user_to_vector,
+    app, catalog, catalog_table, end_offsets, events_route, factor_feed, profile_counts, rank_params, served_ranker, settings,
+    shop_feed, user_to_profile, user_to_vector,
 )
 from streams.metrics import metrics
-from streams.state import count_keys, partition_of, read_profile, read_value, standby_lag, track_changelogs
+from streams.state import (
+    count_keys, partition_of, read_profile, read_user_vector, read_value, standby_lag, track_changelogs,
+)
 
 # Printable characters, 1-128 of them (SPEC §2 ids); anything else is a 400.  Always with
 # `fullmatch`: `$` would also match before a trailing newline.
@@ -63,17 +64,23 @@ def error(view: web.View, status: int, message: str) -> web.Response:
     return view.json({"error": message, "status": status}, status=status)
 
 
-def parse_recommendation_query(query) -> dict:
-    """k, category, explain, exclude_purchased, exclude_seen from a query string; ValueError says what is wrong."""
-    problem = check_query(query, RECOMMENDATION_PARAMS)
-    if problem:
-        raise ValueError(problem)
+def parse_k(query) -> int:
+    """The k of a query string (default 10): a whole number from 1 to 1000; ValueError otherwise."""
     k_text = query.get("k", "10")
     if not (k_text.isascii() and k_text.isdigit() and len(k_text) <= 4):
         raise ValueError(f"k must be a whole number from 1 to 1000, got {k_text[:40]!r}")
     k = int(k_text)
     if not 1 <= k <= 1000:
         raise ValueError(f"k must be from 1 to 1000, got {k}")
+    return k
+
+
+def parse_recommendation_query(query) -> dict:
+    """k, category, explain, exclude_purchased, exclude_seen from a query string; ValueError says what is wrong."""
+    problem = check_query(query, RECOMMENDATION_PARAMS)
+    if problem:
+        raise ValueError(problem)
+    k = parse_k(query)
     category = query.get("category")
     if category is not None and not _ID.fullmatch(category):
         raise ValueError("category must be 1-128 printable characters")
@@ -179,8 +186,10 @@ async def healthz(view: web.View, request: web.Request) -> web.Response:
         "catalog_entries": catalog_entries() if recovered else 0,
         # Whether the popularity (and shop-rate) and item-factor feeds have read their topics up
         # to where they ended at start-up; until then a worker serves from what it has read so far.
-        "feeds_caught_up": {"activity": popularity_feed.caught_up, "item-factors": factor_feed.caught_up},
+        "feeds_caught_up": {"activity": shop_feed.caught_up, "item-factors": factor_feed.caught_up},
         "layers": list(LAYERS),
+        # The ranker's learned weights of the score's terms (models.terms) and how many steps they took.
+        "ranker": {"theta": shop_feed.weights.as_dict(), "steps": shop_feed.steps, "covisit_items": len(shop_feed.covisits)},
     }
     return view.json(body, status=200 if body["status"] == "ok" else 503)
 
@@ -230,7 +239,11 @@ async def prometheus(view: web.View, request: web.Request) -> web.Response:
     lags = {p: standby_lag(app, user_to_profile, p) for p in range(user_to_profile.partitions)}
     metrics.gauges["standby_lag"] = {f'partition="{p}"': lag for p, lag in lags.items() if lag is not None}
     metrics.gauges["stale_batches_refetched"] = events_route.stale_batches
-    shop = popularity_feed.shop
+    shop = shop_feed.shop
+    metrics.gauges["ranker_weight"] = {f'term="{t}"': v for t, v in shop_feed.weights.as_dict().items()}
+    metrics.gauges["ranker_steps"] = shop_feed.steps
+    metrics.gauges["covisit_items"] = len(shop_feed.covisits)
+    metrics.gauges["covisit_pairs"] = shop_feed.pairs
     metrics.gauges["shop_revisit_rate"] = shop.revisit_rate
     metrics.gauges["shop_domain_share"] = {
         f'users="{name}"': mu for name, mu in zip(SHARE_BUCKET_NAMES, shop.domain_shares(rank_params))
@@ -278,22 +291,6 @@ async def consumer_lag() -> dict[int, int]:
             done = consumer._committed_offset.get(tp) or 0
         out[tp.partition] = max(0, end - done)
     return out
-
-
-class _Rankers:
-    """The ranker of the current factor version, rebuilt off the event loop when a new version lands."""
-
-    def __init__(self) -> None:
-        self.current = Ranker(None, catalog.category_of, catalog.root_of, rank_params)
-
-    async def refresh(self) -> None:
-        model = factor_feed.current
-        if model is not None and self.current.version != model.version:
-            ranker = await app.loop.run_in_executor(None, Ranker, model, catalog.category_of, catalog.root_of, rank_params)
-            self.current = ranker  # one assignment: a request uses the old ranker or the new one
-
-
-rankers = _Rankers()
 
 
 class _RankQueue:
@@ -448,25 +445,27 @@ class Admission:
 admission = Admission(settings.max_ranking)
 
 
-@app.timer(interval=0.5)
-async def refresh_ranker() -> None:
-    await rankers.refresh()
-
-
-def _long_term(user_id: str, version) -> np.ndarray | None:
-    from streams.trainer import parse_user_vector
-
-    raw = read_value(user_to_vector, user_id.encode())
-    if raw is None:
-        return None
+@app.page("/items/{item_id}/similar")
+async def similar_items(view: web.View, request: web.Request, item_id: str) -> web.Response:
+    """The items shoppers visit next to `item_id`, by the shop's co-visitation (every worker holds
+    all of it, so any worker answers), then popular items of its category to fill k."""
+    if not _ID.fullmatch(item_id):
+        return error(view, 400, "item_id must be 1-128 printable characters")
     try:
-        vector_version, vector = parse_user_vector(raw)
-    except ValueError:  # stored before user vectors were checked (streams.agents): none
-        return None
-    model = factor_feed.current
-    if model is None or vector.shape[0] != model.dims:
-        return None
-    return vector
+        problem = check_query(request.query, ("k",))
+        if problem:
+            raise ValueError(problem)
+        k = parse_k(request.query)
+    except ValueError as exc:
+        return error(view, 400, str(exc))
+    items = [{"item_id": j, "score": s, "because": ["often visited with it"]} for j, s in shop_feed.covisits.similar(item_id, k)]
+    category = catalog.category_of(item_id)
+    if len(items) < k and category is not None:
+        have = {item_id, *(i["item_id"] for i in items)}
+        for j in shop_feed.popularity.top_ranked(k + len(have), category)[0]:
+            if j not in have and len(items) < k:
+                items.append({"item_id": j, "score": 0.0, "because": [f"popular in {category}"]})
+    return view.json({"item_id": item_id, "category": category, "items": items})
 
 
 @app.page("/users/{user_id}/recommendations")
@@ -489,12 +488,10 @@ async def user_recommendations(view: web.View, request: web.Request, user_id: st
 async def _recommend(user_id: str, options: dict) -> dict:
     k, category, explain, exclude = options["k"], options["category"], options["explain"], options["exclude_purchased"]
     profile = read_profile(user_to_profile, user_id)
-    if rankers.current.version is None and factor_feed.current is not None:
-        await rankers.refresh()  # just started with a model from disk: build its ranker before answering
-    ranker = rankers.current
+    ranker = served_ranker()
     # Event time, not wall time: the newest event seen anywhere, so a user who went quiet while
     # the shop moved on counts as stale (and leans on popularity).
-    now = max(t for t in (profile.last_ts if profile else None, popularity_feed.popularity.last_ts, 0.0) if t is not None) or time.time()
+    now = max(t for t in (profile.last_ts if profile else None, shop_feed.popularity.last_ts, 0.0) if t is not None) or time.time()
     recs = await _rank(ranker, profile, user_id, now, k, category, exclude, explain, options["exclude_seen"])
     body = recs.to_dict()
     body["model_version"] = ranker.version
@@ -506,15 +503,13 @@ def _rank(ranker: Ranker, profile, user_id: str, now: float, k: int, category, e
     return rank_queue.rank(ranker, RankRequest(
         profile=profile,
         k=k,
-        popularity=popularity_feed.popularity,
+        popularity=shop_feed.popularity,
         now=now,
         profile_params=settings.profile,
         category=category,
         exclude_purchased=exclude,
-        long_term=_long_term(user_id, ranker.version),
+        long_term=read_user_vector(user_to_vector, user_id, ranker.model),
         explain=explain,
         user_id=user_id,
-        revisit_rate=popularity_feed.shop.revisit_rate,
-        domain_share=popularity_feed.shop.domain_share(rank_params, profile),
         exclude_seen=exclude_seen,
     ))

@@ -27,13 +27,13 @@ def build_worker(settings):
     import faust
 
     from streams import agents, views  # noqa: F401  (registers agents and views)
-    from streams.app import app, deadletters, end_offsets, factor_feed, popularity_feed
+    from streams.app import app, deadletters, end_offsets, factor_feed, shop_feed
     from streams.feeds import EventLoopWatch
 
     # Bind (STRATA_WEB_HOST) and advertised URL are two settings: the group learns each worker's
     # canonical URL from its assignment metadata and table_route forwards requests there.
     app.conf.canonical_url = settings.advertised_url
-    worker = faust.Worker(app, factor_feed, popularity_feed, end_offsets, deadletters, EventLoopWatch(), loglevel=settings.log_level, quiet=True, redirect_stdouts=False)
+    worker = faust.Worker(app, factor_feed, shop_feed, end_offsets, deadletters, EventLoopWatch(), loglevel=settings.log_level, quiet=True, redirect_stdouts=False)
     # At a level of warning or above, Faust's terminal spinner would hang a DEBUG handler on the
     # root logger and lower the root to DEBUG, so that every debug call of Faust, mode and
     # aiokafka built a log record (a few µs each, two per changelog record in recovery) only

@@ -14,7 +14,7 @@ from models.popularity import Popularity
 from models.profile import DEFAULT_BETA
 from models.ranking import SHARE_BUCKETS, ShopRates
 from streams.config import Settings
-from streams.feeds import ActivitySums, PopularityFeed, activity_message
+from streams.feeds import ActivitySums, ShopFeed, activity_message
 from streams.metrics import metrics
 
 HOUR = 3600.0
@@ -22,7 +22,7 @@ HOUR = 3600.0
 
 @pytest.fixture
 def feed():
-    return PopularityFeed(Settings.from_env({}), half_life_s=HOUR)
+    return ShopFeed(Settings.from_env({}), half_life_s=HOUR)
 
 
 def record(value: bytes, offset: int = 0):

@@ -1,0 +1,239 @@
+"""Strata's ranker as served: the candidates and terms of `models.blend`, weighted by the shop's θ.
+
+`LearnedRanker` answers `models.ranking.RankRequest`s in three steps, so that a queue of
+concurrent requests shares one matrix product:
+
+- `plan`: each user's state (their recent distinct items, their profile, their vector x_u:
+  folded in from the live item layer and blended with the batch vector, SPEC §3 "interest
+  regression");
+- `products`: x_u·y_j for every item, one product for the whole batch;
+- `finish`: candidates, terms, θ·f, the filters, the top k and their explanations.
+
+The evaluator's `StrataModel` calls the same `user_state` and `score`, with its own
+co-visitation, popularity and θ, which the workers keep from the activity topic.
+
+A score is θ·f(j) = Σ_t θ_t·f_t(j); an item's `layers` are the sums of its terms' contributions
+θ_t·f_t per layer (`LAYER_TERMS`), so they add up to the score, and its `terms` are each term's
+share of the score.  A user with no profile gets the same terms with no own items: the
+popular items (of the category asked for), scored by the shop's θ (`cold_start` set).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+
+from models.blend import PoolSizes, TermRanker, UserState, factor_scores
+from models.covisit import CoVisits
+from models.factors import FactorModel
+from models.popularity import Popularity
+from models.profile import Profile, ProfileParams
+from models.ranking import (
+    DEFAULT_ALPHA, DEFAULT_REGULARIZATION, RankParams, RankRequest, Recommendations, fold_param, blend_user_vector,
+)
+from models.terms import LONG_WINDOW, T, TERMS, TermWeights
+
+LAYER_TERMS: dict[str, tuple[str, ...]] = {
+    "item": ("own", "own_w", "rec_0", "rec_1", "rec_2_3", "rec_4_7", "rec_8p", "fresh", "cv_short", "cv_long", "factor"),
+    "domain": ("domain", "same_cat", "cat_pop"),
+    "overall": ("pop", "log_pop", "overall_pop"),
+}
+_LAYER_OF = {t: layer for layer, terms in LAYER_TERMS.items() for t in terms}
+_LAYER_ROWS = {layer: np.array([T[t] for t in terms]) for layer, terms in LAYER_TERMS.items()}
+#: a term whose share of an item's score is below this is left out of its explanation
+EXPLAIN_SHARE = 0.05
+
+
+def layer_mask(layers: Sequence[str]) -> np.ndarray:
+    """1 for the terms of `layers`, 0 for the others (an ablation keeps some layers only)."""
+    return np.array([1.0 if _LAYER_OF[t] in layers else 0.0 for t in TERMS])
+
+
+def fold_params(model: FactorModel, rank_params: RankParams) -> tuple[float, float]:
+    """α and λ of the fold-in: RankParams' when set, else the fit's (`params["als"]`), else the defaults."""
+    return (fold_param(model, "alpha", rank_params.alpha, DEFAULT_ALPHA),
+            fold_param(model, "regularization", rank_params.regularization, DEFAULT_REGULARIZATION))
+
+
+def user_state(profile: Profile | None, model: FactorModel | None, long_term: np.ndarray | None, now: float,
+               pp: ProfileParams, rank_params: RankParams) -> UserState:
+    """What the ranker reads of a user: their last distinct items (the item in view first), their
+    profile, and x_u = the fold-in of their live item layer blended with their batch vector."""
+    if profile is None:
+        return UserState([], None, long_term if model is not None else None)
+    recent = profile.recent_items(LONG_WINDOW + 1)
+    x = None
+    if model is not None:
+        live_w = profile.weights("item", pp, now)
+        live = model.fold_in(live_w, *fold_params(model, rank_params)) if live_w else None
+        x = blend_user_vector(live, long_term, sum(live_w.values()), rank_params)
+    return UserState(recent, profile, x)
+
+
+@dataclass
+class _Planned:
+    """One request in a batch: its user state, and x_u·Y once the products ran."""
+
+    request: RankRequest
+    user: UserState
+    factor: np.ndarray | None = None
+
+
+@dataclass
+class LearnedBatch:
+    planned: list[_Planned]
+    bounded: tuple = ()
+    factors: bool = False
+    X: np.ndarray | None = None
+    rows: list[int] = field(default_factory=list)  # the planned requests with a user vector
+
+
+def feedback(ranker: "LearnedRanker", profile: Profile | None, item: str, ts: float, long_term: np.ndarray | None) -> np.ndarray | None:
+    """The step of θ (`TermWeights.step`) that an event on `item` at `ts` gives, asked before the
+    event is applied to `profile`: the list the ranker would have shown, and where `item` is in
+    it.  None for an event on the item in view (no feedback) or when there is no step."""
+    user = user_state(profile, ranker.model, long_term, ts, ranker.pp, ranker.rank_params)
+    if not user.recent or user.recent[0] == item:
+        return None
+    ids, F, s = ranker.score(user, ts)
+    try:
+        positive = ids.index(item)
+    except ValueError:
+        positive = None
+    return ranker.weights.step(F, positive, s)
+
+
+class LearnedRanker:
+    """θ·f over each user's candidates, for one factor version (or none)."""
+
+    def __init__(self, model: FactorModel | None, category_of: Callable[[str], str | None], root_of: Callable[[str], str],
+                 covisits: CoVisits, popularity: Popularity, weights: TermWeights, profile_params: ProfileParams,
+                 rank_params: RankParams | None = None, pools: PoolSizes | None = None) -> None:
+        self.model = model
+        self.version = model.version if model is not None else None
+        self.category_of = category_of
+        self.root_of = root_of
+        self.covisits = covisits
+        self.weights = weights
+        self.pp = profile_params
+        self.rank_params = rank_params or RankParams()
+        self.terms = TermRanker(category_of, root_of, covisits, popularity, profile_params, pools)
+
+    # -- scoring (the evaluator calls this too) ------------------------------------------
+    def score(self, user: UserState, now: float, factor: np.ndarray | None = None, mask: np.ndarray | None = None,
+              extra: Sequence[str] = ()) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """Candidate ids, their features and θ·f; `extra` ids join the candidates."""
+        ids, src = self.terms.candidates(user, now, self.model, factor)
+        if extra:
+            known = set(ids)
+            in_view = src["in_view"]
+            ids += [j for j in dict.fromkeys(extra) if j not in known and j != in_view]
+        F = self.terms.features(ids, src, user, now, self.model)
+        if mask is not None:
+            F *= mask
+        return ids, F, F @ self.weights.theta
+
+    # -- serving ------------------------------------------------------------------------
+    def recommend_many(self, requests: Sequence[RankRequest]) -> list[Recommendations]:
+        batch = self.plan(requests)
+        if batch.factors:
+            self.products(batch)
+        return self.finish(batch)
+
+    def plan(self, requests: Sequence[RankRequest]) -> LearnedBatch:
+        planned = [_Planned(r, user_state(r.profile, self.model, r.long_term, r.now, r.profile_params, self.rank_params))
+                   for r in requests]
+        rows = [n for n, p in enumerate(planned) if p.user.x is not None and np.any(p.user.x)]
+        batch = LearnedBatch(planned, rows=rows)
+        if rows and self.model is not None:
+            batch.factors = True
+            batch.X = np.stack([np.asarray(planned[n].user.x, np.float32) for n in rows])
+        return batch
+
+    def products(self, batch: LearnedBatch) -> None:
+        """x_u·y_j for every item and every planned user with a vector: one matrix product."""
+        S = factor_scores(self.model, batch.X)
+        for col, n in enumerate(batch.rows):
+            batch.planned[n].factor = S[:, col]
+
+    def finish(self, batch: LearnedBatch) -> list[Recommendations]:
+        return [self._answer(p.request, p.user, p.factor) for p in batch.planned]
+
+    def _answer(self, request: RankRequest, user: UserState, factor: np.ndarray | None) -> Recommendations:
+        k, profile, category = request.k, request.profile, request.category
+        excluded: set[str] = set()
+        if profile is not None:
+            if request.exclude_purchased:
+                excluded.update(profile.purchases)
+            if request.exclude_seen:
+                excluded.update(profile.w["item"])
+        need = k + len(excluded) + 1
+        extra = self.terms.popularity.top_ranked(need, category)[0] if category is not None else []
+        extra += self.terms.popularity.top_ranked(need)[0] if need > self.terms.pools.popular else []
+        ids, F, s = self.score(user, request.now, factor, extra=extra)
+        keep = [n for n, j in enumerate(ids) if j not in excluded and (category is None or self._matches(j, category))]
+        order = sorted(keep, key=lambda n: (-s[n], ids[n]))[:k]
+        theta = self.weights.theta
+        out = Recommendations(user_id=request.user_id, cold_start=profile is None or profile.count == 0,
+                              model_version=self.version)
+        totals = dict.fromkeys(LAYER_TERMS, 0.0)
+        for n in order:
+            contrib = F[n] * theta
+            layers = {layer: float(contrib[rows].sum()) for layer, rows in _LAYER_ROWS.items()}
+            for layer, v in layers.items():
+                totals[layer] += v
+            out.items.append(ids[n])
+            out.scores.append(float(s[n]))
+            out.layers.append(layers)
+            out.because.append(self._because(ids[n], contrib, float(s[n]), user) if request.explain else [])
+        total = sum(abs(v) for v in totals.values())
+        out.layer_weights = {layer: abs(v) / total if total > 0 else 0.0 for layer, v in totals.items()}
+        return out
+
+    def _matches(self, item: str, category: str) -> bool:
+        c = self.category_of(item)
+        return c is not None and (c == category or self.root_of(c) == category)
+
+    # -- explanations -------------------------------------------------------------------
+    def _because(self, item: str, contrib: np.ndarray, score: float, user: UserState) -> list[str]:
+        """The terms behind an item, largest share first, each with its evidence."""
+        if not score or not math.isfinite(score):
+            return []
+        shares = sorted(((float(c) / score, TERMS[t]) for t, c in enumerate(contrib) if c), reverse=True)
+        seen_groups: set[str] = set()
+        out = []
+        for share, term in shares:
+            if share < EXPLAIN_SHARE:
+                break
+            group, text = self._evidence(item, term, user)
+            if group in seen_groups:
+                continue
+            seen_groups.add(group)
+            out.append(f"{share:.0%} {text}")
+        return out
+
+    def _evidence(self, item: str, term: str, user: UserState) -> tuple[str, str]:
+        recent = list(user.recent)
+        if term.startswith("rec_") or term in ("own", "own_w", "fresh"):
+            if item in recent:
+                return "own", f"you looked at it {recent.index(item)} item(s) back"
+            return "own", "in your history"
+        if term.startswith("cv_"):
+            best = max(recent[:LONG_WINDOW], key=lambda i: self.covisits.similarity(i, item), default=None)
+            return "cv", f"often visited with {best}" if best is not None else "often visited with your items"
+        if term == "factor":
+            return "factor", "close to your taste (ALS factors)"
+        c = self.category_of(item)
+        if term == "same_cat":
+            return "domain", f"same category ({c}) as the item in view"
+        if term in ("domain", "cat_pop"):
+            return "domain", f"popular in {c}, one of your categories" if term == "cat_pop" else f"in {c}, one of your categories"
+        root = self.root_of(c) if c is not None else "*"
+        if term == "overall_pop":
+            return "overall", f"popular in {root}, a department you visit"
+        return "overall", "popular now"
+
+
+__all__ = ["EXPLAIN_SHARE", "LAYER_TERMS", "feedback", "LearnedBatch", "LearnedRanker", "layer_mask", "user_state"]
