@@ -13,8 +13,9 @@ The evaluator's `StrataModel` calls the same `user_state` and `score`, with its 
 co-visitation, popularity and θ, which the workers keep from the activity topic.
 
 A score is θ·f(j) = Σ_t θ_t·f_t(j); an item's `layers` are the sums of its terms' contributions
-θ_t·f_t per layer (`LAYER_TERMS`), so they add up to the score, and its `terms` are each term's
-share of the score.  A user with no profile gets the same terms with no own items: the
+θ_t·f_t per layer (`LAYER_TERMS`), so they add up to the score; explained, its `terms` are each
+term's share of the score and `because` the largest shares with the evidence behind them (the
+recent item it was co-visited with, the category, …).  A user with no profile gets the same terms with no own items: the
 popular items (of the category asked for), scored by the shop's θ (`cold_start` set).
 """
 from __future__ import annotations
@@ -70,6 +71,13 @@ def user_state(profile: Profile | None, model: FactorModel | None, long_term: np
         live = model.fold_in(live_w, *fold_params(model, rank_params)) if live_w else None
         x = blend_user_vector(live, long_term, sum(live_w.values()), rank_params)
     return UserState(recent, profile, x)
+
+
+def shares(contrib: np.ndarray, score: float) -> dict[str, float]:
+    """Each term's share θ_t·f_t / score of a score (the terms that contribute; {} for a zero score)."""
+    if not score or not math.isfinite(score):
+        return {}
+    return {TERMS[t]: round(float(c) / score, 4) for t, c in enumerate(contrib) if c}
 
 
 @dataclass
@@ -188,6 +196,8 @@ class LearnedRanker:
             out.scores.append(float(s[n]))
             out.layers.append(layers)
             out.because.append(self._because(ids[n], contrib, float(s[n]), user) if request.explain else [])
+            if request.explain:
+                out.terms.append(shares(contrib, float(s[n])))
         total = sum(abs(v) for v in totals.values())
         out.layer_weights = {layer: abs(v) / total if total > 0 else 0.0 for layer, v in totals.items()}
         return out
@@ -198,21 +208,15 @@ class LearnedRanker:
 
     # -- explanations -------------------------------------------------------------------
     def _because(self, item: str, contrib: np.ndarray, score: float, user: UserState) -> list[str]:
-        """The terms behind an item, largest share first, each with its evidence."""
-        if not score or not math.isfinite(score):
-            return []
-        shares = sorted(((float(c) / score, TERMS[t]) for t, c in enumerate(contrib) if c), reverse=True)
-        seen_groups: set[str] = set()
-        out = []
-        for share, term in shares:
-            if share < EXPLAIN_SHARE:
-                break
+        """The kinds of evidence behind an item (own history, co-visitation, taste, category,
+        popularity), each with the summed share of its terms, largest first."""
+        groups: dict[str, list] = {}  # group → [share, text of its largest term]
+        for term, share in sorted(shares(contrib, score).items(), key=lambda ts: -ts[1]):
             group, text = self._evidence(item, term, user)
-            if group in seen_groups:
-                continue
-            seen_groups.add(group)
-            out.append(f"{share:.0%} {text}")
-        return out
+            entry = groups.setdefault(group, [0.0, text])
+            entry[0] += share
+        ranked = sorted(groups.values(), key=lambda entry: -entry[0])
+        return [f"{share:.0%} {text}" for share, text in ranked if share >= EXPLAIN_SHARE]
 
     def _evidence(self, item: str, term: str, user: UserState) -> tuple[str, str]:
         recent = list(user.recent)
@@ -236,4 +240,4 @@ class LearnedRanker:
         return "overall", "popular now"
 
 
-__all__ = ["EXPLAIN_SHARE", "LAYER_TERMS", "feedback", "LearnedBatch", "LearnedRanker", "layer_mask", "user_state"]
+__all__ = ["EXPLAIN_SHARE", "LAYER_TERMS", "feedback", "shares", "LearnedBatch", "LearnedRanker", "layer_mask", "user_state"]

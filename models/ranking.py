@@ -457,6 +457,7 @@ class Recommendations:
     cold_start: bool = False
     layer_weights: dict[str, float] = field(default_factory=dict)
     model_version: Any = None
+    terms: list[dict[str, float]] = field(default_factory=list)  # per item, each term's share of its score (explained)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -469,8 +470,9 @@ class Recommendations:
             "cold_start": self.cold_start,
             "layer_weights": dict(self.layer_weights),
             "items": [
-                {"item_id": i, "score": s, "layers": dict(l), "because": list(b)}
-                for i, s, l, b in zip(self.items, self.scores, self.layers, self.because)
+                {"item_id": i, "score": s, "layers": dict(l), "because": list(b),
+                 **({"terms": self.terms[n]} if n < len(self.terms) else {})}
+                for n, (i, s, l, b) in enumerate(zip(self.items, self.scores, self.layers, self.because))
             ],
         }
 
@@ -1407,8 +1409,11 @@ def bench_ranking(
     popularity_events: int = 50_000,
     blas_threads: int | None = 1,
     batch: int = 16,
+    ranker_kind: str = "learned",
 ) -> dict:
-    """Latency of `Ranker.recommend` in-process on random factors (SPEC §7).
+    """Latency of a ranker in-process on random factors (SPEC §7): the served one
+    (`ranker_kind="learned"`, models.learned.LearnedRanker, with co-visitation learned from the
+    popularity events taken as one shopper's walk) or the hand-weighted `Ranker` ("fixed").
 
     A catalogue of `n_items` items in 1000 categories under 20 roots, popularity
     from `popularity_events` Zipf-distributed events, and `requests` profiles of 20–200 events each; returns
@@ -1433,19 +1438,35 @@ def bench_ranking(
         model: Any = FactorModel(1, ids, Y, {"als": {"alpha": DEFAULT_ALPHA, "regularization": DEFAULT_REGULARIZATION}})
     except ImportError:
         model = _BenchModel(ids, Y)
+    pp = ProfileParams()
     t0 = time.perf_counter()
-    ranker = Ranker(model, cat_of_item, root_of_cat.__getitem__, RankParams())
+    if ranker_kind == "fixed":
+        ranker: Any = Ranker(model, cat_of_item, root_of_cat.__getitem__, RankParams())
+    elif ranker_kind == "learned":
+        from models.covisit import CoVisits
+        from models.learned import LearnedRanker
+        from models.terms import TermWeights
+
+        covisits = CoVisits()
+        ranker = LearnedRanker(model, cat_of_item.get, root_of_cat.__getitem__, covisits, None, TermWeights(), pp)
+    else:
+        raise ValueError(f"ranker_kind must be 'learned' or 'fixed', got {ranker_kind!r}")
     build_s = time.perf_counter() - t0
 
-    pp = ProfileParams()
     betas = np.asarray([pp.beta[t] for t in ("view", "click", "fav", "cart", "purchase")])
     types = ("view", "click", "fav", "cart", "purchase")
     T0 = 1_700_000_000.0
     popularity = Popularity(RankParams().popularity_half_life_s)
     zipf = np.minimum(rng.zipf(1.3, popularity_events) - 1, n_items - 1)
-    for n, (j, dt) in enumerate(zip(zipf.tolist(), rng.uniform(0, 7 * DAY, popularity_events).tolist())):
+    walk: list[str] = []
+    for n, (j, dt) in enumerate(zip(zipf.tolist(), np.sort(rng.uniform(0, 7 * DAY, popularity_events)).tolist())):
         item = ids[j]
         popularity.learn(item, cat_of_item[item], float(betas[n % 5]), T0 + dt)
+        if ranker_kind == "learned":
+            ranker.covisits.learn(item, walk[::-1][:20], T0 + dt)
+            walk = [i for i in walk[-20:] if i != item] + [item]
+    if ranker_kind == "learned":
+        ranker.terms.popularity = popularity
 
     profiles = []
     for u in range(min(requests, 200)):
@@ -1471,11 +1492,11 @@ def bench_ranking(
     lat = np.empty(requests)
     with limits:
         for prof in profiles[:5]:  # warm-up
-            ranker.recommend(prof, k=k, popularity=popularity, now=now, profile_params=pp, explain=explain)
+            ranker.recommend_many([RankRequest(prof, k, popularity, now, pp, explain=explain)])
         for r in range(requests):
-            prof = profiles[r % len(profiles)]
+            request = RankRequest(profiles[r % len(profiles)], k, popularity, now, pp, explain=explain)
             t = time.perf_counter()
-            ranker.recommend(prof, k=k, popularity=popularity, now=now, profile_params=pp, explain=explain)
+            ranker.recommend_many([request])
             lat[r] = time.perf_counter() - t
         batched = None
         if batch > 1:
@@ -1497,6 +1518,7 @@ def bench_ranking(
     return {
         "requests": requests,
         "model": type(model).__name__,
+        "ranker": type(ranker).__name__,
         "n_items": n_items,
         "dims": dims,
         "blas_threads": blas_threads,

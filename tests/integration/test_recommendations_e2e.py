@@ -71,6 +71,42 @@ def test_every_user_gets_k_recommendations_explained_and_unpurchased(trained):
         assert scores == sorted(scores, reverse=True)
 
 
+def _pairs(events) -> dict[str, set[str]]:
+    """The items each item can be co-visited with by the stream's rule: an event pairs its item with
+    some of the user's last 20 distinct items."""
+    pairs: dict[str, set[str]] = {}
+    recent: dict[str, list[str]] = {}
+    for e in sorted(events, key=lambda e: e["ts"]):
+        window = recent.setdefault(e["user_id"], [])
+        for other in window[-20:]:
+            if other != e["item_id"]:
+                pairs.setdefault(other, set()).add(e["item_id"])
+                pairs.setdefault(e["item_id"], set()).add(other)
+        if e["item_id"] in window:
+            window.remove(e["item_id"])
+        window.append(e["item_id"])
+    return pairs
+
+
+def test_similar_items_come_from_the_streams_co_visitation_and_theta_is_visible(trained):
+    worker, events, _ = trained
+    pairs = _pairs(events)
+    item = max(pairs, key=lambda i: len(pairs[i]))
+    status, body = worker.get(f"/items/{item}/similar?k=5")
+    assert status == 200, body
+    got = [i["item_id"] for i in body["items"]]
+    assert len(got) == 5 and item not in got
+    assert got[0] in pairs[item] and body["items"][0]["score"] > 0  # close to it in some shopper's history
+    assert worker.get("/items/never-seen/similar?k=3")[1]["items"] == []
+    assert worker.get(f"/items/{item}/similar?k=0")[0] == 400
+    assert worker.get(f"/items/{item}/similar?n=3")[0] == 400
+    ranker = worker.get("/healthz")[1]["ranker"]
+    assert ranker["covisit_items"] > 100 and set(ranker["theta"]) >= {"own", "cv_short", "factor", "domain", "pop"}
+    assert worker.metric("strata_covisit_pairs") > len(events)  # up to four pairs an event, from every event
+    assert worker.metric('strata_ranker_weight{term="cv_short"}') == pytest.approx(ranker["theta"]["cv_short"], rel=1e-3, abs=1e-4)
+    assert worker.metric("strata_ranker_steps") >= 1  # θ learned from the replay (ten events a second)
+
+
 def test_new_user_gets_popular_items_and_category_filter_holds(trained):
     worker, _, catalog = trained
     status, body = worker.get("/users/someone-new/recommendations?k=5")

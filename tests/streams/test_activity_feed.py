@@ -5,6 +5,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import msgpack
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -14,7 +15,8 @@ from models.popularity import Popularity
 from models.profile import DEFAULT_BETA
 from models.ranking import SHARE_BUCKETS, ShopRates
 from streams.config import Settings
-from streams.feeds import ActivitySums, ShopFeed, activity_message
+from models.terms import TERMS, TERMS_ID, theta0
+from streams.feeds import ActivitySums, ShopFeed, ThetaSteps, activity_message, theta_snapshot_message
 from streams.metrics import metrics
 
 HOUR = 3600.0
@@ -116,3 +118,82 @@ def test_a_batch_sent_as_sums_teaches_the_popularity_that_every_event_would(even
     for item in ("i1", "i2", "i3"):
         for category in ("c1", None):
             assert summed.score(item, as_of, category) == pytest.approx(each.score(item, as_of, category), rel=1e-12, abs=1e-300)
+
+
+# -- co-visitation and θ, read by every worker ------------------------------------------
+def _steps(*deltas) -> ThetaSteps:
+    steps = ThetaSteps()
+    for d in deltas:
+        steps.add(np.asarray(d, np.float64))
+    return steps
+
+
+def _delta(term: str, value: float) -> np.ndarray:
+    d = np.zeros(len(TERMS))
+    d[TERMS.index(term)] = value
+    return d
+
+
+def test_visits_pair_items_in_every_worker(feed):
+    visits = [("b", 1000.0, ["a"], 1.0), ("c", 1001.0, ["b", "a"], 2.5)]
+    feed.on_record(record(activity_message([("b", None, 1.0, 1000.0)], None, visits)))
+    assert sorted(feed.covisits.row("a")) == ["b", "c"]
+    assert feed.covisits.row("c")["b"] == pytest.approx(2.5 * feed.covisits.row("a")["b"], rel=1e-6)
+    assert feed.pairs == 3
+
+
+def test_theta_is_the_prior_plus_every_workers_steps(feed):
+    feed.on_record(record(activity_message([("i", None, 1.0, 1000.0)], None, (), _steps(_delta("pop", 0.5))), offset=0))
+    feed.on_record(record(activity_message([("i", None, 1.0, 1000.0)], None, (), _steps(_delta("pop", 0.25), _delta("own", -1.0))), offset=1))
+    expected = theta0() + _delta("pop", 0.75) + _delta("own", -1.0)
+    assert np.allclose(feed.weights.theta, expected)
+    assert feed.steps == 3
+
+
+def _with_steps(offset: int, value: float) -> SimpleNamespace:
+    return record(activity_message([], None, (), _steps(_delta("pop", value))), offset=offset)
+
+
+def test_a_snapshot_changes_nothing_for_a_worker_that_read_every_step(feed):
+    for offset in range(4):
+        feed.on_record(_with_steps(offset, 0.1))
+    theta_at_2 = theta0() + _delta("pop", 0.2)  # what a worker held after offsets 0 and 1
+    feed.on_record(record(theta_snapshot_message(theta_at_2, 2), offset=4))
+    assert np.allclose(feed.weights.theta, theta0() + _delta("pop", 0.4))
+
+
+def test_a_worker_that_starts_after_retention_begins_from_the_snapshot():
+    older = theta0() + _delta("pop", 5.0)  # steps whose records retention deleted
+    late = ShopFeed(Settings.from_env({}), half_life_s=HOUR)
+    late.on_record(_with_steps(100, 0.1))  # the first record it can read
+    late.on_record(_with_steps(101, 0.1))
+    late.on_record(record(theta_snapshot_message(older + _delta("pop", 0.1), 101), offset=102))  # taken after 100
+    assert np.allclose(late.weights.theta, older + _delta("pop", 0.2))
+    late.on_record(_with_steps(103, 0.1))
+    assert np.allclose(late.weights.theta, older + _delta("pop", 0.3))
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"visits": [["b", 1000.0, ["a"]]]},
+        {"visits": [["b", 1000.0, ["a"] * 5, 1.0]]},  # more partners than an event draws
+        {"visits": [["b", 1000.0, ["a"], 21.0]]},  # a weight beyond the window
+        {"visits": [["b", float("nan"), ["a"], 1.0]]},
+        {"visits": [["b", 1000.0, [""], 1.0]]},
+        {"visits": "b"},
+        {"theta": {"terms": 1, "delta": [0.0] * len(TERMS), "steps": 1}},  # other terms
+        {"theta": {"terms": TERMS_ID, "delta": [0.0] * (len(TERMS) - 1), "steps": 1}},
+        {"theta": {"terms": TERMS_ID, "delta": [float("inf")] + [0.0] * (len(TERMS) - 1), "steps": 1}},
+        {"theta": {"terms": TERMS_ID, "delta": [0.0] * len(TERMS), "steps": 0}},
+        {"theta_at": {"terms": TERMS_ID, "theta": [0.0] * len(TERMS), "offset": -1}},
+    ],
+)
+def test_malformed_visits_or_steps_refuse_the_record_whole(feed, extra):
+    theta = feed.weights.theta.copy()
+    value = msgpack.packb({"items": [["i1", "c1", 1.0, 1000.0]], **extra})
+    refused = sum(metrics.rejected.values())
+    feed.take(record(value))
+    assert len(feed.popularity) == 0 and len(feed.covisits) == 0
+    assert np.array_equal(feed.weights.theta, theta)
+    assert sum(metrics.rejected.values()) == refused + 1
