@@ -2,12 +2,11 @@
 
 Each event on item j pairs j with the shopper's last `window` distinct items
 (a revisit pairs too: coming back to j next to i is evidence as well).  Every
-worker applies every pair of the shop, so an event pairs j with `draws` items
-drawn uniformly from that window, each pair counting window/draws: the expected
-counts are the whole window's, at a fixed cost per event.  A pair adds
-2^((t − t₀)/H) (times its count) to both C(i, j) and C(j, i), with t the event
-time and t₀ a reference time, so that every weight decays with half-life H
-without being touched: comparing or summing weights compares them as of any
+worker applies every pair of the whole shop, so the window is short (`PAIRED`):
+what two dict updates a pair, for every event of the shop, on every worker,
+allows.  A pair adds 2^((t − t₀)/H) to both C(i, j) and C(j, i), with t the
+event time and t₀ a reference time, so that every weight decays with half-life
+H without being touched: comparing or summing weights compares them as of any
 common time.
 n_i sums item i's pair weights.  The similarity is cosine-normalised,
 
@@ -21,7 +20,7 @@ when it reaches twice it), so memory is bounded by items × neighbours: about
 5 KB an item at the defaults (rows of 50-100 entries, 74 on average, in dicts),
 i.e. about 5 GB for 1M items with full rows.
 
->>> cv = CoVisits(window=20, neighbours=10)  # windows of ≤ 4 items are paired whole
+>>> cv = CoVisits(window=20, neighbours=10)
 >>> cv.learn("b", ["a"], 0.0)
 >>> cv.learn("c", ["b", "a"], 0.0)
 >>> sorted(cv.row("a"))
@@ -35,14 +34,12 @@ from __future__ import annotations
 
 import heapq
 import math
-import random
 from operator import itemgetter
-from typing import Callable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 DAY = 86_400.0
-#: pairs an event adds, drawn from the shopper's window: what every worker can afford to apply for
-#: every event of the shop (each pair is two dict updates on every worker, ≈ 0.4 µs)
-DRAWS = 4
+#: the recent distinct items an event pairs with (each pair: two dict updates on every worker)
+PAIRED = 4
 _weight = itemgetter(1)
 #: exponents of the decay units above this are folded back into the reference time
 _REBASE_AT = 512.0
@@ -51,17 +48,14 @@ _REBASE_AT = 512.0
 class CoVisits:
     """Bounded, decayed, cosine-normalised item-to-item co-visitation counts."""
 
-    def __init__(self, window: int = 20, neighbours: int = 50, half_life_s: float = 14 * DAY,
-                 draws: int = DRAWS, seed: int = 0) -> None:
-        if window < 1 or neighbours < 1 or draws < 1:
-            raise ValueError(f"window, neighbours and draws must be ≥ 1, got {window}, {neighbours}, {draws}")
+    def __init__(self, window: int = PAIRED, neighbours: int = 50, half_life_s: float = 14 * DAY) -> None:
+        if window < 1 or neighbours < 1:
+            raise ValueError(f"window and neighbours must be ≥ 1, got {window}, {neighbours}")
         if not (math.isfinite(half_life_s) and half_life_s > 0):
             raise ValueError(f"half_life_s must be a positive number of seconds, got {half_life_s!r}")
         self.window = int(window)
         self.neighbours = int(neighbours)
         self.half_life_s = float(half_life_s)
-        self.draws = int(draws)
-        self._rng = random.Random(seed)
         self._rows: dict[str, dict[str, float]] = {}
         self._n: dict[str, float] = {}
         self._ids: dict[str, str] = {}
@@ -87,27 +81,18 @@ class CoVisits:
             x -= shift
         return 2.0 ** max(x, -1000.0)
 
-    def partners(self, item: str, recent: Sequence[str], draw: Callable[[], float]) -> tuple[list[str], float]:
-        """The items `item` is paired with and the weight of each pair: `draws` uniform draws
-        (with replacement) from the shopper's last `window` distinct items other than `item`,
-        each pair weighted (window size) / draws, so that the expected counts are those of pairing
-        with the whole window.  A window no larger than `draws` is paired whole, at weight 1.
-        `draw` gives uniform numbers in [0, 1)."""
-        window = [i for i in recent[: self.window + 1] if i != item][: self.window]
-        n = len(window)
-        if n <= self.draws:
-            return window, 1.0
-        return [window[int(draw() * n)] for _ in range(self.draws)], n / self.draws
+    def partners(self, item: str, recent: Sequence[str]) -> list[str]:
+        """The items an event on `item` pairs with: the shopper's last `window` distinct items
+        (`recent`, most recent first) other than `item`."""
+        return [i for i in recent[: self.window + 1] if i != item][: self.window]
 
     def learn(self, item: str, recent: Sequence[str], ts: float) -> None:
-        """Pair `item` with the shopper's recent distinct items (most recent first; `item`
-        skipped), a sample of them (`partners`), drawn with this instance's seeded generator."""
-        others, scale = self.partners(item, recent, self._rng.random)
-        self.learn_pairs(item, others, scale, ts)
+        """Pair `item` with the shopper's recent distinct items (most recent first)."""
+        self.learn_pairs(item, self.partners(item, recent), ts)
 
-    def learn_pairs(self, item: str, others: Sequence[str], scale: float, ts: float) -> None:
-        """Add `scale` (in decay units as of `ts`) to C(item, i) and C(i, item) for each i of `others`."""
-        u = self._unit(ts) * scale
+    def learn_pairs(self, item: str, others: Sequence[str], ts: float) -> None:
+        """Add one pair (in decay units as of `ts`) to C(item, i) and C(i, item) for each i of `others`."""
+        u = self._unit(ts)
         rows, n, cap = self._rows, self._n, 2 * self.neighbours
         intern = self._ids.setdefault  # one string per id, however many rows hold it
         item = intern(item, item)

@@ -42,6 +42,10 @@ DAY = 86_400.0
 DEFAULT_BETA = MappingProxyType({"view": 1.0, "click": 2.0, "fav": 3.0, "cart": 4.0, "purchase": 6.0})
 DEFAULT_HALF_LIFE_S = MappingProxyType({"item": 3 * DAY, "domain": 14 * DAY, "overall": 60 * DAY})
 DEFAULT_CAPS = MappingProxyType({"item": 200, "domain": 50, "overall": 20})
+#: the item layer's cap (when larger) never drops one of the last this many items touched,
+#: whatever their weight: the ranker reads them as the shopper's recent items
+#: (`Profile.recent_items`); the rest of the cap keeps the heaviest
+KEEP_RECENT = 21
 
 
 @dataclass(frozen=True)
@@ -188,8 +192,8 @@ class Profile:
 
     def recent_items(self, n: int) -> list[str]:
         """The user's last `n` distinct items, most recent first: the item layer's keys in the
-        order they were last touched (an event older than the key's time leaves it in place), as
-        long as the cap has not dropped them.
+        order they were last touched (an event older than the key's time leaves it in place); the
+        cap never drops the last `KEEP_RECENT`.
 
         >>> p, params = Profile(), ProfileParams()
         >>> for n, item in enumerate(["a", "b", "a", "c"]):
@@ -546,7 +550,7 @@ def _add(ws: dict[str, float], ts: dict[str, float], key: str, beta: float, t_ne
         ws[key] = single(beta)
         ts[key] = t_new
         if len(ws) > cap:
-            _prune(ws, ts, cap, half_life)
+            _prune(ws, ts, cap, half_life, KEEP_RECENT if to_end and cap > KEEP_RECENT else 0)
     elif t_new >= t:
         w = single(ws[key] * 2.0 ** (-(t_new - t) / half_life) + beta)
         if to_end:
@@ -557,12 +561,13 @@ def _add(ws: dict[str, float], ts: dict[str, float], key: str, beta: float, t_ne
         ws[key] = single(ws[key] + beta * 2.0 ** (-(t - t_new) / half_life))
 
 
-def _prune(ws: dict[str, float], ts: dict[str, float], cap: int, half_life: float) -> None:
+def _prune(ws: dict[str, float], ts: dict[str, float], cap: int, half_life: float, keep_last: int = 0) -> None:
+    """Drop the smallest weights down to `cap` keys, never one of the last `keep_last` in the dicts' order."""
     # rank = log2(w) + t/H orders keys by decayed weight at any common time;
     # ties drop the larger key so that pruning is deterministic.
     ranked = heapq.nsmallest(
         len(ws) - cap,
-        ws,
+        islice(ws, max(0, len(ws) - keep_last)),
         key=lambda k: (_rank(ws[k], ts[k], half_life), _neg_key(k)),
     )
     for key in ranked:

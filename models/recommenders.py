@@ -220,7 +220,7 @@ class StrataModel(Recommender):
         self.params = params or RankParams()
         self.trainer = trainer
         self.state = LiveState(world, self.params.popularity_half_life_s)
-        self.covisits = CoVisits(window=LONG_WINDOW)
+        self.covisits = CoVisits()
         self.weights = TermWeights(learn)
         self.layers = tuple(layers)
         self.learning = learning

@@ -40,6 +40,8 @@ import zlib
 
 import numpy as np
 
+from models.profile import KEEP_RECENT
+
 TERMS: tuple[str, ...] = (
     "own", "own_w", "rec_0", "rec_1", "rec_2_3", "rec_4_7", "rec_8p", "fresh",
     "cv_short", "cv_long", "factor", "domain", "same_cat", "pop", "log_pop", "cat_pop", "overall_pop",
@@ -55,7 +57,7 @@ THETA0: dict[str, float] = {
 }
 SESSION_S = 3600.0
 SHORT_WINDOW = 3
-LONG_WINDOW = 20
+LONG_WINDOW = KEEP_RECENT - 1  # the recent items besides the one in view
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import random
 import time
 from collections import OrderedDict
 
@@ -150,9 +149,8 @@ async def _apply_events(batch) -> None:
     stamps: list = []  # the applied records' Kafka timestamps (ms)
     shop = ShopRates()  # this batch's counts; the activity feed adds up every worker's
     covisits = shop_feed.covisits
-    visits: list = []  # co-visitation pairs: (item, ts, partners, weight) of every applied event
+    visits: list = []  # co-visitation pairs: (item, ts, partners) of every applied event
     steps = ThetaSteps()  # what this batch's feedback teaches θ (a few events a second: `learner`)
-    draw = _draws.random
     flushed: list[PartitionBatch] = []
     turn = LoopTurn(TURN_S)
     homes: dict[bytes, int] = {}  # user key → the partition its events belong to
@@ -205,9 +203,9 @@ async def _apply_events(batch) -> None:
             if recent and learner.due():
                 steps.add(learner.feedback(profile, parsed))
             if profile.learn(parsed, domain, overall, params):
-                others, weight = covisits.partners(parsed.item_id, recent, draw)
+                others = covisits.partners(parsed.item_id, recent)
                 if others:
-                    visits.append((parsed.item_id, parsed.ts, others, weight))
+                    visits.append((parsed.item_id, parsed.ts, others))
                 applied_types[parsed.type] = applied_types.get(parsed.type, 0) + 1
                 applied.append((parsed, domain))
                 if record.timestamp:
@@ -281,7 +279,6 @@ class Learner:
 
 
 learner = Learner(LEARN_EVERY_S)
-_draws = random.Random()  # which of a window's items an event pairs with (models.covisit)
 
 
 async def send_theta_snapshots() -> None:

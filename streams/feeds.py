@@ -24,7 +24,7 @@ from models.events import MAX_FUTURE_S, MAX_ID_LEN
 from models.factors import PIN_KEY, FactorAssembler, FactorLimits, FactorModel, parse_pin
 from models.covisit import CoVisits
 from models.popularity import Popularity
-from models.terms import LONG_WINDOW, TERMS, TERMS_ID, TermWeights
+from models.terms import TERMS, TERMS_ID, TermWeights
 from models.ranking import ShopRates
 from streams.config import Settings
 from streams.deadletter import DeadLetterQueue, RejectedRecord, reason_of
@@ -251,7 +251,7 @@ class FactorFeed(TopicFeed):
 def activity_message(entries, shop: ShopRates | None = None, visits=(), theta: ThetaSteps | None = None) -> bytes:
     """One micro-batch's activity: item weights [(item, category, weight, ts)], pre-aggregated per
     item; the batch's counts behind the shop's rates (models.ranking.ShopRates); its co-visitation
-    pairs [(item, ts, [partners], weight)] (models.covisit.CoVisits.partners); and the sum of its
+    pairs [(item, ts, [partners])] (models.covisit.CoVisits.partners); and the sum of its
     learning steps of θ (models.terms.TermWeights.step)."""
     counts = shop.to_dict() if shop is not None else {}
     message = {"items": entries, **counts}
@@ -327,7 +327,7 @@ class ShopFeed(TopicFeed):
         super().__init__(settings, **kwargs)
         self.popularity = Popularity(half_life_s=half_life_s)
         self.shop = ShopRates()  # the shop's revisit rate and domain share, from every worker's counts
-        self.covisits = CoVisits(window=LONG_WINDOW)
+        self.covisits = CoVisits()
         self.weights = TermWeights()
         self.steps = 0  # θ's learning steps read, every worker's
         self.pairs = 0  # co-visitation pairs read
@@ -353,8 +353,8 @@ class ShopFeed(TopicFeed):
             self.popularity.learn(item, category, weight, ts)
         self.shop.merge(counts)
         learn_pairs = self.covisits.learn_pairs
-        for item, ts, others, scale in visits:
-            learn_pairs(item, others, scale, ts)
+        for item, ts, others in visits:
+            learn_pairs(item, others, ts)
             self.pairs += len(others)
         if delta is not None:
             self.weights.theta += delta
@@ -395,25 +395,23 @@ MAX_THETA = 1e3  # |θ_t| and |Δθ_t|: far beyond any weight a step of rate 0.0
 
 
 def visit_entries(visits, now: float, covisits: CoVisits) -> list:
-    """The co-visitation pairs of an activity record, every one checked: [item, ts, [partners],
-    weight] with ids of 1-128 characters, at most `covisits.draws` partners, a finite time from 0
-    to a day after `now` and a weight from 0 to the window size.  RejectedRecord otherwise."""
+    """The co-visitation pairs of an activity record, every one checked: [item, ts, [partners]]
+    with ids of 1-128 characters, at most `covisits.window` partners and a finite time from 0 to
+    a day after `now`.  RejectedRecord otherwise."""
     if not isinstance(visits, list):
         raise RejectedRecord("bad_activity", f"'visits' must be a list, got {type(visits).__name__}")
-    top, draws = float(covisits.window), covisits.draws
+    window = covisits.window
     for entry in visits:
-        if not isinstance(entry, list) or len(entry) != 4:
-            raise RejectedRecord("bad_activity", "a visit must be [item, time, partners, weight]")
-        item, ts, others, scale = entry
+        if not isinstance(entry, list) or len(entry) != 3:
+            raise RejectedRecord("bad_activity", "a visit must be [item, time, partners]")
+        item, ts, others = entry
         if not (isinstance(item, str) and 0 < len(item) <= MAX_ID_LEN):
             raise RejectedRecord("bad_activity", "an item id must be a string of 1-128 characters")
         if not (type(ts) in (int, float) and 0 <= ts <= now + MAX_FUTURE_S):
             raise RejectedRecord("bad_activity", f"visit time {ts!r:.40} out of range")
-        if not (type(scale) in (int, float) and 0 < scale <= top):
-            raise RejectedRecord("bad_activity", f"visit weight {scale!r:.40} out of range")
-        if not (isinstance(others, list) and len(others) <= draws
+        if not (isinstance(others, list) and len(others) <= window
                 and all(isinstance(i, str) and 0 < len(i) <= MAX_ID_LEN for i in others)):
-            raise RejectedRecord("bad_activity", f"partners must be a list of at most {draws} item ids")
+            raise RejectedRecord("bad_activity", f"partners must be a list of at most {window} item ids")
     return visits
 
 

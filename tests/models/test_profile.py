@@ -407,3 +407,22 @@ def test_the_documented_defaults_by_hand():
     # the domain and overall layers hold all five: the view decayed by 3 of 14 and 3 of 60 days
     assert p.weights("domain", pp, at)["c"] == pytest.approx(2 ** (-3 / 14) + 4 + 6 + 2 + 3, rel=1e-6)
     assert p.weights("overall", pp, at)["r"] == pytest.approx(2 ** (-3 / 60) + 4 + 6 + 2 + 3, rel=1e-6)
+
+
+def test_the_item_cap_keeps_the_last_items_touched_however_light():
+    """Old purchases outweigh today's views, yet the ranker's recent items are never dropped."""
+    from models.profile import KEEP_RECENT
+
+    params = ProfileParams(caps={"item": 30, "domain": 50, "overall": 20})
+    p = Profile()
+    for n in range(30):
+        p.learn(Event(f"b{n}", "u", f"bought{n}", "purchase", 1000.0 + n), None, "*", params)
+    for n in range(KEEP_RECENT):
+        p.learn(Event(f"v{n}", "u", f"viewed{n}", "view", 2000.0 + n), None, "*", params)
+    assert len(p.w["item"]) == 30
+    assert p.recent_items(KEEP_RECENT) == [f"viewed{n}" for n in reversed(range(KEEP_RECENT))]
+    small = ProfileParams(caps={"item": 3, "domain": 50, "overall": 20})
+    q = Profile()
+    for n in range(10):
+        q.learn(Event(f"s{n}", "u", f"i{n}", "view", 1000.0 + n), None, "*", small)
+    assert q.recent_items(5) == ["i9", "i8", "i7"]  # a cap below KEEP_RECENT keeps the heaviest: here the newest
