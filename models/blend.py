@@ -37,6 +37,7 @@ class PoolSizes:
     categories: int = 2
     popular: int = 50
     factor: int = 30
+    factor_pool: int = 1000  # the popular items the factor source picks from
 
 
 @dataclass
@@ -63,10 +64,10 @@ class TermRanker:
         self.pools = pools or PoolSizes()
 
     # -- candidates ---------------------------------------------------------------------
-    def candidates(self, user: UserState, now: float, model: FactorModel | None,
-                   factor: np.ndarray | None = None) -> tuple[list[str], dict]:
-        """Candidate ids (the item in view left out) and the per-source scores the terms need;
-        `factor` is x_u·Y when computed already (a worker computes a batch of them at once)."""
+    def candidates(self, user: UserState, now: float, model: FactorModel | None) -> tuple[list[str], dict]:
+        """Candidate ids (the item in view left out) and the per-source scores the terms need.
+        The factor source is the best items by x_u·y_j among the shop's `factor_pool` most popular
+        ones: a bounded cost a request, whatever the size of the catalogue."""
         pools = self.pools
         recent = list(user.recent)
         in_view = recent[0] if recent else None
@@ -79,15 +80,13 @@ class TermRanker:
         for c in self._categories(user, in_view):
             ids.update(dict.fromkeys(self.popularity.top_ranked(pools.category, c)[0]))
         ids.update(dict.fromkeys(self.popularity.top_ranked(pools.popular)[0]))
-        if factor is None and model is not None and user.x is not None and np.any(user.x):
-            factor = factor_scores(model, np.asarray(user.x, np.float32)[None, :])[:, 0]
-        if factor is not None and len(factor):
-            top = np.argpartition(-factor, min(pools.factor, factor.size - 1))[: pools.factor]
-            ids.update(dict.fromkeys(model.item_ids[t] for t in top))
-        else:
-            factor = {}
+        x = None
+        if model is not None and user.x is not None and np.any(user.x):
+            x = np.asarray(user.x, np.float32)
+            ids.update(dict.fromkeys(_top(item_scores(model, x, self.popularity.top_ranked(pools.factor_pool)[0]),
+                                          pools.factor)))
         ids.pop(in_view, None)
-        return list(ids), {"own": own, "cv_short": cv_short, "cv_long": cv_long, "factor": factor, "in_view": in_view,
+        return list(ids), {"own": own, "cv_short": cv_short, "cv_long": cv_long, "x": x, "in_view": in_view,
                            "recent": recent}
 
     def _categories(self, user: UserState, in_view: str | None) -> list[str]:
@@ -114,7 +113,7 @@ class TermRanker:
                 n = row.get(j)
                 if n is not None:
                     F[n, T[name]] = v
-        self._factor_terms(F, ids, src["factor"], model)
+        self._factor_terms(F, ids, src["x"], model)
         self._category_terms(F, ids, src["in_view"], user, now)
         return F
 
@@ -137,8 +136,8 @@ class TermRanker:
             if t is not None:
                 F[n, T["fresh"]] = 2.0 ** (-max(0.0, now - t) / SESSION_S)
 
-    def _factor_terms(self, F: np.ndarray, ids: list[str], scores, model: FactorModel | None) -> None:
-        if model is None or not len(scores):
+    def _factor_terms(self, F: np.ndarray, ids: list[str], x: np.ndarray | None, model: FactorModel | None) -> None:
+        if model is None or x is None:
             return
         index = model.index
         rows = [(n, index.get(j)) for n, j in enumerate(ids)]
@@ -146,7 +145,7 @@ class TermRanker:
         if not rows:
             return
         at = np.array([n for n, _ in rows])
-        s = np.asarray(scores, np.float64)[np.array([r for _, r in rows])]
+        s = (model.Y[np.array([r for _, r in rows])] @ x).astype(np.float64)
         top = np.abs(s).max()
         if top > 0:
             F[at, T["factor"]] = s / top
@@ -177,13 +176,15 @@ class TermRanker:
             F[n, T["overall_pop"]] = overall.get(self.root_of(c), 0.0) * pis[n]
 
 
-def factor_scores(model: FactorModel, X: np.ndarray) -> np.ndarray:
-    """x_u·y_j for every item (rows) and every user vector of X (columns).  One vector is scored as
-    two: BLAS's matrix-vector product rounds differently from its matrix-matrix one, and a user's
-    scores must not depend on how many requests were ranked together."""
-    if X.shape[0] == 1:
-        return (model.Y @ np.concatenate([X, X]).T)[:, :1]
-    return model.Y @ X.T
+def item_scores(model: FactorModel, x: np.ndarray, items: Sequence[str]) -> dict[str, float]:
+    """x·y_j of each of `items` that has factors."""
+    index = model.index
+    known = [(j, index.get(j)) for j in items]
+    known = [(j, r) for j, r in known if r is not None]
+    if not known:
+        return {}
+    s = model.Y[np.array([r for _, r in known])] @ x
+    return dict(zip([j for j, _ in known], s.tolist()))
 
 
 def _top(scores: dict[str, float], n: int) -> list[str]:
@@ -192,4 +193,4 @@ def _top(scores: dict[str, float], n: int) -> list[str]:
     return sorted(scores, key=lambda j: -scores[j])[:n]
 
 
-__all__ = ["PoolSizes", "TermRanker", "UserState", "factor_scores"]
+__all__ = ["PoolSizes", "TermRanker", "UserState", "item_scores"]

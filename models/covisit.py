@@ -90,9 +90,9 @@ class CoVisits:
         """Pair `item` with the shopper's recent distinct items (most recent first)."""
         self.learn_pairs(item, self.partners(item, recent), ts)
 
-    def learn_pairs(self, item: str, others: Sequence[str], ts: float) -> None:
-        """Add one pair (in decay units as of `ts`) to C(item, i) and C(i, item) for each i of `others`."""
-        u = self._unit(ts)
+    def learn_pairs(self, item: str, others: Sequence[str], ts: float, weight: float = 1.0) -> None:
+        """Add `weight` pairs (in decay units as of `ts`) to C(item, i) and C(i, item) for each i of `others`."""
+        u = self._unit(ts) * weight
         rows, n, cap = self._rows, self._n, 2 * self.neighbours
         intern = self._ids.setdefault  # one string per id, however many rows hold it
         item = intern(item, item)
@@ -108,11 +108,11 @@ class CoVisits:
             row_i[item] = row_i.get(item, 0.0) + u
             n[i] = n.get(i, 0.0) + u
             if len(row_i) >= cap:
-                rows[i] = dict(heapq.nlargest(self.neighbours, row_i.items(), key=_weight))
+                rows[i] = dict(sorted(row_i.items(), key=_weight, reverse=True)[: self.neighbours])
         if others:
             n[item] = n.get(item, 0.0) + u * len(others)
             if len(row_j) >= cap:
-                rows[item] = dict(heapq.nlargest(self.neighbours, row_j.items(), key=_weight))
+                rows[item] = dict(sorted(row_j.items(), key=_weight, reverse=True)[: self.neighbours])
 
     def row(self, item: str) -> Mapping[str, float]:
         """The kept neighbours of `item` and their raw weights (empty for an unknown item)."""

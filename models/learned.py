@@ -1,13 +1,11 @@
 """Strata's ranker as served: the candidates and terms of `models.blend`, weighted by the shop's θ.
 
-`LearnedRanker` answers `models.ranking.RankRequest`s in three steps, so that a queue of
-concurrent requests shares one matrix product:
-
-- `plan`: each user's state (their recent distinct items, their profile, their vector x_u:
-  folded in from the live item layer and blended with the batch vector, SPEC §3 "interest
-  regression");
-- `products`: x_u·y_j for every item, one product for the whole batch;
-- `finish`: candidates, terms, θ·f, the filters, the top k and their explanations.
+`LearnedRanker` answers `models.ranking.RankRequest`s: `plan` finds each user's state (their
+recent distinct items, their profile, their vector x_u: folded in from the live item layer and
+blended with the batch vector, SPEC §3 "interest regression"); `finish` the candidates, terms,
+θ·f, the filters, the top k and their explanations.  No step scores every item: the factor
+source picks from the shop's most popular items (`models.blend.PoolSizes.factor_pool`), so a
+request costs the same at 250,000 items as at 2,000.
 
 The evaluator's `StrataModel` calls the same `user_state` and `score`, with its own
 co-visitation, popularity and θ, which the workers keep from the activity topic.
@@ -21,12 +19,12 @@ popular items (of the category asked for), scored by the shop's θ (`cold_start`
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
 
-from models.blend import PoolSizes, TermRanker, UserState, factor_scores
+from models.blend import PoolSizes, TermRanker, UserState
 from models.covisit import CoVisits
 from models.factors import FactorModel
 from models.popularity import Popularity
@@ -81,21 +79,11 @@ def shares(contrib: np.ndarray, score: float) -> dict[str, float]:
 
 
 @dataclass
-class _Planned:
-    """One request in a batch: its user state, and x_u·Y once the products ran."""
-
-    request: RankRequest
-    user: UserState
-    factor: np.ndarray | None = None
-
-
-@dataclass
 class LearnedBatch:
-    planned: list[_Planned]
-    bounded: tuple = ()
-    factors: bool = False
-    X: np.ndarray | None = None
-    rows: list[int] = field(default_factory=list)  # the planned requests with a user vector
+    """Requests planned together, each with its user's state (what `streams.views` queues)."""
+
+    planned: list[tuple[RankRequest, UserState]]
+    factors: bool = False  # no matrix product to run on the products thread
 
 
 def feedback(ranker: "LearnedRanker", profile: Profile | None, item: str, ts: float, long_term: np.ndarray | None) -> np.ndarray | None:
@@ -130,10 +118,10 @@ class LearnedRanker:
         self.terms = TermRanker(category_of, root_of, covisits, popularity, profile_params, pools)
 
     # -- scoring (the evaluator calls this too) ------------------------------------------
-    def score(self, user: UserState, now: float, factor: np.ndarray | None = None, mask: np.ndarray | None = None,
+    def score(self, user: UserState, now: float, mask: np.ndarray | None = None,
               extra: Sequence[str] = ()) -> tuple[list[str], np.ndarray, np.ndarray]:
         """Candidate ids, their features and θ·f; `extra` ids join the candidates."""
-        ids, src = self.terms.candidates(user, now, self.model, factor)
+        ids, src = self.terms.candidates(user, now, self.model)
         if extra:
             known = set(ids)
             in_view = src["in_view"]
@@ -145,31 +133,20 @@ class LearnedRanker:
 
     # -- serving ------------------------------------------------------------------------
     def recommend_many(self, requests: Sequence[RankRequest]) -> list[Recommendations]:
-        batch = self.plan(requests)
-        if batch.factors:
-            self.products(batch)
-        return self.finish(batch)
+        return self.finish(self.plan(requests))
 
     def plan(self, requests: Sequence[RankRequest]) -> LearnedBatch:
-        planned = [_Planned(r, user_state(r.profile, self.model, r.long_term, r.now, r.profile_params, self.rank_params))
-                   for r in requests]
-        rows = [n for n, p in enumerate(planned) if p.user.x is not None and np.any(p.user.x)]
-        batch = LearnedBatch(planned, rows=rows)
-        if rows and self.model is not None:
-            batch.factors = True
-            batch.X = np.stack([np.asarray(planned[n].user.x, np.float32) for n in rows])
-        return batch
+        """Each request's user state (the fold-in)."""
+        return LearnedBatch([(r, user_state(r.profile, self.model, r.long_term, r.now, r.profile_params, self.rank_params))
+                             for r in requests])
 
     def products(self, batch: LearnedBatch) -> None:
-        """x_u·y_j for every item and every planned user with a vector: one matrix product."""
-        S = factor_scores(self.model, batch.X)
-        for col, n in enumerate(batch.rows):
-            batch.planned[n].factor = S[:, col]
+        """Nothing: a request's factor scores are a few hundred rows' (`models.blend.item_scores`)."""
 
     def finish(self, batch: LearnedBatch) -> list[Recommendations]:
-        return [self._answer(p.request, p.user, p.factor) for p in batch.planned]
+        return [self._answer(request, user) for request, user in batch.planned]
 
-    def _answer(self, request: RankRequest, user: UserState, factor: np.ndarray | None) -> Recommendations:
+    def _answer(self, request: RankRequest, user: UserState) -> Recommendations:
         k, profile, category = request.k, request.profile, request.category
         excluded: set[str] = set()
         if profile is not None:
@@ -180,7 +157,7 @@ class LearnedRanker:
         need = k + len(excluded) + 1
         extra = self.terms.popularity.top_ranked(need, category)[0] if category is not None else []
         extra += self.terms.popularity.top_ranked(need)[0] if need > self.terms.pools.popular else []
-        ids, F, s = self.score(user, request.now, factor, extra=extra)
+        ids, F, s = self.score(user, request.now, extra=extra)
         keep = [n for n, j in enumerate(ids) if j not in excluded and (category is None or self._matches(j, category))]
         order = sorted(keep, key=lambda n: (-s[n], ids[n]))[:k]
         theta = self.weights.theta

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections import OrderedDict
 
@@ -43,6 +44,7 @@ log = logging.getLogger(__name__)
 TURN_S = 0.025
 CHECK_EVERY = 128
 LEARN_EVERY_S = 0.1  # θ learns from at most ten events a second per worker
+PAIRED_PER_S = 5_000.0  # the shop's events paired for co-visitation a second, at most (`Pairing`)
 THETA_SNAPSHOT_S = 300.0
 
 
@@ -149,7 +151,9 @@ async def _apply_events(batch) -> None:
     stamps: list = []  # the applied records' Kafka timestamps (ms)
     shop = ShopRates()  # this batch's counts; the activity feed adds up every worker's
     covisits = shop_feed.covisits
-    visits: list = []  # co-visitation pairs: (item, ts, partners) of every applied event
+    visits: list = []  # co-visitation pairs: (item, ts, partners) of the applied events paired
+    chance = pairing.chance(sum(len(records) for records in batch.values()))
+    draw = pairing.draw
     steps = ThetaSteps()  # what this batch's feedback teaches θ (a few events a second: `learner`)
     flushed: list[PartitionBatch] = []
     turn = LoopTurn(TURN_S)
@@ -199,13 +203,17 @@ async def _apply_events(batch) -> None:
             domain, overall = catalog.layers_for(parsed.item_id, parsed.category_id)
             # before the profile learns the event
             seen = ShopRates.observe(profile, parsed.item_id, domain, popularity, rank_params, params)
-            recent = profile.recent_items(covisits.window + 1)
-            if recent and learner.due():
-                steps.add(learner.feedback(profile, parsed))
+            paired = chance >= 1.0 or draw() < chance
+            learning = learner.due()
+            if paired or learning:
+                recent = profile.recent_items(covisits.window + 1)
+                if learning and recent:
+                    steps.add(learner.feedback(profile, parsed))
             if profile.learn(parsed, domain, overall, params):
-                others = covisits.partners(parsed.item_id, recent)
-                if others:
-                    visits.append((parsed.item_id, parsed.ts, others))
+                if paired:
+                    others = covisits.partners(parsed.item_id, recent)
+                    if others:
+                        visits.append((parsed.item_id, parsed.ts, others))
                 applied_types[parsed.type] = applied_types.get(parsed.type, 0) + 1
                 applied.append((parsed, domain))
                 if record.timestamp:
@@ -233,7 +241,7 @@ async def _apply_events(batch) -> None:
             await turn.pass_on()
     events_route.records_read()  # the next fetch may go: it overlaps the flush below
     if activity or steps.steps:
-        await activity_topic.send(value=activity_message(activity.entries(), shop, visits, steps))
+        await activity_topic.send(value=activity_message(activity.entries(), shop, visits, steps, 1.0 / chance))
     # The changelog must be durable before streams.batching lets these offsets be committed.
     await app.producer.flush()
     for writes in flushed:
@@ -279,6 +287,46 @@ class Learner:
 
 
 learner = Learner(LEARN_EVERY_S)
+
+
+class Pairing:
+    """Which events' co-visitation pairs this worker publishes.  Every worker applies every pair
+    of the shop (two dict updates each, ≈ 5 µs an event): affordable for a few thousand events a
+    second, not for a worker's 50,000.  So a worker pairs every event while the shop's events stay
+    under `per_s` a second (its share of them: the share of the events partitions it owns), and a
+    uniform sample of them above it, each pair then weighing 1 / (the share sampled)."""
+
+    def __init__(self, per_s: float) -> None:
+        self.per_s = per_s
+        self.draw = random.Random().random
+        self._tokens = per_s
+        self._at = time.monotonic()
+        self._share = (1.0, 0.0)  # (share of the events partitions, when read)
+
+    def chance(self, events: int) -> float:
+        """The probability of pairing each of a batch's `events` (1: every one)."""
+        now = time.monotonic()
+        rate = self.per_s * self._owned(now)
+        self._tokens = min(rate, self._tokens + rate * (now - self._at))
+        self._at = now
+        if events <= self._tokens or events == 0:
+            self._tokens -= events
+            return 1.0
+        chance = max(self._tokens, 1.0) / events
+        self._tokens = 0.0
+        return chance
+
+    def _owned(self, now: float) -> float:
+        share, at = self._share
+        if now - at > 1.0:
+            topic = settings.topic("events")
+            owned = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == topic}
+            share = max(len(owned), 1) / settings.partitions
+            self._share = (share, now)
+        return share
+
+
+pairing = Pairing(PAIRED_PER_S)
 
 
 async def send_theta_snapshots() -> None:

@@ -137,7 +137,6 @@ async def _serve_http(bases: list[str], users: list[str], requests: int, concurr
     before_total, after_total = summed(before), summed(after)
     return {"latencies": latencies, "errors": errors, "elapsed": elapsed,
             "worker_cpu": (thread_cpu(before), thread_cpu(after)),
-            "bounded_share": counter_share("strata_recommendations_bounded_total", before_total, after_total),
             "standby_share": counter_share("strata_recommendations_from_standby_total", before_total, after_total),
             "client_cpu": client_cpu}
 
@@ -246,7 +245,6 @@ def bench_serve_http(settings: Settings, *, urls: list[str] | None, users: int, 
         "latency_ms": percentiles_ms(run["latencies"]),
         "cpu_per_request": cpu_per_unit(*run["worker_cpu"], requests, run["client_cpu"], os.cpu_count() if local else None,
                                         loops=len(bases)),
-        "without_dense_pass": run["bounded_share"],
         "from_standby": run["standby_share"],
         "concurrency": concurrency,
         "k": k,
@@ -555,8 +553,6 @@ def run(args, settings: Settings) -> int:
         say(f"serve over HTTP ({where}, concurrency {args.concurrency}): {result['req_per_s']:,.0f} req/s · "
             f"p50 {lat['p50']} ms · p95 {lat['p95']} ms · p99 {lat['p99']} ms · errors {sum(result['errors'].values())}")
         say(cpu_line(result["cpu_per_request"], "request"))
-        if result["without_dense_pass"] is not None:
-            say(f"answered without a dense pass (the factor-norm bound): {result['without_dense_pass']:.0%} of the requests")
         if result["from_standby"]:
             say(f"answered from a standby copy, not forwarded to the owner: {result['from_standby']:.0%} of the requests")
     elif args.what == "train":

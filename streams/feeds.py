@@ -248,15 +248,19 @@ class FactorFeed(TopicFeed):
             await self.loop.run_in_executor(None, model.save, self.path)
 
 
-def activity_message(entries, shop: ShopRates | None = None, visits=(), theta: ThetaSteps | None = None) -> bytes:
+def activity_message(entries, shop: ShopRates | None = None, visits=(), theta: ThetaSteps | None = None,
+                     visit_weight: float = 1.0) -> bytes:
     """One micro-batch's activity: item weights [(item, category, weight, ts)], pre-aggregated per
     item; the batch's counts behind the shop's rates (models.ranking.ShopRates); its co-visitation
-    pairs [(item, ts, [partners])] (models.covisit.CoVisits.partners); and the sum of its
+    pairs [(item, ts, [partners])] (models.covisit.CoVisits.partners) and the weight of each (1 /
+    the share of the batch's events paired: streams.agents.Pairing); and the sum of its
     learning steps of θ (models.terms.TermWeights.step)."""
     counts = shop.to_dict() if shop is not None else {}
     message = {"items": entries, **counts}
     if visits:
         message["visits"] = visits
+        if visit_weight != 1.0:
+            message["visit_weight"] = visit_weight
     if theta is not None and theta.steps:
         message["theta"] = {"terms": TERMS_ID, "delta": theta.delta.tolist(), "steps": theta.steps}
     return msgpack.packb(message, use_bin_type=True)  # tuples pack as arrays
@@ -345,6 +349,9 @@ class ShopFeed(TopicFeed):
         counts = ShopRates.from_dict(message)
         entries = activity_entries(message.get("items"), now)
         visits = visit_entries(message.get("visits", []), now, self.covisits)
+        visit_weight = message.get("visit_weight", 1.0)
+        if not (type(visit_weight) in (int, float) and 1.0 <= visit_weight <= MAX_VISIT_WEIGHT):
+            raise RejectedRecord("bad_activity", f"visit weight {visit_weight!r:.40} out of range")
         delta, steps = theta_delta(message.get("theta"))
         snapshot = theta_snapshot(message.get("theta_at"))
         if self._first is None:
@@ -354,7 +361,7 @@ class ShopFeed(TopicFeed):
         self.shop.merge(counts)
         learn_pairs = self.covisits.learn_pairs
         for item, ts, others in visits:
-            learn_pairs(item, others, ts)
+            learn_pairs(item, others, ts, visit_weight)
             self.pairs += len(others)
         if delta is not None:
             self.weights.theta += delta
@@ -390,6 +397,7 @@ class ShopFeed(TopicFeed):
         return theta_snapshot_message(self.weights.theta, self.position)
 
 
+MAX_VISIT_WEIGHT = 1e6  # 1 / the share of a batch's events paired: one in a million at least
 MAX_STEP_SUMS = 10_000  # step sums kept for adopting snapshots (a worker sends a few a second at most)
 MAX_THETA = 1e3  # |θ_t| and |Δθ_t|: far beyond any weight a step of rate 0.05 reaches
 

@@ -115,7 +115,6 @@ class Metrics:
         self.batches = 0
         self.recommendations = 0  # requests ranked …
         self.recommendation_batches = 0  # … in this many recommend_many calls
-        self.recommendations_bounded = 0  # … of which this many without a dense pass
         self.recommendations_from_standby = 0  # … of which this many for users of a standby partition
         self.recommendations_refused = 0  # requests answered 503: too many being ranked (streams.views.Admission)
         self.learning_failures = 0  # events whose feedback step for θ failed (streams.agents.Learner)
@@ -155,12 +154,9 @@ class Metrics:
             "# HELP strata_recommendations_total Recommendation requests ranked by this worker.",
             "# TYPE strata_recommendations_total counter",
             f"strata_recommendations_total {self.recommendations}",
-            "# HELP strata_recommendation_batches_total Rankings of concurrent requests together (one dense pass each); requests / batches is the mean batch.",
+            "# HELP strata_recommendation_batches_total Rankings of concurrent requests together; requests / batches is the mean batch.",
             "# TYPE strata_recommendation_batches_total counter",
             f"strata_recommendation_batches_total {self.recommendation_batches}",
-            "# HELP strata_recommendations_bounded_total Requests whose finalists a factor-norm bound found without scoring every item.",
-            "# TYPE strata_recommendations_bounded_total counter",
-            f"strata_recommendations_bounded_total {self.recommendations_bounded}",
             "# HELP strata_recommendations_from_standby_total Requests for users of a partition another worker owns, answered from this worker's standby copy instead of forwarded.",
             "# TYPE strata_recommendations_from_standby_total counter",
             f"strata_recommendations_from_standby_total {self.recommendations_from_standby}",

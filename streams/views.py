@@ -377,7 +377,6 @@ class _RankQueue:
                     asyncio.get_running_loop().call_soon(self._run)
             if answers is None:
                 answers = ranker.finish(planned)
-            metrics.recommendations_bounded += len(planned.bounded)
         except Exception:  # noqa: BLE001 - find the request that fails
             for _, request, future in items:
                 if future.done():

@@ -196,3 +196,13 @@ def test_malformed_visits_or_steps_refuse_the_record_whole(feed, extra):
     assert len(feed.popularity) == 0 and len(feed.covisits) == 0
     assert np.array_equal(feed.weights.theta, theta)
     assert sum(metrics.rejected.values()) == refused + 1
+
+
+def test_a_sampled_batchs_pairs_weigh_one_over_the_share_sampled(feed):
+    feed.on_record(record(activity_message([("b", None, 1.0, 1000.0)], None, [("b", 1000.0, ["a"])], None, 4.0)))
+    feed.on_record(record(activity_message([("c", None, 1.0, 1000.0)], None, [("c", 1000.0, ["a"])])))
+    assert feed.covisits.row("a")["b"] == pytest.approx(4 * feed.covisits.row("a")["c"], rel=1e-9)
+    for bad in (0.5, float("inf"), "2"):
+        refused = sum(metrics.rejected.values())
+        feed.take(record(msgpack.packb({"items": [], "visits": [["d", 1000.0, ["a"]]], "visit_weight": bad})))
+        assert sum(metrics.rejected.values()) == refused + 1 and "d" not in feed.covisits.row("a")

@@ -135,20 +135,19 @@ def test_thread_names_survive_the_prometheus_text_both_ways(monkeypatch):
     assert thread_cpu([parse_metrics(text)]) == {odd: 1.5, "main": 2.0}
 
 
-def test_bench_serve_reads_the_shares_of_requests_bounded_and_from_standby_summed_over_workers():
+def test_bench_serve_reads_the_share_of_requests_from_standby_summed_over_workers():
     from streams.bench import counter_share, parse_metrics, summed
     from streams.metrics import Metrics
 
     a, b = Metrics(), Metrics()
     before = summed([parse_metrics(a.render()), parse_metrics(b.render())])
-    a.recommendations, a.recommendations_bounded, a.recommendations_from_standby = 40, 30, 10
-    b.recommendations, b.recommendations_bounded, b.recommendations_from_standby = 60, 60, 40
+    a.recommendations, a.recommendations_from_standby = 40, 10
+    b.recommendations, b.recommendations_from_standby = 60, 40
     after = summed([parse_metrics(a.render()), parse_metrics(b.render())])
-    assert counter_share("strata_recommendations_bounded_total", before, after) == 0.9
     assert counter_share("strata_recommendations_from_standby_total", before, after) == 0.5
-    assert counter_share("strata_recommendations_bounded_total", before, before) is None  # nothing ranked in between
+    assert counter_share("strata_recommendations_from_standby_total", before, before) is None  # nothing ranked in between
     # a worker that does not count them
-    assert counter_share("strata_recommendations_bounded_total", {}, {"strata_recommendations_total": 5.0}) is None
+    assert counter_share("strata_recommendations_from_standby_total", {}, {"strata_recommendations_total": 5.0}) is None
 
 
 def test_serve_refuses_a_url_given_twice_and_fewer_clients_than_workers():
