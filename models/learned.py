@@ -83,7 +83,6 @@ class LearnedBatch:
     """Requests planned together, each with its user's state (what `streams.views` queues)."""
 
     planned: list[tuple[RankRequest, UserState]]
-    factors: bool = False  # no matrix product to run on the products thread
 
 
 def feedback(ranker: "LearnedRanker", profile: Profile | None, item: str, ts: float, long_term: np.ndarray | None) -> np.ndarray | None:
@@ -139,9 +138,6 @@ class LearnedRanker:
         """Each request's user state (the fold-in)."""
         return LearnedBatch([(r, user_state(r.profile, self.model, r.long_term, r.now, r.profile_params, self.rank_params))
                              for r in requests])
-
-    def products(self, batch: LearnedBatch) -> None:
-        """Nothing: a request's factor scores are a few hundred rows' (`models.blend.item_scores`)."""
 
     def finish(self, batch: LearnedBatch) -> list[Recommendations]:
         return [self._answer(request, user) for request, user in batch.planned]

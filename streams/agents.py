@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 TURN_S = 0.025
 CHECK_EVERY = 128
 LEARN_EVERY_S = 0.1  # θ learns from at most ten events a second per worker
-PAIRED_PER_S = 5_000.0  # the shop's events paired for co-visitation a second, at most (`Pairing`)
+PAIRED_PER_S = 2_000.0  # the shop's events paired for co-visitation a second, at most (`Pairing`)
 THETA_SNAPSHOT_S = 300.0
 
 

@@ -488,7 +488,7 @@ def free_port() -> int:
 
 
 def cpu_line(cpu: dict, unit: str) -> str:
-    """`CPU per request: worker main 2.38 ms, strata-products 1.20 ms; client 0.47 ms · at most
+    """`CPU per request: worker main 2.38 ms, strata-answers 1.20 ms; client 0.47 ms · at most
     420/s (event loop), 490/s (2 cores)` from `cpu_per_unit`'s dict."""
     def amount(ms: float) -> str:
         return f"{ms:.2f} ms" if ms >= 0.1 else f"{ms * 1000:.1f} µs"

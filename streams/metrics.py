@@ -37,7 +37,7 @@ GAUGE_HELP = {
 def thread_cpu_seconds() -> dict[str, float]:
     """CPU seconds (user + system) each thread of this process has used, by thread name: Python's
     name for a Python thread ("main" for the event loop's), the kernel's for a native one (e.g.
-    RocksDB's), threads of one pool summed ("strata-products_0" counts as "strata-products").
+    RocksDB's), threads of one pool summed ("strata-answers_0" counts as "strata-answers").
     Linux only (/proc); {} elsewhere.  Which thread a throughput is bound by is the first question
     of any benchmark on two cores, and `strata bench` divides these by the work done."""
     try:

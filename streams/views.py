@@ -294,36 +294,33 @@ async def consumer_lag() -> dict[int, int]:
 
 
 class _RankQueue:
-    """Concurrent recommendation requests, ranked together, the matrix products on a thread.
+    """Concurrent recommendation requests, ranked together.
 
-    Ranking a request is plain Python (its plan on the event loop; its finalists and explanations
-    on the loop too, or on the products thread for a batch that asks for more than `HEAVY_K`
-    items) around one matrix product with every item's factors (in numpy without the GIL).  Requests that arrive while others are ranked wait in their
-    sockets; here they meet again.  A request is queued, and the queue is planned once it
-    stopped growing from one turn of the loop to the next (the requests read in one turn reach
-    it over the next few, through aiohttp and the views), or after `MAX_TURNS` turns: at most
-    `MAX_BATCH` requests in one `Ranker.plan`, whose products are one matrix product on the
-    products thread while the loop plans and finishes other batches (two cores: the loop's
-    Python and the product overlap).  A lone request waits for a turn or two of an idle loop,
-    microseconds.  A batch that fails is ranked again request by request, so one bad request
-    fails alone.
+    Ranking is plain Python: a batch is planned (the users' fold-ins) and answered on the event
+    loop, or, when it asks for more than `HEAVY_K` items in all, answered on a thread, where the
+    event loop's thread takes the GIL back at every switch interval and the stream keeps its
+    share.  Requests that arrive while others are ranked wait in their sockets; here they meet
+    again.  A request is queued, and the queue is planned once it stopped growing from one turn
+    of the loop to the next (the requests read in one turn reach it over the next few, through
+    aiohttp and the views), or after `MAX_TURNS` turns: at most `MAX_BATCH` requests together.
+    A lone request waits for a turn or two of an idle loop, microseconds.  A batch that fails is
+    ranked again request by request, so one bad request fails alone.
     """
 
-    MAX_BATCH = 16  # requests planned together on the loop, their products and answers one job on the thread
+    MAX_BATCH = 16  # requests planned together
     MAX_TURNS = 4
-    AHEAD = 2  # batches planned whose products are not done; more waiting grows the next batch
-    HEAVY_K = 200  # a batch asking for more items than this in all is answered on the products thread
+    AHEAD = 2  # batches being ranked; more waiting grows the next batch
+    HEAVY_K = 200  # a batch asking for more items than this in all is answered on the thread
 
     def __init__(self) -> None:
         self.pending: list[tuple[Ranker, RankRequest, asyncio.Future]] = []
         self.scheduled = False
         self._seen = 0  # queue length at the last turn, while waiting for it to stop growing
         self._turns = 0
-        self._ahead = 0  # batches planned or being planned whose products are not done
+        self._ahead = 0  # batches being ranked
         self._tasks: set[asyncio.Task] = set()
-        # One thread: the products are the only work on it, and one product at a time already
-        # has the second core; more would only split it.
-        self._products = ThreadPoolExecutor(max_workers=1, thread_name_prefix="strata-products")
+        # One thread: its answers hold the GIL but for the switch intervals, more would only queue.
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="strata-answers")
 
     def rank(self, ranker: Ranker, request: RankRequest) -> "asyncio.Future[Recommendations]":
         loop = asyncio.get_running_loop()
@@ -365,10 +362,8 @@ class _RankQueue:
                 planned = ranker.plan([request for _, request, _ in items])
                 loop = asyncio.get_running_loop()
                 if sum(request.k for _, request, _ in items) > self.HEAVY_K:
-                    answers = await loop.run_in_executor(self._products, _products_and_answers, ranker, planned)
+                    answers = await loop.run_in_executor(self._thread, _answers, ranker, planned)
                 else:  # a cheap batch: the hop to the thread and back would cost more than its answers
-                    if planned.factors:
-                        await loop.run_in_executor(self._products, ranker.products, planned)
                     answers = None
             finally:
                 self._ahead -= 1
@@ -393,17 +388,12 @@ class _RankQueue:
         metrics.recommendation_batches += 1
 
 
-def _products_and_answers(ranker: Ranker, planned) -> list:
-    """A planned batch's matrix products and answers, on the products thread.
-
-    numpy releases the GIL for the products; the answers (finalists, explanations) are Python,
-    and while they run the event loop's thread takes the GIL back at every switch interval, so
-    a batch of expensive requests (k=1000&explain=1) shares the loop with the stream instead of
-    holding it.  A plan reads profiles and popularity that the stream may change meanwhile: an
-    answer is then as of a moment later, and a read that fails sends the batch back to
-    `_RankQueue._rank`'s one-by-one path on the loop."""
-    if planned.factors:
-        ranker.products(planned)
+def _answers(ranker: Ranker, planned) -> list:
+    """A planned batch's answers, on the thread: while they run the event loop's thread takes the
+    GIL back at every switch interval, so a batch of expensive requests (k=1000&explain=1) shares
+    the loop with the stream instead of holding it.  They read popularity and co-visitation that
+    the stream may change meanwhile: an answer is then as of a moment later, and a read that fails
+    sends the batch back to `_RankQueue._rank`'s one-by-one path on the loop."""
     return ranker.finish(planned)
 
 

@@ -95,12 +95,12 @@ def test_thread_cpu_is_counted_for_the_thread_that_spent_it():
 def test_cpu_per_unit_divides_by_the_work_and_names_the_bound():
     from streams.bench import cpu_line, cpu_per_unit
 
-    cpu = cpu_per_unit({"main": 1.0, "idle": 3.0}, {"main": 10.0, "strata-products": 4.5, "idle": 3.0}, 4000, 1.5, 2)
-    assert cpu["worker_ms"] == {"main": 2.25, "strata-products": 1.125}
+    cpu = cpu_per_unit({"main": 1.0, "idle": 3.0}, {"main": 10.0, "strata-answers": 4.5, "idle": 3.0}, 4000, 1.5, 2)
+    assert cpu["worker_ms"] == {"main": 2.25, "strata-answers": 1.125}
     assert cpu["client_ms"] == 0.375
     assert cpu["bound_per_s"] == {"event_loop": round(1000 / 2.25, 1), "2_cores": round(2000 / 3.75, 1)}
     line = cpu_line(cpu, "request")
-    assert line.startswith("CPU per request: worker main 2.25 ms, strata-products 1.12 ms; client 0.38 ms")
+    assert line.startswith("CPU per request: worker main 2.25 ms, strata-answers 1.12 ms; client 0.38 ms")
     assert "444/s (event loop), 533/s (2 cores)" in line
     events = cpu_per_unit({}, {"main": 3.0}, 100_000, None, None)
     assert events["bound_per_s"] == {"event_loop": round(1000 / 0.03, 1)} and "client" not in cpu_line(events, "event")
