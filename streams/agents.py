@@ -11,7 +11,6 @@ import numpy as np
 from models.events import MAX_ID_LEN, Forget, InvalidEvent, parse_keyed_message
 from models.learned import feedback
 from models.profile import Profile, encode_profiles
-from models.ranking import ShopRates
 from streams.app import (
     activity_topic,
     app,
@@ -20,7 +19,6 @@ from streams.app import (
     events_route,
     shop_feed,
     profile_counts,
-    rank_params,
     served_ranker,
     settings,
     user_factors_topic,
@@ -149,7 +147,6 @@ async def _apply_events(batch) -> None:
     activity = ActivitySums(params.beta, popularity.half_life_s)  # what the batch adds to popularity
     applied_types: dict[str, int] = {}  # counted in `metrics` with the latencies, once flushed
     stamps: list = []  # the applied records' Kafka timestamps (ms)
-    shop = ShopRates()  # this batch's counts; the activity feed adds up every worker's
     covisits = shop_feed.covisits
     visits: list = []  # co-visitation pairs: (item, ts, partners) of the applied events paired
     chance = pairing.chance(sum(len(records) for records in batch.values()))
@@ -202,7 +199,6 @@ async def _apply_events(batch) -> None:
                 continue
             domain, overall = catalog.layers_for(parsed.item_id, parsed.category_id)
             # before the profile learns the event
-            seen = ShopRates.observe(profile, parsed.item_id, domain, popularity, rank_params, params)
             paired = chance >= 1.0 or draw() < chance
             learning = learner.due()
             if paired or learning:
@@ -218,7 +214,6 @@ async def _apply_events(batch) -> None:
                 applied.append((parsed, domain))
                 if record.timestamp:
                     stamps.append(record.timestamp)
-                shop.add(seen)
             else:
                 metrics.duplicates += 1
             profile.seq = record.offset
@@ -241,7 +236,7 @@ async def _apply_events(batch) -> None:
             await turn.pass_on()
     events_route.records_read()  # the next fetch may go: it overlaps the flush below
     if activity or steps.steps:
-        await activity_topic.send(value=activity_message(activity.entries(), shop, visits, steps, 1.0 / chance))
+        await activity_topic.send(value=activity_message(activity.entries(), visits, steps, 1.0 / chance))
     # The changelog must be durable before streams.batching lets these offsets be committed.
     await app.producer.flush()
     for writes in flushed:
@@ -291,7 +286,7 @@ learner = Learner(LEARN_EVERY_S)
 
 class Pairing:
     """Which events' co-visitation pairs this worker publishes.  Every worker applies every pair
-    of the shop (two dict updates each, ≈ 5 µs an event): affordable for a few thousand events a
+    of the shop (≈ 9 µs an event, sent and applied): affordable for a few thousand events a
     second, not for a worker's 50,000.  So a worker pairs every event while the shop's events stay
     under `per_s` a second (its share of them: the share of the events partitions it owns), and a
     uniform sample of them above it, each pair then weighing 1 / (the share sampled)."""

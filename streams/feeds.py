@@ -25,7 +25,6 @@ from models.factors import PIN_KEY, FactorAssembler, FactorLimits, FactorModel, 
 from models.covisit import CoVisits
 from models.popularity import Popularity
 from models.terms import TERMS, TERMS_ID, TermWeights
-from models.ranking import ShopRates
 from streams.config import Settings
 from streams.deadletter import DeadLetterQueue, RejectedRecord, reason_of
 from streams.metrics import metrics
@@ -248,15 +247,13 @@ class FactorFeed(TopicFeed):
             await self.loop.run_in_executor(None, model.save, self.path)
 
 
-def activity_message(entries, shop: ShopRates | None = None, visits=(), theta: ThetaSteps | None = None,
-                     visit_weight: float = 1.0) -> bytes:
+def activity_message(entries, visits=(), theta: ThetaSteps | None = None, visit_weight: float = 1.0) -> bytes:
     """One micro-batch's activity: item weights [(item, category, weight, ts)], pre-aggregated per
-    item; the batch's counts behind the shop's rates (models.ranking.ShopRates); its co-visitation
+    item; its co-visitation
     pairs [(item, ts, [partners])] (models.covisit.CoVisits.partners) and the weight of each (1 /
     the share of the batch's events paired: streams.agents.Pairing); and the sum of its
     learning steps of θ (models.terms.TermWeights.step)."""
-    counts = shop.to_dict() if shop is not None else {}
-    message = {"items": entries, **counts}
+    message = {"items": entries}
     if visits:
         message["visits"] = visits
         if visit_weight != 1.0:
@@ -321,7 +318,7 @@ class ActivitySums:
 
 class ShopFeed(TopicFeed):
     """What the activity topic says about the whole shop, from every worker's micro-batches:
-    recent item popularity (global and per category), the shop's rates, the co-visitation of
+    recent item popularity (global and per category), the co-visitation of
     items, and the ranker's learned weights θ (θ₀ plus every worker's steps, so that every
     worker holds the same θ)."""
 
@@ -330,7 +327,6 @@ class ShopFeed(TopicFeed):
     def __init__(self, settings: Settings, half_life_s: float, **kwargs) -> None:
         super().__init__(settings, **kwargs)
         self.popularity = Popularity(half_life_s=half_life_s)
-        self.shop = ShopRates()  # the shop's revisit rate and domain share, from every worker's counts
         self.covisits = CoVisits()
         self.weights = TermWeights()
         self.steps = 0  # θ's learning steps read, every worker's
@@ -340,13 +336,12 @@ class ShopFeed(TopicFeed):
 
     def on_record(self, record) -> None:
         message = msgpack.unpackb(record.value, raw=False)
-        if isinstance(message, list):  # written before the shop's counts were added
+        if isinstance(message, list):  # the first form: the items alone
             message = {"items": message}
         if not isinstance(message, dict):
             raise RejectedRecord("bad_activity", f"expected a map, got {type(message).__name__}")
         now = time.time()
         # everything is checked before anything is applied
-        counts = ShopRates.from_dict(message)
         entries = activity_entries(message.get("items"), now)
         visits = visit_entries(message.get("visits", []), now, self.covisits)
         visit_weight = message.get("visit_weight", 1.0)
@@ -358,7 +353,6 @@ class ShopFeed(TopicFeed):
             self._first = record.offset
         for item, category, weight, ts in entries:
             self.popularity.learn(item, category, weight, ts)
-        self.shop.merge(counts)
         learn_pairs = self.covisits.learn_pairs
         for item, ts, others in visits:
             learn_pairs(item, others, ts, visit_weight)

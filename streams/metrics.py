@@ -25,8 +25,6 @@ GAUGE_HELP = {
     "standby_records_applied": "Changelog records this process applied to the standby copies of other workers' table partitions since it started.",
     "standby_lag": "Changelog records a standby copy of a profile partition trails the partition's end by, at the last fetch.",
     "stale_batches_refetched": "Fetched event batches whose records of some partition would have left a gap after the applied ones (a fetch that came back across a seek or rebalance); those partitions were sought back and fetched again.",
-    "shop_revisit_rate": "The shop's learned revisit rate: share of events that return to an item of the user's item layer.",
-    "shop_domain_share": "The shop's learned domain share, by the user's earlier events: how much of what the item layer leaves goes to the domain layer.",
     "ranker_weight": "The ranker's learned weight θ of each term of the score (models.terms), as every worker holds it.",
     "ranker_steps": "Learning steps of θ read from the activity topic, every worker's.",
     "covisit_items": "Items with a co-visitation row in this worker's copy of the shop's co-visitation.",

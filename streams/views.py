@@ -19,9 +19,9 @@ import time
 
 from models.learned import LearnedRanker as Ranker
 from models.profile import LAYERS
-from models.ranking import SHARE_BUCKET_NAMES, RankRequest, Recommendations
+from models.ranking import RankRequest, Recommendations
 from streams.app import (
-    app, catalog, catalog_table, end_offsets, events_route, factor_feed, profile_counts, rank_params, served_ranker, settings,
+    app, catalog, catalog_table, end_offsets, events_route, factor_feed, profile_counts, served_ranker, settings,
     shop_feed, user_to_profile, user_to_vector,
 )
 from streams.metrics import metrics
@@ -184,7 +184,7 @@ async def healthz(view: web.View, request: web.Request) -> web.Response:
             tp.partition for tp in app.assignor.assigned_standbys() if tp.topic == user_to_profile.changelog_topic.get_topic_name()
         ),
         "catalog_entries": catalog_entries() if recovered else 0,
-        # Whether the popularity (and shop-rate) and item-factor feeds have read their topics up
+        # Whether the activity (popularity, co-visitation, θ) and item-factor feeds have read their topics up
         # to where they ended at start-up; until then a worker serves from what it has read so far.
         "feeds_caught_up": {"activity": shop_feed.caught_up, "item-factors": factor_feed.caught_up},
         "layers": list(LAYERS),
@@ -239,15 +239,10 @@ async def prometheus(view: web.View, request: web.Request) -> web.Response:
     lags = {p: standby_lag(app, user_to_profile, p) for p in range(user_to_profile.partitions)}
     metrics.gauges["standby_lag"] = {f'partition="{p}"': lag for p, lag in lags.items() if lag is not None}
     metrics.gauges["stale_batches_refetched"] = events_route.stale_batches
-    shop = shop_feed.shop
     metrics.gauges["ranker_weight"] = {f'term="{t}"': v for t, v in shop_feed.weights.as_dict().items()}
     metrics.gauges["ranker_steps"] = shop_feed.steps
     metrics.gauges["covisit_items"] = len(shop_feed.covisits)
     metrics.gauges["covisit_pairs"] = shop_feed.pairs
-    metrics.gauges["shop_revisit_rate"] = shop.revisit_rate
-    metrics.gauges["shop_domain_share"] = {
-        f'users="{name}"': mu for name, mu in zip(SHARE_BUCKET_NAMES, shop.domain_shares(rank_params))
-    }
     metrics.lag = await consumer_lag()
     return view.text(metrics.render(), content_type="text/plain; version=0.0.4")
 

@@ -14,12 +14,8 @@ from collections import Counter
 
 import pytest
 
-from models.catalog import Catalog
-from models.events import parse_event
 from models.loaders import open_log
-from models.popularity import Popularity
-from models.profile import Profile, ProfileParams
-from models.ranking import SHARE_BUCKET_NAMES, RankParams, ShopRates
+from models.terms import TERMS
 from tests.integration.harness import Worker, group_caught_up, isolated_env, produce_raw, publish, read_topic, wait_until
 
 pytestmark = pytest.mark.integration
@@ -68,20 +64,6 @@ def lag_rows(output: str, topic: str) -> dict[int, tuple[int, int, int]]:
     return rows
 
 
-def revisit_rate(events: list[dict], catalog_records: list[dict]) -> float:
-    catalog = Catalog.from_records(catalog_records)
-    profiles: dict[str, Profile] = {}
-    shop, nothing = ShopRates(), Popularity()
-    for raw in events:
-        e = parse_event(raw, time.time())
-        profile = profiles.setdefault(e.user_id, Profile())
-        domain, overall = catalog.layers_for(e.item_id, e.category_id)
-        seen = ShopRates.observe(profile, e.item_id, domain, nothing, RankParams(), ProfileParams())
-        if profile.learn(e, domain, overall, ProfileParams()):
-            shop.add(seen)
-    return shop.revisit_rate
-
-
 def test_metrics_count_what_was_sent_and_rejected_and_kafka_lag_shows_the_group(kafka, tmp_path):
     source = open_log("users=300,items=800,events=6000", "synthetic", seed=8)
     catalog_records = list(source.catalog())
@@ -95,18 +77,8 @@ def test_metrics_count_what_was_sent_and_rejected_and_kafka_lag_shows_the_group(
         wait_until(lambda: worker.get("/healthz")[1].get("catalog_entries", 0) >= len(catalog_records), 60, "catalog loaded")
         # Counted now (nothing stored), the profiles are from here on only added up by the writes.
         assert worker.metric("strata_profiles_stored") == 0
-        # In two halves, the second once the worker's popularity has learned the first: the
-        # shop's domain share counts events on items popular in their category, and a worker
-        # that took all 6,000 events before its popularity feed applied any activity would
-        # (rightly) count none.
-        half = len(events) // 2
-        summary = publish(settings, [], events[:half])
-        assert summary.sent == half and summary.rejected == 0
-        first = revisit_rate(events[:half], catalog_records)
-        wait_until(lambda: worker.metric("strata_shop_revisit_rate") == pytest.approx(first), 60,
-                   "the first half's activity applied")
-        summary = publish(settings, [], events[half:])
-        assert summary.sent == len(events) - half and summary.rejected == 0
+        summary = publish(settings, [], events)
+        assert summary.sent == len(events) and summary.rejected == 0
         bad, rejected = bad_messages(time.time())
         produce_raw(settings, bad)
         wait_until(lambda: group_caught_up(settings), 180, "the worker group to commit every event")
@@ -138,15 +110,11 @@ def test_metrics_count_what_was_sent_and_rejected_and_kafka_lag_shows_the_group(
         assert m["strata_profiles_stored"] == len({e["user_id"] for e in events})
         assert m["strata_model_version"] == 0  # nothing trained yet
 
-        # The shop's rates, added up from the activity records: the revisit rate is exactly what
-        # learning the events in order gives; the domain share has a value per activity bucket.
-        expected = revisit_rate(events, catalog_records)
-        wait_until(lambda: parse_metrics(str(worker.get("/metrics")[1]))["strata_shop_revisit_rate"] == pytest.approx(expected),
-                   30, f"the shop's revisit rate to reach {expected}")
-        m = parse_metrics(str(worker.get("/metrics")[1]))  # with every activity record applied
-        shares = {k: v for k, v in m.items() if k.startswith("strata_shop_domain_share{")}
-        assert set(shares) == {f'strata_shop_domain_share{{users="{b}"}}' for b in SHARE_BUCKET_NAMES}
-        assert all(0.0 < v < 1.0 for v in shares.values()) and any(v != 0.5 for v in shares.values())
+        # What the activity records say about the shop: co-visitation rows, and θ by term.
+        wait_until(lambda: worker.metric("strata_covisit_items") > 0, 30, "co-visitation from the activity topic")
+        m = parse_metrics(str(worker.get("/metrics")[1]))
+        weights = {k for k in m if k.startswith("strata_ranker_weight{")}
+        assert weights == {f'strata_ranker_weight{{term="{t}"}}' for t in TERMS}
         wait_until(lambda: parse_metrics(str(worker.get("/metrics")[1]))["strata_consumer_lag_total"] == 0, 30, "lag gauge 0")
         m = parse_metrics(str(worker.get("/metrics")[1]))
         assert {k for k in m if k.startswith("strata_consumer_lag{")} == {f'strata_consumer_lag{{partition="{p}"}}' for p in range(PARTITIONS)}

@@ -13,7 +13,6 @@ from hypothesis import strategies as st
 from models.events import EVENT_TYPES, Event
 from models.popularity import Popularity
 from models.profile import DEFAULT_BETA
-from models.ranking import SHARE_BUCKETS, ShopRates
 from streams.config import Settings
 from models.terms import TERMS, TERMS_ID, theta0
 from streams.feeds import ActivitySums, ShopFeed, ThetaSteps, activity_message, theta_snapshot_message
@@ -31,31 +30,11 @@ def record(value: bytes, offset: int = 0):
     return SimpleNamespace(value=value, offset=offset)
 
 
-def counted(returns: int, chances: int, domain: list[int] | None = None, overall: list[int] | None = None) -> ShopRates:
-    shop = ShopRates()
-    shop.returns, shop.chances = returns, chances
-    shop.domain_hits = domain or [0] * SHARE_BUCKETS
-    shop.overall_hits = overall or [0] * SHARE_BUCKETS
-    return shop
-
-
-def test_items_and_shop_counts_arrive(feed):
-    first = counted(3, 4, [1, 0, 0, 0, 2], [0, 1, 0, 0, 0])
-    second = counted(0, 2, [0, 0, 0, 0, 1], [1, 0, 0, 0, 3])
-    feed.on_record(record(activity_message([("i1", "c1", 2.0, 1000.0), ("i2", None, 1.0, 1000.0)], first)))
-    feed.on_record(record(activity_message([("i1", "c1", 1.0, 1000.0)], second)))
-    assert (feed.shop.returns, feed.shop.chances) == (3, 6)
-    assert feed.shop.domain_hits == [1, 0, 0, 0, 3]
-    assert feed.shop.overall_hits == [1, 1, 0, 0, 3]
-    assert feed.popularity.top_ranked(2)[0][0] == "i1"
-
-
-def test_records_from_before_the_shop_counts_still_count_items(feed):
-    feed.on_record(record(msgpack.packb([["i9", "c1", 5.0, 1000.0]])))
-    feed.on_record(record(msgpack.packb({"items": [["i9", "c1", 1.0, 1000.0]], "returns": 1, "chances": 2})))
-    assert feed.popularity.top_ranked(1)[0][0] == "i9"
-    assert (feed.shop.returns, feed.shop.chances) == (1, 2)
-    assert feed.shop.domain_hits == [0] * SHARE_BUCKETS
+def test_items_arrive_and_older_records_still_count(feed):
+    feed.on_record(record(activity_message([("i1", "c1", 2.0, 1000.0), ("i2", None, 1.0, 1000.0)])))
+    feed.on_record(record(msgpack.packb([["i9", "c1", 5.0, 1000.0]])))  # the first form: the items alone
+    feed.on_record(record(msgpack.packb({"items": [["i1", "c1", 1.0, 1000.0]], "returns": 1, "chances": 2})))  # with counts once sent
+    assert feed.popularity.top_ranked(2)[0] == ["i9", "i1"]
 
 
 @pytest.mark.parametrize(
@@ -63,10 +42,6 @@ def test_records_from_before_the_shop_counts_still_count_items(feed):
     [
         b"\xc1not msgpack",
         msgpack.packb({"returns": 1}),
-        msgpack.packb({"items": [], "returns": 5, "chances": 2}),
-        msgpack.packb({"items": [["i1", "c1", 1.0, 1000.0]], "domain_hits": [1, 2]}),
-        msgpack.packb({"items": [["i1", "c1", 1.0, 1000.0]], "overall_hits": [0, 0, -1, 0, 0]}),
-        msgpack.packb({"items": [["i1", "c1", 1.0, 1000.0]], "domain_hits": 3}),
         msgpack.packb({"items": [["i1", "c1", 1.0, 1000.0], ["i2", "c1", 1.0, float("inf")]]}),
         msgpack.packb({"items": [["i1", "c1", float("nan"), 1000.0]]}),
         msgpack.packb({"items": [["i1", "c1", 1.0, 10**18]]}),
@@ -74,7 +49,6 @@ def test_records_from_before_the_shop_counts_still_count_items(feed):
         msgpack.packb({"items": [["i1", 7, 1.0, 1000.0]]}),
         msgpack.packb({"items": [["", "c1", 1.0, 1000.0]]}),
         msgpack.packb({"items": [["i1", "c1", 1.0]]}),
-        msgpack.packb({"items": [["i1", "c1", 1.0, 1000.0]], "returns": float("inf"), "chances": 2}),
         msgpack.packb(7),
         None,
     ],
@@ -82,7 +56,6 @@ def test_records_from_before_the_shop_counts_still_count_items(feed):
 def test_a_malformed_record_is_refused_whole(feed, value):
     refused = sum(metrics.rejected.values())
     feed.take(record(value))
-    assert feed.shop.to_dict() == ShopRates().to_dict()
     assert len(feed.popularity) == 0
     assert feed.popularity.last_ts is None
     assert sum(metrics.rejected.values()) == refused + 1
@@ -136,22 +109,22 @@ def _delta(term: str, value: float) -> np.ndarray:
 
 def test_visits_pair_items_in_every_worker(feed):
     visits = [("b", 1000.0, ["a"]), ("c", 1000.0, ["b", "a"]), ("c", 1000.0, ["b"])]
-    feed.on_record(record(activity_message([("b", None, 1.0, 1000.0)], None, visits)))
+    feed.on_record(record(activity_message([("b", None, 1.0, 1000.0)], visits)))
     assert sorted(feed.covisits.row("a")) == ["b", "c"]
     assert feed.covisits.row("c")["b"] == pytest.approx(2 * feed.covisits.row("a")["b"], rel=1e-9)
     assert feed.pairs == 4
 
 
 def test_theta_is_the_prior_plus_every_workers_steps(feed):
-    feed.on_record(record(activity_message([("i", None, 1.0, 1000.0)], None, (), _steps(_delta("pop", 0.5))), offset=0))
-    feed.on_record(record(activity_message([("i", None, 1.0, 1000.0)], None, (), _steps(_delta("pop", 0.25), _delta("own", -1.0))), offset=1))
+    feed.on_record(record(activity_message([("i", None, 1.0, 1000.0)], (), _steps(_delta("pop", 0.5))), offset=0))
+    feed.on_record(record(activity_message([("i", None, 1.0, 1000.0)], (), _steps(_delta("pop", 0.25), _delta("own", -1.0))), offset=1))
     expected = theta0() + _delta("pop", 0.75) + _delta("own", -1.0)
     assert np.allclose(feed.weights.theta, expected)
     assert feed.steps == 3
 
 
 def _with_steps(offset: int, value: float) -> SimpleNamespace:
-    return record(activity_message([], None, (), _steps(_delta("pop", value))), offset=offset)
+    return record(activity_message([], (), _steps(_delta("pop", value))), offset=offset)
 
 
 def test_a_snapshot_changes_nothing_for_a_worker_that_read_every_step(feed):
@@ -199,8 +172,8 @@ def test_malformed_visits_or_steps_refuse_the_record_whole(feed, extra):
 
 
 def test_a_sampled_batchs_pairs_weigh_one_over_the_share_sampled(feed):
-    feed.on_record(record(activity_message([("b", None, 1.0, 1000.0)], None, [("b", 1000.0, ["a"])], None, 4.0)))
-    feed.on_record(record(activity_message([("c", None, 1.0, 1000.0)], None, [("c", 1000.0, ["a"])])))
+    feed.on_record(record(activity_message([("b", None, 1.0, 1000.0)], [("b", 1000.0, ["a"])], None, 4.0)))
+    feed.on_record(record(activity_message([("c", None, 1.0, 1000.0)], [("c", 1000.0, ["a"])])))
     assert feed.covisits.row("a")["b"] == pytest.approx(4 * feed.covisits.row("a")["c"], rel=1e-9)
     for bad in (0.5, float("inf"), "2"):
         refused = sum(metrics.rejected.values())

@@ -13,14 +13,14 @@ from streams.metrics import LATENCY_BUCKETS_S, LOOP_LAG_BUCKETS_S, Histogram, Me
 
 def test_gauges_render_plain_and_labelled():
     m = Metrics()
-    m.gauges["shop_revisit_rate"] = 0.25
-    m.gauges["shop_domain_share"] = {'users="1"': 0.2, 'users="16+"': 0.5}
+    m.gauges["ranker_steps"] = 25
+    m.gauges["ranker_weight"] = {'term="own"': 0.2, 'term="pop"': -0.5}
     lines = m.render().splitlines()
-    assert "strata_shop_revisit_rate 0.25" in lines
-    assert lines.count("# TYPE strata_shop_domain_share gauge") == 1
-    at = lines.index("# TYPE strata_shop_domain_share gauge")
-    assert lines[at + 1 : at + 3] == ['strata_shop_domain_share{users="1"} 0.2', 'strata_shop_domain_share{users="16+"} 0.5']
-    assert any(line.startswith("# HELP strata_shop_domain_share ") for line in lines)
+    assert "strata_ranker_steps 25" in lines
+    assert lines.count("# TYPE strata_ranker_weight gauge") == 1
+    at = lines.index("# TYPE strata_ranker_weight gauge")
+    assert lines[at + 1 : at + 3] == ['strata_ranker_weight{term="own"} 0.2', 'strata_ranker_weight{term="pop"} -0.5']
+    assert any(line.startswith("# HELP strata_ranker_weight ") for line in lines)
 
 
 @given(st.lists(st.one_of(st.sampled_from(LATENCY_BUCKETS_S), st.floats(0.0, 20.0)), max_size=60))
