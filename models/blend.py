@@ -83,8 +83,7 @@ class TermRanker:
         x = None
         if model is not None and user.x is not None and np.any(user.x):
             x = np.asarray(user.x, np.float32)
-            ids.update(dict.fromkeys(_top(item_scores(model, x, self.popularity.top_ranked(pools.factor_pool)[0]),
-                                          pools.factor)))
+            ids.update(dict.fromkeys(factor_top(model, x, self.popularity.top_ranked(pools.factor_pool)[0], pools.factor)))
         ids.pop(in_view, None)
         return list(ids), {"own": own, "cv_short": cv_short, "cv_long": cv_long, "x": x, "in_view": in_view,
                            "recent": recent}
@@ -160,37 +159,45 @@ class TermRanker:
         known = np.isfinite(rel)
         F[known, T["pop"]] = np.exp2(rel[known])
         F[known, T["log_pop"]] = np.maximum(0.0, 1.0 + rel[known] / 16.0)
-        pis = F[:, T["pop"]].tolist()
-        cat_top: dict[str, float] = {}
+        # per category once: the user's domain weight, whether it is the category in view, the
+        # category's top rank and the user's weight of its root; per item its rank in its category
+        per_cat: dict[str, tuple[float, float, float, float]] = {}
+        cols = np.zeros((4, len(ids)))  # domain, same_cat, cat_pop, the root's weight
+        category_of, rank = self.category_of, pop.rank
         for n, j in enumerate(ids):
-            c = self.category_of(j)
+            c = category_of(j)
             if c is None:
                 continue
-            F[n, T["domain"]] = domain.get(c, 0.0)
-            F[n, T["same_cat"]] = 1.0 if c == view_cat else 0.0
-            ct = cat_top.get(c)
-            if ct is None:
-                ct = cat_top[c] = pop.max_rank(c)
-            rc = pop.rank(j, c)
-            F[n, T["cat_pop"]] = 2.0 ** (rc - ct) if rc > -math.inf else 0.0
-            F[n, T["overall_pop"]] = overall.get(self.root_of(c), 0.0) * pis[n]
+            entry = per_cat.get(c)
+            if entry is None:
+                root_w = overall.get(self.root_of(c), 0.0) if overall else 0.0
+                entry = per_cat[c] = (domain.get(c, 0.0), 1.0 if c == view_cat else 0.0, pop.max_rank(c), root_w)
+            rc = rank(j, c)
+            cols[0, n], cols[1, n], cols[3, n] = entry[0], entry[1], entry[3]
+            cols[2, n] = 2.0 ** (rc - entry[2]) if rc > -math.inf else 0.0
+        F[:, T["domain"]] = cols[0]
+        F[:, T["same_cat"]] = cols[1]
+        F[:, T["cat_pop"]] = cols[2]
+        F[:, T["overall_pop"]] = cols[3] * F[:, T["pop"]]
 
 
-def item_scores(model: FactorModel, x: np.ndarray, items: Sequence[str]) -> dict[str, float]:
-    """x·y_j of each of `items` that has factors."""
+def factor_top(model: FactorModel, x: np.ndarray, items: Sequence[str], n: int) -> list[str]:
+    """The n of `items` with factors that score best by x·y_j (ties: the earlier in `items`)."""
     index = model.index
-    known = [(j, index.get(j)) for j in items]
-    known = [(j, r) for j, r in known if r is not None]
-    if not known:
-        return {}
-    s = model.Y[np.array([r for _, r in known])] @ x
-    return dict(zip([j for j, _ in known], s.tolist()))
+    rows = np.fromiter((index.get(j, -1) for j in items), np.int64, len(items))
+    at = np.flatnonzero(rows >= 0)
+    if not at.size:
+        return []
+    s = model.Y[rows[at]] @ x
+    order = np.argsort(-s, kind="stable")[:n]
+    return [items[i] for i in at[order].tolist()]
 
 
 def _top(scores: dict[str, float], n: int) -> list[str]:
+    """The n keys of the largest values (ties: the earlier key)."""
     if len(scores) <= n:
         return list(scores)
-    return sorted(scores, key=lambda j: -scores[j])[:n]
+    return sorted(scores, key=scores.__getitem__, reverse=True)[:n]
 
 
-__all__ = ["PoolSizes", "TermRanker", "UserState", "item_scores"]
+__all__ = ["PoolSizes", "TermRanker", "UserState", "factor_top"]
