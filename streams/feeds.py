@@ -22,6 +22,7 @@ import numpy as np
 
 from models.events import MAX_FUTURE_S, MAX_ID_LEN
 from models.factors import PIN_KEY, FactorAssembler, FactorLimits, FactorModel, parse_pin
+from models.clock import ShopClock
 from models.covisit import CoVisits
 from models.popularity import Popularity
 from models.terms import TERMS, TERMS_ID, TermWeights
@@ -327,6 +328,7 @@ class ShopFeed(TopicFeed):
     def __init__(self, settings: Settings, half_life_s: float, **kwargs) -> None:
         super().__init__(settings, **kwargs)
         self.popularity = Popularity(half_life_s=half_life_s)
+        self.clock = ShopClock()  # the shop's now: no single event's time moves it
         self.covisits = CoVisits()
         self.weights = TermWeights()
         self.steps = 0  # θ's learning steps read, every worker's
@@ -351,8 +353,10 @@ class ShopFeed(TopicFeed):
         snapshot = theta_snapshot(message.get("theta_at"))
         if self._first is None:
             self._first = record.offset
+        observe = self.clock.observe
         for item, category, weight, ts in entries:
             self.popularity.learn(item, category, weight, ts)
+            observe(ts)
         learn_pairs = self.covisits.learn_pairs
         for item, ts, others in visits:
             learn_pairs(item, others, ts, visit_weight)

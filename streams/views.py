@@ -473,9 +473,10 @@ async def _recommend(user_id: str, options: dict) -> dict:
     k, category, explain, exclude = options["k"], options["category"], options["explain"], options["exclude_purchased"]
     profile = read_profile(user_to_profile, user_id)
     ranker = served_ranker()
-    # Event time, not wall time: the newest event seen anywhere, so a user who went quiet while
-    # the shop moved on counts as stale (and leans on popularity).
-    now = max(t for t in (profile.last_ts if profile else None, shop_feed.popularity.last_ts, 0.0) if t is not None) or time.time()
+    # Event time, not wall time: the shop's clock (models.clock: recent event times, which one
+    # far-ahead timestamp cannot move), so a user who went quiet while the shop moved on counts as
+    # stale; or the user's own latest event, which counts for them alone.
+    now = max(t for t in (profile.last_ts if profile else None, shop_feed.clock.now, 0.0) if t is not None) or time.time()
     recs = await _rank(ranker, profile, user_id, now, k, category, exclude, explain, options["exclude_seen"])
     body = recs.to_dict()
     body["model_version"] = ranker.version

@@ -1,7 +1,8 @@
-"""The activity record the hot path sends and the popularity feed reads (no broker: the record
-bytes are what travels, so encoding and decoding them is the whole contract)."""
+"""The activity record the hot path sends and every worker's shop feed reads (no broker: the
+record bytes are what travels, so encoding and decoding them is the whole contract)."""
 from __future__ import annotations
 
+import time
 from types import SimpleNamespace
 
 import msgpack
@@ -13,8 +14,8 @@ from hypothesis import strategies as st
 from models.events import EVENT_TYPES, Event
 from models.popularity import Popularity
 from models.profile import DEFAULT_BETA
-from streams.config import Settings
 from models.terms import TERMS, TERMS_ID, theta0
+from streams.config import Settings
 from streams.feeds import ActivitySums, ShopFeed, ThetaSteps, activity_message, theta_snapshot_message
 from streams.metrics import metrics
 
@@ -179,3 +180,10 @@ def test_a_sampled_batchs_pairs_weigh_one_over_the_share_sampled(feed):
         refused = sum(metrics.rejected.values())
         feed.take(record(msgpack.packb({"items": [], "visits": [["d", 1000.0, ["a"]]], "visit_weight": bad})))
         assert sum(metrics.rejected.values()) == refused + 1 and "d" not in feed.covisits.row("a")
+
+
+def test_the_shops_clock_ignores_one_far_ahead_time(feed):
+    feed.on_record(record(activity_message([(f"i{n}", None, 1.0, 1000.0 + n) for n in range(100)])))
+    before = feed.clock.now
+    feed.on_record(record(activity_message([("bad", None, 1.0, time.time() + 3600.0)])))
+    assert before == 1000.0 + 100 - 64 and feed.clock.now == before + 1
