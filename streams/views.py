@@ -396,33 +396,39 @@ rank_queue = _RankQueue()
 
 
 class Admission:
-    """At most `limit` recommendation requests ranked or waiting to be at once (STRATA_MAX_RANKING).
+    """At most `limit` units of recommendation work ranked or waiting at once (STRATA_MAX_RANKING):
+    a request of k items costs ⌈k / `ITEMS_PER_UNIT`⌉ units (at most the whole limit), so the
+    usual k ≤ 20 costs one and k=1000 fifty.
 
     Ranking shares the event loop with the stream; without a bound, a flood of expensive requests
     (k=1000&explain=1 from hundreds of clients) queues work the loop must do before events reach
     their profiles again, and every request waits behind it (5 s and more).  Over the limit a
     request is answered at once, 503 with Retry-After, and costs the loop next to nothing.  The
-    bound caps the queue, not the loop's share: the admitted requests can still keep the stream
-    waiting (docs/RESULTS.md, "Under an HTTP flood")."""
+    bound caps the work queued, not the loop's share: the admitted requests can still keep the
+    stream waiting (docs/RESULTS.md, "Under an HTTP flood")."""
 
     RETRY_AFTER_S = 1
+    ITEMS_PER_UNIT = 20
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.inside = 0
 
-    def enter(self) -> bool:
-        if self.inside >= self.limit:
+    def cost(self, k: int) -> int:
+        return min(self.limit, max(1, -(-k // self.ITEMS_PER_UNIT)))
+
+    def enter(self, cost: int = 1) -> bool:
+        if self.inside + cost > self.limit:
             metrics.recommendations_refused += 1
             return False
-        self.inside += 1
+        self.inside += cost
         return True
 
-    def leave(self) -> None:
-        self.inside -= 1
+    def leave(self, cost: int = 1) -> None:
+        self.inside -= cost
 
     def busy(self, view: web.View) -> web.Response:
-        return view.json({"error": f"{self.limit} recommendation requests are being ranked; try again shortly", "status": 503},
+        return view.json({"error": "too many recommendations are being ranked; try again shortly", "status": 503},
                          status=503, headers={"Retry-After": str(self.RETRY_AFTER_S)})
 
 
@@ -460,12 +466,13 @@ async def user_recommendations(view: web.View, request: web.Request, user_id: st
         options = parse_recommendation_query(request.query)  # checked before routing too (checked_user)
     except ValueError as exc:
         return error(view, 400, str(exc))
-    if not admission.enter():
+    cost = admission.cost(options["k"])
+    if not admission.enter(cost):
         return admission.busy(view)
     try:
         body = await _recommend(user_id, options)
     finally:
-        admission.leave()
+        admission.leave(cost)
     return view.json(body)
 
 
