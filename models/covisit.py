@@ -39,7 +39,7 @@ from typing import Mapping, Sequence
 
 DAY = 86_400.0
 #: the recent distinct items an event pairs with (each pair: two dict updates on every worker)
-PAIRED = 4
+PAIRED = 8
 _weight = itemgetter(1)
 #: exponents of the decay units above this are folded back into the reference time
 _REBASE_AT = 512.0
