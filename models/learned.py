@@ -195,7 +195,8 @@ class LearnedRanker:
         recent = list(user.recent)
         if term.startswith("rec_") or term in ("own", "own_w", "fresh"):
             if item in recent:
-                return "own", f"you looked at it {recent.index(item)} item(s) back"
+                back = recent.index(item)
+                return "own", "you looked at it just before this one" if back == 1 else f"you looked at it {back} items back"
             return "own", "in your history"
         if term.startswith("cv_"):
             best = max(recent[:LONG_WINDOW], key=lambda i: self.covisits.similarity(i, item), default=None)

@@ -60,7 +60,7 @@ def test_the_score_is_theta_dot_the_terms_and_the_layers_add_up_to_it():
     assert first["item"] == pytest.approx(2.0 + cv_a, rel=1e-4) and first["domain"] == pytest.approx(0.5, rel=1e-6)
     # each term's share, largest first, one line per kind of evidence
     share = 2.0 / by_item["a"]
-    assert recs.because[0][0] == f"{share:.0%} you looked at it 1 item(s) back"
+    assert recs.because[0][0] == f"{share:.0%} you looked at it just before this one"
     assert recs.because[0][1] == f"{cv_a / by_item['a']:.0%} often visited with v"
     assert recs.because[0][2] == f"{0.5 / by_item['a']:.0%} same category (shoes) as the item in view"
     assert "v" not in recs.items  # the item in view is never recommended
