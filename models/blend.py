@@ -108,10 +108,11 @@ class TermRanker:
         row = {j: n for n, j in enumerate(ids)}
         self._own_terms(F, row, src, user, now)
         for name in ("cv_short", "cv_long"):
-            for j, v in normalised(src[name]).items():
-                n = row.get(j)
-                if n is not None:
-                    F[n, T[name]] = v
+            scores = src[name]
+            top = max(scores.values(), default=0.0)  # over every co-visited item, candidate or not
+            if top > 0:
+                get = scores.get
+                F[:, T[name]] = [get(j, 0.0) / top for j in ids]
         self._factor_terms(F, ids, src["x"], model)
         self._category_terms(F, ids, src["in_view"], user, now)
         return F
