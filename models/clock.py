@@ -21,6 +21,7 @@ from __future__ import annotations
 import heapq
 
 DEPTH = 64
+AHEAD_S = 3600.0
 
 
 class ShopClock:
@@ -44,5 +45,15 @@ class ShopClock:
         """None before any time was observed."""
         return self._latest[0] if self._latest else None
 
+    def bound(self, ts: float, ahead_s: float = AHEAD_S) -> float:
+        """`ts`, or at most `ahead_s` after the clock once `depth` times were observed: what a
+        shop-wide state (popularity, co-visitation) should learn an event at, so that one
+        far-ahead timestamp cannot make its item outweigh every other (their weights grow as
+        2^(t/H) in t)."""
+        latest = self._latest
+        if len(latest) < self.depth:
+            return ts
+        return min(ts, latest[0] + ahead_s)
 
-__all__ = ["DEPTH", "ShopClock"]
+
+__all__ = ["AHEAD_S", "DEPTH", "ShopClock"]

@@ -353,13 +353,15 @@ class ShopFeed(TopicFeed):
         snapshot = theta_snapshot(message.get("theta_at"))
         if self._first is None:
             self._first = record.offset
-        observe = self.clock.observe
+        clock = self.clock
+        bound = clock.bound  # a far-ahead time is learned at most an hour past the shop's clock
         for item, category, weight, ts in entries:
-            self.popularity.learn(item, category, weight, ts)
-            observe(ts)
+            self.popularity.learn(item, category, weight, bound(ts))
+        for _, _, _, ts in entries:
+            clock.observe(ts)
         learn_pairs = self.covisits.learn_pairs
         for item, ts, others in visits:
-            learn_pairs(item, others, ts, visit_weight)
+            learn_pairs(item, others, bound(ts), visit_weight)
             self.pairs += len(others)
         if delta is not None:
             self.weights.theta += delta

@@ -187,3 +187,14 @@ def test_the_shops_clock_ignores_one_far_ahead_time(feed):
     before = feed.clock.now
     feed.on_record(record(activity_message([("bad", None, 1.0, time.time() + 3600.0)])))
     assert before == 1000.0 + 100 - 64 and feed.clock.now == before + 1
+
+
+def test_one_far_ahead_time_does_not_make_its_item_outweigh_the_shop(feed):
+    """In a historical stream, an event stamped today would weigh 2^(years / 1 day) times any other."""
+    for n in range(200):
+        feed.on_record(record(activity_message([("hit", None, 5.0, 1000.0 + n), (f"i{n}", None, 1.0, 1000.0 + n)],
+                                               [(f"i{n}", 1000.0 + n, ["hit"])])))
+    feed.on_record(record(activity_message([("bad", None, 1.0, time.time())], [("bad", time.time(), ["hit"])])))
+    assert feed.popularity.top_ranked(1)[0] == ["hit"]
+    row = feed.covisits.row("hit")
+    assert row["bad"] < 2 * max(w for j, w in row.items() if j != "bad")  # an hour's decay at most, not years'
