@@ -12,6 +12,7 @@ import faust
 from models.catalog import Catalog
 from models.learned import LearnedRanker
 from models.ranking import RankParams
+from streams.batching import ExternalChangelogGlobalTable
 from streams.batching import install as install_batch_route
 from streams.config import Settings
 from streams.deadletter import DeadLetterQueue
@@ -116,12 +117,8 @@ user_to_profile = app.Table(
 
 # The catalog topic *is* this table's changelog: every worker holds the whole catalog and,
 # since the records come from outside the group, follows every partition as a standby.
-class _ExternalChangelogGlobalTable(faust.GlobalTable):
-    """A GlobalTable whose changelog is a topic named by us.  faust-streaming 0.15's assignor asks
-    `_changelog_topic_name()`, which ignores a given `changelog_topic`; answer with its real name."""
-
-    def _changelog_topic_name(self) -> str:
-        return self.changelog_topic.get_topic_name()
+class _CatalogTable(ExternalChangelogGlobalTable):
+    """The catalog: a global table on the catalog topic whose records are checked as they come."""
 
     def apply_changelog_batch(self, batch, *args, **kwargs):
         # New catalog records: the hot path's lookup caches must not answer from before them.
@@ -133,7 +130,7 @@ class _ExternalChangelogGlobalTable(faust.GlobalTable):
 _catalog_views: list = []
 
 
-app.conf.GlobalTable = _ExternalChangelogGlobalTable
+app.conf.GlobalTable = _CatalogTable
 catalog_table = app.GlobalTable(
     "catalog",
     partitions=_specs["catalog"].partitions,

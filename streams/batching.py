@@ -1,4 +1,6 @@
-"""A batched route through Faust for the events topic.
+"""A batched route through Faust for the events topic, and the one module that knows Faust's and
+aiokafka's private names: the other modules reach a table's RocksDB stores and the producer's
+client through the accessors at the end of this one (`partition_db`, `local_dbs`, …).
 
 Faust delivers every consumed message to a stream as an Event, and its fetch
 loop (`Consumer._drain_messages`) wraps each delivery in `wait_first`, i.e.
@@ -49,7 +51,8 @@ at the end — a worker started on a backlog (or restarted after a crash before
 its first commit) would otherwise silently skip it.
 
 Relies on faust-streaming 0.15's consumer internals (`_wait_next_records`,
-`_new_offset`, `_acked`, `_read_offset`), pinned in pyproject.toml.
+`_new_offset`, `_acked`, `_read_offset`) and its RocksDB store's (`_db_for_partition`, `_dbs`,
+`_key_index`, `_get`), pinned in pyproject.toml.
 """
 from __future__ import annotations
 
@@ -58,6 +61,7 @@ import logging
 import time
 from typing import Awaitable, Callable, Mapping, Optional, Sequence
 
+import faust
 from aiokafka.errors import IllegalStateError, KafkaError
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers.aiokafka import Consumer as _AIOKafkaConsumer
@@ -359,7 +363,7 @@ class BatchingConsumer(_AIOKafkaConsumer):
         if last is None:
             return True
         store = table.data
-        store._db_for_partition(tp.partition).write(batch)
+        partition_db(table, tp.partition).write(batch)
         store.set_persisted_offset(tp, last)
         offsets[tp] = last
         self._read_offset[tp] = last
@@ -486,3 +490,47 @@ def install(app, topic_name: str) -> BatchRoute:
     consumer_class = type("StrataConsumer", (BatchingConsumer,), {"route": route})
     app.transport.Consumer = consumer_class
     return route
+
+
+# -- a table's local stores and the producer's client (faust-streaming 0.15's private names) ----
+def partition_db(table, partition: int):
+    """The RocksDB database of one partition of a table (opened when not yet)."""
+    return table.data._db_for_partition(partition)
+
+
+def local_dbs(table) -> dict:
+    """partition → RocksDB database, for the partitions of a table open in this worker."""
+    return table.data._dbs
+
+
+def key_index(table) -> dict:
+    """The store's key → partition index, kept in step with writes that bypass the store."""
+    return table.data._key_index
+
+
+def lookup(table, key: bytes):
+    """A key's raw value in any local partition of a table (Faust's own search), or None."""
+    return table.data._get(key)
+
+
+def aiokafka_producer(app):
+    """The aiokafka producer under Faust's (whole record batches: `streams.state.PartitionBatch`)."""
+    return app.producer._ensure_producer()
+
+
+def producer_client(app):
+    """The aiokafka client under Faust's producer (its metadata: `streams.state.track_changelogs`)."""
+    return aiokafka_producer(app).client
+
+
+def committed_offset(consumer, tp) -> int | None:
+    """The offset Faust's consumer last committed for `tp` (None before its first commit)."""
+    return consumer._committed_offset.get(tp)
+
+
+class ExternalChangelogGlobalTable(faust.GlobalTable):
+    """A GlobalTable whose changelog is a topic named by us.  faust-streaming 0.15's assignor asks
+    `_changelog_topic_name()`, which ignores a given `changelog_topic`; answer with its real name."""
+
+    def _changelog_topic_name(self) -> str:
+        return self.changelog_topic.get_topic_name()

@@ -21,6 +21,8 @@ from rocksdict import WriteBatch
 
 from models.catalog import InvalidCatalogRecord, parse_record
 from models.profile import Profile
+from streams.batching import key_index as key_index_of
+from streams.batching import aiokafka_producer, local_dbs, lookup, partition_db, producer_client
 
 
 class KeyCounts:
@@ -74,7 +76,7 @@ class PartitionBatch:
         self.table = table
         self.partition = partition
         self.store = table.data
-        self.db = self.store._db_for_partition(partition)
+        self.db = partition_db(table, partition)
         self.pending: dict[bytes, bytes | None] = {}
         self.counts = counts
         self._existed: dict[bytes, bool | None] = {}  # whether each staged key was in the store before
@@ -96,7 +98,7 @@ class PartitionBatch:
         if not self.pending:
             return 0
         batch = WriteBatch(raw_mode=True)
-        key_index = self.store._key_index
+        key_index = key_index_of(self.table)
         for key, value in self.pending.items():
             if value is None:
                 batch.delete(key)
@@ -128,7 +130,7 @@ class PartitionBatch:
         appending to a batch costs a fraction of `send()`'s per-record future, partitioner and
         checks, which were a fifth of the hot path.  Returns the last batch's future and its
         record count (a batch's offsets are consecutive from the one its future gives)."""
-        producer = self.table.app.producer._ensure_producer()  # faust's → the aiokafka producer
+        producer = aiokafka_producer(self.table.app)
         topic = self.table.changelog_topic.get_topic_name()
         partition = self.partition
         batch, n = producer.create_batch(), 0
@@ -156,12 +158,11 @@ def read_value(table, key: bytes) -> bytes | None:
     A value lives in its events' partition.  That is first looked for where Kafka's default
     partitioner (murmur2, as aiokafka's and the Java client's) puts the key, which is also where
     `table_route` sends the request: one RocksDB read.  A key stored on another local partition is
-    still found, in a look through every local partition (Faust's own `_get`, up to one
+    still found, in a look through every local partition (Faust's own search, up to one
     existence check per partition: most of a read's cost when it is not the first)."""
-    store = table.data
-    db = store._dbs.get(partition_of(table, key))
+    db = local_dbs(table).get(partition_of(table, key))
     raw = db.get(key) if db is not None else None
-    return store._get(key) if raw is None else raw
+    return lookup(table, key) if raw is None else raw
 
 
 def partition_of(table, key: bytes) -> int:
@@ -182,7 +183,7 @@ async def track_changelogs(app, tables) -> None:
     has sent to.  A worker whose first send goes to another topic (a dead letter, read again
     from a feed at start-up) would otherwise answer every routed request with an error until
     it next writes the changelog."""
-    client = app.producer._ensure_producer().client
+    client = producer_client(app)
     await asyncio.gather(*(client.add_topic(table.changelog_topic.get_topic_name()) for table in tables))
 
 
@@ -230,7 +231,7 @@ def read_user_vector(table, user_id: str, model) -> "np.ndarray | None":
 
 
 def iter_profiles(table) -> Iterator[tuple[str, Profile]]:
-    for partition, db in list(table.data._dbs.items()):
+    for partition, db in list(local_dbs(table).items()):
         for key, value in db.items():
             yield key.decode(), Profile.from_bytes(value)
 
@@ -242,7 +243,7 @@ def count_keys(table, partitions: Collection[int] | None = None) -> int:
     offset_key = getattr(store, "offset_key", None)
     return sum(
         1
-        for partition, db in list(store._dbs.items())
+        for partition, db in list(local_dbs(table).items())
         if partitions is None or partition in partitions
         for key in db.keys()
         if key != offset_key
@@ -309,7 +310,7 @@ class CatalogTableView(Mapping):
         return value
 
     def _read(self, key: str):
-        raw = self.table.data._get(f"{self.prefix}{key}".encode())
+        raw = lookup(self.table, f"{self.prefix}{key}".encode())
         if raw is None:
             return _MISSING
         try:

@@ -24,6 +24,7 @@ from streams.app import (
     app, catalog, catalog_table, end_offsets, events_route, factor_feed, profile_counts, served_ranker, settings,
     shop_feed, user_to_profile, user_to_vector,
 )
+from streams.batching import committed_offset
 from streams.metrics import metrics
 from streams.state import (
     count_keys, partition_of, read_profile, read_user_vector, read_value, standby_lag, track_changelogs,
@@ -283,7 +284,7 @@ async def consumer_lag() -> dict[int, int]:
             continue
         done = events_route.done.get(tp)
         if done is None:
-            done = consumer._committed_offset.get(tp) or 0
+            done = committed_offset(consumer, tp) or 0
         out[tp.partition] = max(0, end - done)
     return out
 
