@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -43,11 +43,14 @@ class PoolSizes:
 @dataclass
 class UserState:
     """What the ranker reads of one user: recent distinct items (most recent first: recent[0]
-    is the item in view), the profile's layers, and the user vector x_u (None without factors)."""
+    is the item in view), the profile's layers, the user vector x_u (None without factors), and
+    the item layer's weights as of the ranking's time when already computed (the fold-in reads
+    them too: `models.learned.user_state`)."""
 
     recent: Sequence[str]
     profile: Profile | None
     x: np.ndarray | None = None
+    item_weights: Mapping[str, float] | None = None
 
 
 class TermRanker:
@@ -71,7 +74,9 @@ class TermRanker:
         pools = self.pools
         recent = list(user.recent)
         in_view = recent[0] if recent else None
-        own = user.profile.weights("item", self.pp, now) if user.profile is not None else {}
+        own = user.item_weights
+        if own is None:
+            own = user.profile.weights("item", self.pp, now) if user.profile is not None else {}
         cv_short, cv_long = self.covisits.scores(recent[:LONG_WINDOW], (SHORT_WEIGHTS, LONG_WEIGHTS))
         ids: dict[str, None] = dict.fromkeys(recent[1:])
         ids.update(dict.fromkeys(_top(own, pools.own)))

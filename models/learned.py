@@ -63,12 +63,12 @@ def user_state(profile: Profile | None, model: FactorModel | None, long_term: np
     if profile is None:
         return UserState([], None, long_term if model is not None else None)
     recent = profile.recent_items(LONG_WINDOW + 1)
+    live_w = profile.weights("item", pp, now)
     x = None
     if model is not None:
-        live_w = profile.weights("item", pp, now)
         live = model.fold_in(live_w, *fold_params(model, rank_params)) if live_w else None
         x = blend_user_vector(live, long_term, sum(live_w.values()), rank_params)
-    return UserState(recent, profile, x)
+    return UserState(recent, profile, x, live_w)
 
 
 def shares(contrib: np.ndarray, score: float) -> dict[str, float]:
@@ -89,7 +89,7 @@ def feedback(ranker: "LearnedRanker", profile: Profile | None, item: str, ts: fl
     """The step of θ (`TermWeights.step`) that an event on `item` at `ts` gives, asked before the
     event is applied to `profile`: the list the ranker would have shown, and where `item` is in
     it.  None for an event on the item in view (no feedback) or when there is no step."""
-    user = user_state(profile, ranker.model, long_term, ts, ranker.pp, ranker.rank_params)
+    user = user_state(profile, ranker.model, long_term, ts, ranker.terms.pp, ranker.rank_params)
     if not user.recent or user.recent[0] == item:
         return None
     ids, F, s = ranker.score(user, ts)
@@ -108,12 +108,9 @@ class LearnedRanker:
                  rank_params: RankParams | None = None, pools: PoolSizes | None = None) -> None:
         self.model = model
         self.version = model.version if model is not None else None
-        self.category_of = category_of
-        self.root_of = root_of
-        self.covisits = covisits
         self.weights = weights
-        self.pp = profile_params
         self.rank_params = rank_params or RankParams()
+        # the catalogue look-ups, co-visitation, popularity and profile parameters: self.terms's
         self.terms = TermRanker(category_of, root_of, covisits, popularity, profile_params, pools)
 
     # -- scoring (the evaluator calls this too) ------------------------------------------
@@ -176,8 +173,8 @@ class LearnedRanker:
         return out
 
     def _matches(self, item: str, category: str) -> bool:
-        c = self.category_of(item)
-        return c is not None and (c == category or self.root_of(c) == category)
+        c = self.terms.category_of(item)
+        return c is not None and (c == category or self.terms.root_of(c) == category)
 
     # -- explanations -------------------------------------------------------------------
     def _because(self, item: str, contrib: np.ndarray, score: float, user: UserState) -> list[str]:
@@ -199,16 +196,16 @@ class LearnedRanker:
                 return "own", "you looked at it just before this one" if back == 1 else f"you looked at it {back} items back"
             return "own", "in your history"
         if term.startswith("cv_"):
-            best = max(recent[:LONG_WINDOW], key=lambda i: self.covisits.similarity(i, item), default=None)
+            best = max(recent[:LONG_WINDOW], key=lambda i: self.terms.covisits.similarity(i, item), default=None)
             return "cv", f"often visited with {best}" if best is not None else "often visited with your items"
         if term == "factor":
             return "factor", "close to your taste (ALS factors)"
-        c = self.category_of(item)
+        c = self.terms.category_of(item)
         if term == "same_cat":
             return "domain", f"same category ({c}) as the item in view"
         if term in ("domain", "cat_pop"):
             return "domain", f"popular in {c}, one of your categories" if term == "cat_pop" else f"in {c}, one of your categories"
-        root = self.root_of(c) if c is not None else "*"
+        root = self.terms.root_of(c) if c is not None else "*"
         if term == "overall_pop":
             return "overall", f"popular in {root}, a department you visit"
         return "overall", "popular now"

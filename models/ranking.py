@@ -1463,7 +1463,7 @@ def bench_ranking(
         item = ids[j]
         popularity.learn(item, cat_of_item[item], float(betas[n % 5]), T0 + dt)
         if ranker_kind == "learned":
-            ranker.covisits.learn(item, walk[::-1][:20], T0 + dt)
+            ranker.terms.covisits.learn(item, walk[::-1][:20], T0 + dt)
             walk = [i for i in walk[-20:] if i != item] + [item]
     if ranker_kind == "learned":
         ranker.terms.popularity = popularity
