@@ -26,7 +26,7 @@ import math
 import struct
 import sys
 from array import array
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import islice
 from types import MappingProxyType
 from typing import Collection, Iterable, Mapping, Sequence
@@ -34,7 +34,7 @@ from typing import Collection, Iterable, Mapping, Sequence
 import msgpack
 import numpy as np
 
-from models.events import EVENT_TYPES, Event
+from models.events import EVENT_TYPES, Event, InvalidEvent
 
 LAYERS: tuple[str, ...] = ("item", "domain", "overall")
 DAY = 86_400.0
@@ -46,6 +46,25 @@ DEFAULT_CAPS = MappingProxyType({"item": 200, "domain": 50, "overall": 20})
 #: whatever their weight: the ranker reads them as the shopper's recent items
 #: (`Profile.recent_items`); the rest of the cap keeps the heaviest
 KEEP_RECENT = 21
+#: an event id is remembered this long (event time, before the user's newest event), so that a copy
+#: arriving within it is dropped however many events lie between the two (SPEC §2)
+DEFAULT_DEDUP_HORIZON_S = 7 * DAY
+#: a purchase filters its item this long (event time, before the user's newest event)
+DEFAULT_PURCHASE_HORIZON_S = 365 * DAY
+#: hard bounds on one user's remembered ids and purchases, so that a stored profile always fits a
+#: Kafka record (≈ 12 bytes an id, ≈ 8-20 a purchase): far above any shopper's, reached only by bots.
+#: Past MAX_SEEN the oldest ids go and the user's `floor` rises above them (see `Profile.learn`).
+MAX_SEEN = 20_000
+MAX_PURCHASES = 10_000
+
+
+class TooLate(InvalidEvent):
+    """An event older than its user's de-duplication horizon: whether it is a copy of an applied
+    event can no longer be told, so it is refused (dead-lettered with this reason), never applied."""
+
+    def __init__(self, ts: float, cut: float) -> None:
+        super().__init__("too_late", f"ts {ts!r} is before {cut!r}: older than the de-duplication horizon "
+                                     "before this user's newest event")
 
 
 @dataclass(frozen=True)
@@ -55,10 +74,14 @@ class ProfileParams:
     beta: Mapping[str, float] = field(default_factory=lambda: DEFAULT_BETA)
     half_life_s: Mapping[str, float] = field(default_factory=lambda: DEFAULT_HALF_LIFE_S)
     caps: Mapping[str, int] = field(default_factory=lambda: DEFAULT_CAPS)
-    max_purchases: int = 50
-    dedup_window: int = 32
+    dedup_horizon_s: float = DEFAULT_DEDUP_HORIZON_S
+    purchase_horizon_s: float = DEFAULT_PURCHASE_HORIZON_S
 
     def __post_init__(self) -> None:
+        for name in ("dedup_horizon_s", "purchase_horizon_s"):
+            h = getattr(self, name)
+            if not (isinstance(h, (int, float)) and math.isfinite(h) and h > 0):
+                raise ValueError(f"{name} must be a positive number of seconds, got {h!r}")
         for etype in EVENT_TYPES:
             b = self.beta.get(etype)
             if b is None or not (math.isfinite(b) and b >= 0):
@@ -76,13 +99,16 @@ class ProfileParams:
         object.__setattr__(self, "caps", MappingProxyType({k: int(self.caps[k]) for k in LAYERS}))
 
     def __reduce__(self):  # the read-only views do not pickle; their contents do
-        return ProfileParams, (dict(self.beta), dict(self.half_life_s), dict(self.caps), self.max_purchases, self.dedup_window)
+        return ProfileParams, (dict(self.beta), dict(self.half_life_s), dict(self.caps), self.dedup_horizon_s,
+                               self.purchase_horizon_s)
 
     def as_dict(self) -> dict:
         return {
             "beta": dict(self.beta),
             "half_life_s": dict(self.half_life_s),
             "caps": dict(self.caps),
+            "dedup_horizon_s": self.dedup_horizon_s,
+            "purchase_horizon_s": self.purchase_horizon_s,
         }
 
 
@@ -124,12 +150,19 @@ class Profile:
     """One user's live interest state.
 
     `w[L][k]` is the weight of key k of layer L as of time `t[L][k]` (the (w, t) pair of
-    SPEC §3, kept in two dicts of plain floats).  `purchases` maps recently purchased
-    items to their last purchase time.  `recent_ids` holds 64-bit hashes of the last few
-    event ids (drops producer duplicates) and `seq` the highest source sequence number
-    applied (drops redelivery); both are opaque to the maths.
+    SPEC §3, kept in two dicts of plain floats).  Besides the interest layers, two ledgers that
+    the maths never reads:
 
-    Why floats in dicts and an `array` rather than (w, t) pairs: a worker caches tens of
+    - `purchases` maps every item bought within `purchase_horizon_s` of the user's newest
+      event to its last purchase time (the exact purchase filter);
+    - `seen` / `seen_t` hold a 64-bit hash and the event time of every event applied within
+      `dedup_horizon_s` of the newest: a copy of one is dropped, however late it comes.  An
+      event older than the horizon (or than `floor`, raised only past `MAX_SEEN` ids) could be a
+      copy of a forgotten one: `learn` refuses it (`TooLate`).
+
+    `seq` is the highest source sequence number applied (drops redelivery).
+
+    Why floats in dicts and arrays rather than (w, t) pairs or sets: a worker caches tens of
     thousands of decoded profiles, and every full garbage collection walks every element
     of every tracked container.  Dicts of floats and arrays are never tracked; as dicts
     of pairs the walk cost 0.1-0.6 s per gen-2 collection at 20,000 users — the stream's
@@ -141,44 +174,87 @@ class Profile:
     purchases: dict[str, float] = field(default_factory=dict)
     count: int = 0
     last_ts: float | None = None
-    recent_ids: array = field(default_factory=lambda: array("Q"))
+    seen: array = field(default_factory=lambda: array("Q"))
+    seen_t: array = field(default_factory=lambda: array("d"))
     seq: int = -1
+    floor: float = -math.inf
+    #: the oldest time in `seen_t` and in `purchases` (bounds for `_expire`; not stored)
+    oldest: tuple[float, float] = field(default=(math.inf, math.inf), compare=False, repr=False)
 
     # -- learning ----------------------------------------------------------
     def learn(self, event: Event, domain: str | None, overall: str, params: ProfileParams) -> bool:
         """Apply one event; `domain`/`overall` are its category and root (see Catalog.layers_for).
 
-        Returns False (and changes nothing) for a duplicate event id.
+        Returns False (and changes nothing) for a duplicate event id; raises `TooLate` (and
+        changes nothing) for an event before `self.cut(params)`.
         """
+        ts = event.ts
+        last = self.last_ts
+        if last is not None and (ts < last - params.dedup_horizon_s or ts < self.floor):
+            raise TooLate(ts, self.cut(params))
         h = _event_hash(event.event_id)
-        recent = self.recent_ids
-        if _holds(recent, h):
+        seen = self.seen
+        if _holds(seen, h):
             return False
-        recent.append(h)
-        if len(recent) > params.dedup_window:
-            del recent[: len(recent) - params.dedup_window]
+        seen.append(h)
+        self.seen_t.append(ts)
 
         beta = params.beta[event.type]
-        ts = event.ts
         w, t, half_life, caps = self.w, self.t, params.half_life_s, params.caps
         _add(w["item"], t["item"], event.item_id, beta, ts, half_life["item"], caps["item"], True)
         if domain is not None:
             _add(w["domain"], t["domain"], domain, beta, ts, half_life["domain"], caps["domain"])
         _add(w["overall"], t["overall"], overall, beta, ts, half_life["overall"], caps["overall"])
 
+        oldest_seen, oldest_purchase = self.oldest
         if event.type == "purchase":
             prev = self.purchases.get(event.item_id)
             if prev is None or ts > prev:
                 self.purchases[event.item_id] = ts
-                if len(self.purchases) > params.max_purchases:
-                    # Keep the most recent purchases; ties go to the larger id, so the
-                    # kept set does not depend on arrival order.
-                    oldest = min(self.purchases.items(), key=lambda kv: (kv[1], kv[0]))[0]
-                    del self.purchases[oldest]
+                if prev is None and ts < oldest_purchase:
+                    oldest_purchase = ts
+        if ts < oldest_seen:
+            oldest_seen = ts
+        self.oldest = (oldest_seen, oldest_purchase)
         self.count += 1
-        if self.last_ts is None or ts > self.last_ts:
-            self.last_ts = ts
+        if last is None or ts > last:
+            self.last_ts = last = ts
+        # Expired entries go in sweeps, once the oldest is an eighth of a horizon past it (a sweep
+        # costs a pass over the entries); until then they are kept, which changes no answer.
+        if (oldest_seen < last - 1.125 * params.dedup_horizon_s or oldest_purchase < last - 1.125 * params.purchase_horizon_s
+                or len(seen) > MAX_SEEN or len(self.purchases) > MAX_PURCHASES):
+            self._expire(params)
         return True
+
+    def cut(self, params: ProfileParams) -> float:
+        """The earliest event time this profile still takes (−inf before its first event)."""
+        if self.last_ts is None:
+            return self.floor
+        return max(self.last_ts - params.dedup_horizon_s, self.floor)
+
+    def _expire(self, params: ProfileParams) -> None:
+        """Forget the ids before the de-duplication horizon and the purchases before the purchase
+        horizon; past `MAX_SEEN` ids, also the oldest ids, raising `floor` above them; past
+        `MAX_PURCHASES`, the oldest purchases (ties drop the smaller id)."""
+        last = self.last_ts
+        cut = self.cut(params)
+        times = self.seen_t
+        if len(times) > MAX_SEEN:
+            cut = max(cut, sorted(times)[len(times) - MAX_SEEN])
+            self.floor = max(self.floor, cut)
+        keep = [n for n, ts in enumerate(times) if ts >= cut]
+        if len(keep) < len(times):
+            self.seen = array("Q", [self.seen[n] for n in keep])
+            self.seen_t = times = array("d", [times[n] for n in keep])
+        purchases = self.purchases
+        p_cut = last - params.purchase_horizon_s
+        stale = [item for item, ts in purchases.items() if ts < p_cut]
+        for item in stale:
+            del purchases[item]
+        if len(purchases) > MAX_PURCHASES:
+            for item, _ in heapq.nsmallest(len(purchases) - MAX_PURCHASES, purchases.items(), key=lambda kv: (kv[1], kv[0])):
+                del purchases[item]
+        self.oldest = (min(times, default=math.inf), min(purchases.values(), default=math.inf))
 
     # -- reading -----------------------------------------------------------
     def weights(self, layer: str, params: ProfileParams, as_of: float | None = None) -> dict[str, float]:
@@ -215,10 +291,13 @@ class Profile:
 
     # -- persistence -------------------------------------------------------
     def to_bytes(self) -> bytes:
-        """msgpack, version 4: the keys of each layer and of the purchases, then one float32 column
-        of every layer's weights and one column of every time (item, domain, overall, purchases).
+        """msgpack, version 5: the keys of each layer and of the purchases, then one float32 column
+        of every layer's weights, one column of every time (item, domain, overall, purchases, seen
+        ids), the seen ids' hashes (uint64), and `floor`.
 
-        Lossless, and compact where the data allows it (SPEC §7: ≤ 4 KiB at the default caps):
+        Lossless, and compact where the data allows it (SPEC §7: ≤ 4 KiB at the default caps for
+        the interest layers; the ledgers add ≈ 12 bytes an id seen within the de-duplication
+        horizon and 8-20 a purchase within the purchase horizon):
         a key column whose keys are all canonical decimal integers stores them as integers (4 bytes
         instead of 8 for a 7-digit id), and a time column whose times are all whole seconds — or
         whole milliseconds — before `last_ts` stores the differences as uint32 (else float64
@@ -229,26 +308,21 @@ class Profile:
         """
         return encode_profiles([self])[0]
 
+    def interest_bytes(self) -> bytes:
+        """The encoding without the ledgers (purchases, seen ids): what SPEC §7's 4 KiB is about."""
+        return replace(self, purchases={}, seen=array("Q"), seen_t=array("d")).to_bytes()
+
     @classmethod
     def from_bytes(cls, data: bytes) -> "Profile":
         fields = msgpack.unpackb(data, raw=False)
         version = fields[0]
-        if version == 4:
+        if version == 5:
+            _, key_columns, ws, ts, count, last_ts, seen, seq, floor = fields
+            seen = _u64_array(seen)
+            return cls._from_columns(key_columns, ws, ts, len(seen), count, last_ts, seen, seq, floor)
+        if version == 4:  # the last 32 event ids, without times: kept as of the last event
             _, key_columns, ws, ts, count, last_ts, recent, seq = fields
-            columns = [_unpack_keys(keys) for keys in key_columns]
-            sizes = [len(keys) for keys in columns]
-            weights = _f32_values(ws)
-            times = _unpack_times(last_ts, ts, sum(sizes))
-            w, t = {}, {}
-            start = 0
-            for layer, keys, n in zip(LAYERS, columns, sizes):
-                end = start + n
-                w[layer] = dict(zip(keys, weights[start:end]))
-                t[layer] = dict(zip(keys, times[start:end]))
-                start = end
-            purchases = dict(zip(columns[3], times[start:]))
-            recent_ids = _u64_array(recent)
-            return cls(w, t, purchases, count, last_ts, recent_ids, seq)
+            return cls._from_columns(key_columns, ws, ts, 0, count, last_ts, _u64_array(recent), seq)
         if version == 3:
             return cls._from_v3(fields)
         if version == 2:
@@ -265,6 +339,37 @@ class Profile:
         return profile
 
     @classmethod
+    def _from_columns(cls, key_columns: list, ws: bytes, ts: bytes, n_seen: int, count: int, last_ts: float | None,
+                      seen: array, seq: int, floor: float = -math.inf) -> "Profile":
+        """Versions 4 and 5: the key columns of the layers and the purchases, the weight column, and
+        the time column (layers, purchases, then `n_seen` seen-id times)."""
+        columns = [_unpack_keys(keys) for keys in key_columns]
+        sizes = [len(keys) for keys in columns]
+        weights = _f32_values(ws)
+        times = _unpack_times(last_ts, ts, sum(sizes) + n_seen)
+        w, t = {}, {}
+        start = 0
+        for layer, keys, n in zip(LAYERS, columns, sizes):
+            end = start + n
+            w[layer] = dict(zip(keys, weights[start:end]))
+            t[layer] = dict(zip(keys, times[start:end]))
+            start = end
+        end = start + sizes[3]
+        purchases = dict(zip(columns[3], times[start:end]))
+        return cls._with_seen(w, t, purchases, count, last_ts, seen, times[end:], seq, floor)
+
+    @classmethod
+    def _with_seen(cls, w, t, purchases, count, last_ts, seen: array, seen_t, seq: int, floor: float = -math.inf) -> "Profile":
+        """A decoded profile; ids of encodings before version 5, stored without their times, count as of `last_ts`."""
+        if len(seen_t) != len(seen):
+            seen_t = [last_ts] * len(seen) if last_ts is not None else []
+            if last_ts is None:
+                seen = array("Q")
+        seen_t = array("d", seen_t)
+        oldest = (min(seen_t, default=math.inf), min(purchases.values(), default=math.inf))
+        return cls(w, t, purchases, count, last_ts, seen, seen_t, seq, floor, oldest)
+
+    @classmethod
     def _from_v3(cls, fields: list) -> "Profile":
         """Per layer its keys, float32 weights and times (stores and changelogs written before version 4)."""
         _, layers, p_keys, p_ts, count, last_ts, recent, seq = fields
@@ -275,8 +380,7 @@ class Profile:
             t[layer] = dict(zip(keys, _unpack_times(last_ts, ts, len(keys))))
         p_keys = _unpack_keys(p_keys)
         purchases = dict(zip(p_keys, _unpack_times(last_ts, p_ts, len(p_keys))))
-        recent_ids = _u64_array(recent)
-        return cls(w, t, purchases, count, last_ts, recent_ids, seq)
+        return cls._with_seen(w, t, purchases, count, last_ts, _u64_array(recent), (), seq)
 
     @classmethod
     def _from_v2(cls, fields: list) -> "Profile":
@@ -286,8 +390,7 @@ class Profile:
         for layer, (keys, ws, ts) in zip(LAYERS, layers):
             w[layer] = dict(zip(keys, _floats(ws)))
             t[layer] = dict(zip(keys, _floats(ts)))
-        recent_ids = _u64_array(recent)
-        return cls(w, t, dict(zip(p_keys, _floats(p_ts))), count, last_ts, recent_ids, seq)
+        return cls._with_seen(w, t, dict(zip(p_keys, _floats(p_ts))), count, last_ts, _u64_array(recent), (), seq)
 
     @classmethod
     def _from_v1(cls, fields: list) -> "Profile":
@@ -299,7 +402,7 @@ class Profile:
             w[layer] = {flat[i]: flat[i + 1] for i in range(0, len(flat), 3)}
             t[layer] = {flat[i]: flat[i + 2] for i in range(0, len(flat), 3)}
         purchases = {flat_purchases[i]: flat_purchases[i + 1] for i in range(0, len(flat_purchases), 2)}
-        return cls(w, t, purchases, count, last_ts, array("Q", recent_ids), seq)
+        return cls._with_seen(w, t, purchases, count, last_ts, array("Q", recent_ids), (), seq)
 
 
 def encode_profiles(profiles: Sequence[Profile]) -> list[bytes]:
@@ -322,11 +425,12 @@ def encode_profiles(profiles: Sequence[Profile]) -> list[bytes]:
         times += t["domain"].values()
         times += t["overall"].values()
         times += p.purchases.values()
+        times += p.seen_t
         bounds.append(len(times))
     weight_bytes = _f32_column(weights)
     time_columns = _pack_time_columns([p.last_ts for p in profiles], times, bounds)
     out = []
-    start = 0  # into weights: each profile's weights are its times less its purchases
+    start = 0  # into weights: each profile's weights are its times less its purchases and seen ids
     pack = msgpack.Packer(use_bin_type=True).pack  # one packer for all: building one costs as much as a small pack
     for p, column in zip(profiles, time_columns):
         w, purchases = p.w, p.purchases
@@ -334,14 +438,15 @@ def encode_profiles(profiles: Sequence[Profile]) -> list[bytes]:
         end = start + len(item) + len(domain) + len(overall)
         out.append(pack(
             [
-                4,
+                5,
                 [_pack_keys(list(item)), _pack_keys(list(domain)), _pack_keys(list(overall)), _pack_keys(list(purchases))],
                 weight_bytes[4 * start:4 * end],
                 column,
                 p.count,
                 p.last_ts,
-                _u64(p.recent_ids),
+                _u64(p.seen),
                 p.seq,
+                p.floor,
             ]
         ))
         start = end

@@ -10,7 +10,7 @@ import numpy as np
 
 from models.events import MAX_ID_LEN, Forget, InvalidEvent, parse_keyed_message
 from models.learned import feedback
-from models.profile import Profile, encode_profiles
+from models.profile import Profile, TooLate, encode_profiles
 from streams.app import (
     activity_topic,
     app,
@@ -205,7 +205,13 @@ async def _apply_events(batch) -> None:
                 recent = profile.recent_items(covisits.window + 1)
                 if learning and recent:
                     steps.add(learner.feedback(profile, parsed))
-            if profile.learn(parsed, domain, overall, params):
+            try:
+                learned = profile.learn(parsed, domain, overall, params)
+            except TooLate as exc:
+                profile.seq = record.offset
+                await deadletter(record, exc.reason, exc.detail)
+                continue
+            if learned:
                 if paired:
                     others = covisits.partners(parsed.item_id, recent)
                     if others:

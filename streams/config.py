@@ -46,6 +46,12 @@ ENV_DOC: dict[str, tuple[str, str]] = {
     "STRATA_BETA": ("view=1,click=2,fav=3,cart=4,purchase=6", "behaviour weights β"),
     "STRATA_HALF_LIFE": ("item=3d,domain=14d,overall=60d", "half-life per layer (s, m, h or d)"),
     "STRATA_CAPS": ("item=200,domain=50,overall=20", "most keys kept per layer"),
+    "STRATA_DEDUP_HORIZON": (
+        "7d",
+        "an event id seen again within this much event time of its user's newest event is dropped as a duplicate; "
+        "an event older than that is dead-lettered as too_late (it could be a copy of a forgotten one)",
+    ),
+    "STRATA_PURCHASE_HORIZON": ("365d", "a purchase keeps its item out of the user's recommendations this long (event time)"),
     "STRATA_MAX_MODEL_ITEMS": ("10000000", "most items an item-factor model on the factor topic may hold; a manifest claiming more is refused before anything is allocated"),
     "STRATA_MAX_MODEL_FACTORS": ("1024", "most factors (dimensions) an item-factor model may have"),
     "STRATA_MAX_RANKING": ("64", "recommendation requests ranked or waiting at once; above it a request is answered 503 with Retry-After"),
@@ -196,7 +202,11 @@ class Settings:
         half = {**DEFAULT_HALF_LIFE_S, **_pairs("STRATA_HALF_LIFE", get("STRATA_HALF_LIFE"), LAYERS, parse_duration)}
         caps = {**DEFAULT_CAPS, **_pairs("STRATA_CAPS", get("STRATA_CAPS"), LAYERS, lambda v, w: int(_number(v, w)))}
         try:
-            params = ProfileParams(beta=beta, half_life_s=half, caps=caps)
+            params = ProfileParams(
+                beta=beta, half_life_s=half, caps=caps,
+                dedup_horizon_s=parse_duration(get("STRATA_DEDUP_HORIZON"), "STRATA_DEDUP_HORIZON"),
+                purchase_horizon_s=parse_duration(get("STRATA_PURCHASE_HORIZON"), "STRATA_PURCHASE_HORIZON"),
+            )
         except ValueError as exc:
             raise ConfigError(f"profile parameters: {exc}") from None
 

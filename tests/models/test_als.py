@@ -25,7 +25,7 @@ from models.events import EVENT_TYPES, Event
 from models.profile import ProfileParams, build_profiles
 
 T0 = 1_500_000_000.0
-NO_CAP = ProfileParams(caps={"item": 10**6, "domain": 10**6, "overall": 10**6})
+NO_CAP = ProfileParams(caps={"item": 10**6, "domain": 10**6, "overall": 10**6}, dedup_horizon_s=365 * 86_400.0)  # events in any order
 
 
 # -- parameters ----------------------------------------------------------------

@@ -8,9 +8,10 @@ from hypothesis import given, settings, strategies as st
 
 from models.catalog import ROOT_UNKNOWN, Catalog
 from models.events import EVENT_TYPES, Event
-from models.profile import LAYERS, Profile, ProfileParams, build_profiles
+from models.profile import DAY, LAYERS, MAX_PURCHASES, MAX_SEEN, Profile, ProfileParams, TooLate, build_profiles
 
-PARAMS = ProfileParams()
+#: a de-duplication horizon longer than any generated events' span: within it, order does not matter
+PARAMS = ProfileParams(dedup_horizon_s=1_000 * DAY)
 T0 = 1_500_000_000.0
 
 event_st = st.builds(
@@ -131,13 +132,22 @@ def _v1_bytes(p: Profile) -> bytes:
 
     flat = [[x for k in p.w[l] for x in (k, p.w[l][k], p.t[l][k])] for l in LAYERS]
     purchases = [x for kv in p.purchases.items() for x in kv]
-    return msgpack.packb([1, flat, purchases, p.count, p.last_ts, list(p.recent_ids), p.seq], use_bin_type=True)
+    return msgpack.packb([1, flat, purchases, p.count, p.last_ts, list(p.seen), p.seq], use_bin_type=True)
 
 
 @given(events_st)
 def test_the_first_encoding_still_reads(events):
     p = _profile(events)
-    assert Profile.from_bytes(_v1_bytes(p)) == p
+    assert Profile.from_bytes(_v1_bytes(p)) == _legacy(p)
+
+
+def _legacy(p: Profile) -> Profile:
+    """`p` as read from an encoding before version 5, which kept event ids without their times:
+    each counts as of the profile's last event."""
+    from array import array
+    from dataclasses import replace
+
+    return replace(p, seen_t=array("d", [p.last_ts] * len(p.seen)))
 
 
 def test_profile_state_is_invisible_to_the_garbage_collector():
@@ -150,14 +160,62 @@ def test_profile_state_is_invisible_to_the_garbage_collector():
     q = Profile.from_bytes(p.to_bytes())
     for profile in (p, q):
         assert not any(gc.is_tracked(d) for d in (*profile.w.values(), *profile.t.values(), profile.purchases))
-        assert isinstance(profile.recent_ids, array)  # raw machine words: nothing for the collector to visit
+        assert isinstance(profile.seen, array) and isinstance(profile.seen_t, array)  # nothing for the collector to visit
 
 
-def test_purchases_are_bounded_and_keep_the_latest():
-    params = ProfileParams(max_purchases=3)
-    evs = [Event(f"e{i}", "u", f"i{i}", "purchase", T0 + i, None) for i in range(10)]
-    p = build_profiles(reversed(evs), Catalog(), params)["u"]
-    assert set(p.purchases) == {"i7", "i8", "i9"}
+def test_every_purchase_within_the_horizon_is_kept_and_older_ones_go():
+    params = ProfileParams(purchase_horizon_s=100 * DAY)
+    evs = [Event(f"e{i}", "u", f"i{i}", "purchase", T0 + i * DAY, None) for i in range(400)]
+    p = build_profiles(evs, Catalog(), params)["u"]
+    assert {f"i{i}" for i in range(299, 400)} <= set(p.purchases)  # every one within 100 days of the last
+    assert all(ts >= p.last_ts - 1.125 * params.purchase_horizon_s for ts in p.purchases.values())
+
+
+def test_purchases_stop_at_the_hard_bound_keeping_the_latest():
+    p = Profile()
+    params = ProfileParams(dedup_horizon_s=1.0)
+    for i in range(MAX_PURCHASES + 5):
+        p.learn(Event(f"e{i}", "u", f"i{i}", "purchase", T0 + i, None), None, "*", params)
+    assert len(p.purchases) == MAX_PURCHASES and min(p.purchases.values()) == T0 + 5
+
+
+def test_a_copy_within_the_horizon_is_dropped_however_many_events_between():
+    params = ProfileParams(dedup_horizon_s=7 * DAY)
+    p = Profile()
+    first = Event("first", "u", "i0", "cart", T0, "c0")
+    assert p.learn(first, "c0", "r0", params)
+    for n in range(5_000):  # far more than any window of recent ids
+        p.learn(Event(f"e{n}", "u", f"i{n % 300}", "view", T0 + n * 60.0, "c1"), "c1", "r1", params)
+    assert p.learn(first, "c0", "r0", params) is False  # 3.5 days later: still remembered
+
+
+def test_an_event_older_than_the_horizon_is_refused_never_counted():
+    params = ProfileParams(dedup_horizon_s=7 * DAY)
+    p = Profile()
+    old = Event("old", "u", "i0", "view", T0, "c0")
+    p.learn(old, "c0", "r0", params)
+    p.learn(Event("new", "u", "i1", "view", T0 + 8 * DAY, "c0"), "c0", "r0", params)
+    before = Profile.from_bytes(p.to_bytes())
+    for late in (old, Event("other", "u", "i2", "view", T0 + DAY - 1, "c0")):
+        with pytest.raises(TooLate) as refused:
+            p.learn(late, "c0", "r0", params)
+        assert refused.value.reason == "too_late"
+    assert p == before
+    p.learn(Event("in-time", "u", "i3", "view", T0 + DAY + 1, "c0"), "c0", "r0", params)  # within 7 days of the newest
+    assert p.count == 3
+
+
+def test_ids_stop_at_the_hard_bound_and_the_floor_rises_above_the_forgotten():
+    params = ProfileParams(dedup_horizon_s=365 * DAY)
+    p = Profile()
+    events = [Event(f"e{n}", "u", f"i{n % 50}", "view", T0 + n, "c0") for n in range(MAX_SEEN + 10)]
+    for e in events:
+        p.learn(e, "c0", "r0", params)
+    assert len(p.seen) <= MAX_SEEN and p.floor > T0
+    for e in events[:5]:  # forgotten: refused rather than counted twice
+        with pytest.raises(TooLate):
+            p.learn(e, "c0", "r0", params)
+    assert p.learn(events[-1], "c0", "r0", params) is False
 
 
 def test_unknown_category_and_tree_roots():
@@ -180,6 +238,8 @@ def test_unknown_category_and_tree_roots():
         {"beta": {"view": -1, "click": 2, "fav": 3, "cart": 4, "purchase": 6}},
         {"half_life_s": {"item": 0, "domain": 1, "overall": 1}},
         {"caps": {"item": 0, "domain": 1, "overall": 1}},
+        {"dedup_horizon_s": 0},
+        {"purchase_horizon_s": float("inf")},
     ],
 )
 def test_bad_params_are_refused(kwargs):
@@ -191,9 +251,9 @@ def test_params_pickle():
     """The trainer's reader processes get the settings, profile parameters included, by pickle."""
     import pickle
 
-    params = ProfileParams(caps={"item": 5, "domain": 3, "overall": 2}, max_purchases=7)
+    params = ProfileParams(caps={"item": 5, "domain": 3, "overall": 2}, purchase_horizon_s=7.0)
     again = pickle.loads(pickle.dumps(params))
-    assert again == params and again.caps["item"] == 5 and again.max_purchases == 7
+    assert again == params and again.caps["item"] == 5 and again.purchase_horizon_s == 7.0
 
 
 whole_second_events_st = st.lists(
@@ -319,7 +379,7 @@ def _v2_bytes(p: Profile) -> bytes:
 
     f64 = lambda vs: struct.pack(f"<{len(vs)}d", *vs)  # noqa: E731
     layers = [[list(p.w[l]), f64(list(p.w[l].values())), f64(list(p.t[l].values()))] for l in LAYERS]
-    recent = struct.pack(f"<{len(p.recent_ids)}Q", *p.recent_ids)
+    recent = struct.pack(f"<{len(p.seen)}Q", *p.seen)
     return msgpack.packb([2, layers, list(p.purchases), f64(list(p.purchases.values())), p.count, p.last_ts, recent, p.seq], use_bin_type=True)
 
 
@@ -331,13 +391,15 @@ def test_the_second_encoding_still_reads_and_is_rounded_once(events):
         for key in widened.w[layer]:
             widened.w[layer][key] *= 1 + 1e-12
     q = Profile.from_bytes(_v2_bytes(widened))
-    assert q == p  # rounded to float32 on reading: what the live profile holds from then on
+    assert q == _legacy(p)  # rounded to float32 on reading: what the live profile holds from then on
     assert Profile.from_bytes(q.to_bytes()) == q
 
 
 def test_a_profile_at_the_default_caps_fits_4_kib():
     """SPEC §7: ≤ 4 KiB per user at the default caps — with shop-sized ids (7-digit items and
-    categories, as in Taobao), whole-second times, the full purchase list and dedup window."""
+    categories, as in Taobao), whole-second times.  The ledgers (ids within the de-duplication
+    horizon, purchases within the purchase horizon) grow with the shopper's activity and are
+    bounded apart (`MAX_SEEN`, `MAX_PURCHASES`): the target is the interest layers'."""
     import random
 
     rnd = random.Random(7)
@@ -352,10 +414,9 @@ def test_a_profile_at_the_default_caps_fits_4_kib():
         etype = rnd.choice(EVENT_TYPES)
         p.learn(Event(f"e{n}", "u", item, etype, float(ts), category), category, root, params)
     assert [len(p.w[l]) for l in LAYERS] == [params.caps[l] for l in LAYERS]
-    assert len(p.purchases) == params.max_purchases and len(p.recent_ids) == params.dedup_window
-    data = p.to_bytes()
-    assert len(data) <= 4096
-    assert Profile.from_bytes(data) == p
+    assert p.purchases and len(p.seen) > 1_000
+    assert len(p.interest_bytes()) <= 4096
+    assert Profile.from_bytes(p.to_bytes()) == p
 
 
 def _pack_times(T: float | None, times: list[float]) -> bytes:
@@ -374,7 +435,7 @@ def _v3_bytes(p: Profile) -> bytes:
     T = p.last_ts
     layers = [[_pack_keys(list(p.w[l])), _f32_column(list(p.w[l].values())), _pack_times(T, list(p.t[l].values()))] for l in LAYERS]
     return msgpack.packb(
-        [3, layers, _pack_keys(list(p.purchases)), _pack_times(T, list(p.purchases.values())), p.count, T, _u64(p.recent_ids), p.seq],
+        [3, layers, _pack_keys(list(p.purchases)), _pack_times(T, list(p.purchases.values())), p.count, T, _u64(p.seen), p.seq],
         use_bin_type=True,
     )
 
@@ -382,7 +443,7 @@ def _v3_bytes(p: Profile) -> bytes:
 @given(st.one_of(events_st, whole_second_events_st))
 def test_the_third_encoding_still_reads(events):
     p = build_profiles(events, Catalog({}, {f"{i}": None for i in range(6)}), PARAMS)["u"]
-    assert Profile.from_bytes(_v3_bytes(p)) == p
+    assert Profile.from_bytes(_v3_bytes(p)) == _legacy(p)
 
 
 

@@ -23,7 +23,7 @@ from models.ranking import (
     layer_weights,
 )
 
-PP = ProfileParams()
+PP = ProfileParams(dedup_horizon_s=365 * 86_400.0)  # profiles built from events in any order
 RP = RankParams()
 T0 = 1_600_000_000.0
 
