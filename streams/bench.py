@@ -79,9 +79,9 @@ def percentiles_ms(samples_s: list[float]) -> dict:
 # -- serve over HTTP -------------------------------------------------------------------------------
 
 
-def _get_json(url: str, timeout: float = 10.0) -> tuple[int, dict]:
+def _get_json(url: str, headers: dict[str, str], timeout: float = 10.0) -> tuple[int, dict]:
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout) as response:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as exc:
         return exc.code, {}
@@ -89,7 +89,8 @@ def _get_json(url: str, timeout: float = 10.0) -> tuple[int, dict]:
         raise BenchError(f"no Strata worker answers at {url} ({getattr(exc, 'reason', exc)}); start one with `strata worker`") from None
 
 
-async def _serve_http(bases: list[str], users: list[str], requests: int, concurrency: int, k: int, warmup: int) -> dict:
+async def _serve_http(bases: list[str], users: list[str], requests: int, concurrency: int, k: int, warmup: int,
+                      headers: dict[str, str]) -> dict:
     """`concurrency` clients, client i sending to `bases[i % len(bases)]` over its own keep-alive
     connection; each worker's /metrics is read before and after the timed run."""
     import aiohttp
@@ -101,7 +102,8 @@ async def _serve_http(bases: list[str], users: list[str], requests: int, concurr
 
     timeout = aiohttp.ClientTimeout(total=30)
     per_worker = -(-concurrency // len(bases))
-    sessions = [aiohttp.ClientSession(base, connector=aiohttp.TCPConnector(limit=per_worker), timeout=timeout) for base in bases]
+    sessions = [aiohttp.ClientSession(base, connector=aiohttp.TCPConnector(limit=per_worker), timeout=timeout, headers=headers)
+                for base in bases]
     try:
 
         async def run(n: int, record: bool) -> float:
@@ -223,17 +225,17 @@ def bench_serve_http(settings: Settings, *, urls: list[str] | None, users: int, 
         raise BenchError(f"--concurrency {concurrency} is less than the {len(bases)} URLs: some worker would get no client")
     partitions: dict[str, list] = {}
     for base in bases:
-        status, health = _get_json(base + "/healthz")
+        status, health = _get_json(base + "/healthz", settings.auth_headers())
         if status != 200:
             raise BenchError(f"the worker at {base} is not ready (/healthz {status})")
         partitions[base] = health.get("partitions")
-        status, probe = _get_json(f"{base}/users/{user_prefix}0/recommendations?k={k}")
+        status, probe = _get_json(f"{base}/users/{user_prefix}0/recommendations?k={k}", settings.auth_headers())
         if status != 200:
             raise BenchError(f"{base}/users/{user_prefix}0/recommendations answered {status}")
         if probe.get("model_version") is None:
             raise BenchError(f"the worker at {base} serves no factor model yet: run `strata train` first")
     ids = [f"{user_prefix}{n}" for n in range(users)]
-    run = asyncio.run(_serve_http(bases, ids, requests, concurrency, k, warmup))
+    run = asyncio.run(_serve_http(bases, ids, requests, concurrency, k, warmup, settings.auth_headers()))
     ok = len(run["latencies"])
     if not ok:
         raise BenchError(f"no request succeeded: {run['errors']}")
@@ -369,7 +371,8 @@ class BenchWorker:
 
     def __init__(self, env: dict[str, str], log_path: Path) -> None:
         self.env, self.log_path, self.proc, self.log = env, log_path, None, None
-        self.url = Settings.from_env(env).web_url
+        settings = Settings.from_env(env)
+        self.url, self.headers = settings.web_url, settings.auth_headers()
 
     def start(self) -> None:
         child = {k: v for k, v in os.environ.items() if not k.startswith("STRATA_")} | self.env
@@ -378,7 +381,7 @@ class BenchWorker:
 
     def get(self, path: str) -> tuple[int, object]:
         try:
-            with urllib.request.urlopen(self.url + path, timeout=10) as response:
+            with urllib.request.urlopen(urllib.request.Request(self.url + path, headers=self.headers), timeout=10) as response:
                 body = response.read()
                 return response.status, (json.loads(body) if path != "/metrics" else body.decode())
         except urllib.error.HTTPError as exc:

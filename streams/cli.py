@@ -81,7 +81,7 @@ def cmd_replay(args, settings: Settings) -> int:
 def http_get(settings: Settings, path: str, query: dict | None = None, timeout: float = 10.0) -> tuple[int, dict]:
     url = settings.web_url + path + ("?" + urllib.parse.urlencode(query) if query else "")
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=settings.auth_headers()), timeout=timeout) as response:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as exc:
         try:

@@ -55,6 +55,11 @@ ENV_DOC: dict[str, tuple[str, str]] = {
     "STRATA_MAX_MODEL_ITEMS": ("10000000", "most items an item-factor model on the factor topic may hold; a manifest claiming more is refused before anything is allocated"),
     "STRATA_MAX_MODEL_FACTORS": ("1024", "most factors (dimensions) an item-factor model may have"),
     "STRATA_MAX_RANKING": ("64", "recommendation requests ranked or waiting at once; above it a request is answered 503 with Retry-After"),
+    "STRATA_API_TOKEN": (
+        "",
+        "when set (16+ printable characters), every HTTP view but /healthz and /metrics requires `Authorization: Bearer <token>`; "
+        "the CLI and the benchmarks send it",
+    ),
     "STRATA_KAFKA_SECURITY_PROTOCOL": ("PLAINTEXT", "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"),
     "STRATA_KAFKA_SASL_MECHANISM": ("", "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (with SASL_*)"),
     "STRATA_KAFKA_SASL_USERNAME": ("", "SASL user name"),
@@ -114,6 +119,14 @@ SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 _WILDCARD_HOSTS = ("0.0.0.0", "::", "[::]", "")
 
 
+def _token(text: str) -> str:
+    """STRATA_API_TOKEN: empty (no authentication), or 16+ printable ASCII characters without spaces."""
+    if text and not (len(text) >= 16 and text.isascii() and text.isprintable() and " " not in text):
+        raise ConfigError("STRATA_API_TOKEN must be at least 16 printable ASCII characters without spaces "
+                          "(e.g. `openssl rand -hex 32`)")
+    return text
+
+
 def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
@@ -159,6 +172,7 @@ class Settings:
     sasl_mechanism: str = ""
     sasl_username: str = ""
     sasl_password: str = field(default="", repr=False)
+    api_token: str = field(default="", repr=False)
     ssl_cafile: str = ""
 
     @classmethod
@@ -231,6 +245,7 @@ class Settings:
             sasl_mechanism=mechanism,
             sasl_username=get("STRATA_KAFKA_SASL_USERNAME"),
             sasl_password=env.get("STRATA_KAFKA_SASL_PASSWORD", ""),
+            api_token=_token(env.get("STRATA_API_TOKEN", "")),
             ssl_cafile=cafile,
         )
 
@@ -259,11 +274,15 @@ class Settings:
             return f"http://{_url_host(host)}:{self.web_port}"
         return f"http://{_url_host(self.web_host)}:{self.web_port}"
 
+    def auth_headers(self) -> dict[str, str]:
+        """The HTTP headers a client of the views sends (the bearer token, when one is set)."""
+        return {"Authorization": f"Bearer {self.api_token}"} if self.api_token else {}
+
     def security_env(self) -> dict[str, str]:
-        """The Kafka security settings as environment variables, for a child process (e.g. a
-        benchmark's workers) that must reach the same cluster."""
+        """The Kafka security settings and the API token as environment variables, for a child process
+        (e.g. a benchmark's workers) that must reach the same cluster and answer the same clients."""
         env = {"STRATA_KAFKA_SECURITY_PROTOCOL": self.security_protocol}
-        for name, value in (("STRATA_KAFKA_SASL_MECHANISM", self.sasl_mechanism), ("STRATA_KAFKA_SASL_USERNAME", self.sasl_username),
+        for name, value in (("STRATA_API_TOKEN", self.api_token), ("STRATA_KAFKA_SASL_MECHANISM", self.sasl_mechanism), ("STRATA_KAFKA_SASL_USERNAME", self.sasl_username),
                             ("STRATA_KAFKA_SASL_PASSWORD", self.sasl_password), ("STRATA_KAFKA_SSL_CAFILE", self.ssl_cafile)):
             if value:
                 env[name] = value

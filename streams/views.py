@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hmac
 import re
+import time
 from concurrent.futures import ThreadPoolExecutor
 
+from aiohttp import web as aiohttp_web
 from faust import web
-
-import time
 
 from models.learned import LearnedRanker as Ranker
 from models.profile import LAYERS
@@ -36,6 +37,29 @@ _ID = re.compile(r"[^\x00-\x1f\x7f]{1,128}")
 _FLAG = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
 RECOMMENDATION_PARAMS = ("k", "category", "explain", "exclude_purchased", "exclude_seen")
 MAX_QUERY_CHARS = 1024
+
+
+#: what answers without the API token: probes and scrapes, which carry no shopper's data
+OPEN_PATHS = frozenset({"/healthz", "/metrics"})
+
+
+@aiohttp_web.middleware
+async def require_token(request: aiohttp_web.Request, handler):
+    """With STRATA_API_TOKEN set, every request but `OPEN_PATHS` must carry `Authorization: Bearer
+    <token>` (compared in constant time): the views of this module, Faust's own (/router, /table,
+    …) and requests another worker forwards (`table_route` passes the headers on)."""
+    if request.path not in OPEN_PATHS:
+        given = request.headers.get("Authorization", "").encode()
+        if not hmac.compare_digest(given, _EXPECTED_AUTHORIZATION):
+            reason = "a bearer token is required" if not given else "the bearer token is not valid"
+            return aiohttp_web.json_response({"error": f"{reason} (Authorization: Bearer <STRATA_API_TOKEN>)", "status": 401},
+                                             status=401, headers={"WWW-Authenticate": 'Bearer realm="strata"'})
+    return await handler(request)
+
+
+_EXPECTED_AUTHORIZATION = f"Bearer {settings.api_token}".encode()
+if settings.api_token:
+    app.web.web_app.middlewares.append(require_token)
 
 
 def check_query(query, allowed: tuple[str, ...]) -> str | None:

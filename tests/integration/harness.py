@@ -126,9 +126,11 @@ class Worker:
     def log_tail(self, n: int = 40) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
 
-    def get(self, path: str, timeout: float = 10.0) -> tuple[int, dict | str]:
+    def get(self, path: str, timeout: float = 10.0, headers: dict[str, str] | None = None) -> tuple[int, dict | str]:
+        """GET a view, with the worker's API token (when it has one) unless `headers` are given."""
+        request = urllib.request.Request(self.url + path, headers=self.settings.auth_headers() if headers is None else headers)
         try:
-            with urllib.request.urlopen(self.url + path, timeout=timeout) as response:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
                 raw = response.read()
                 status = response.status
         except urllib.error.HTTPError as exc:

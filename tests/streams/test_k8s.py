@@ -85,8 +85,12 @@ def test_every_container_is_complete_and_its_settings_exist():
                 assert ("value" in var) != ("valueFrom" in var), var
     for name in config():
         assert name in ENV_DOC, f"ConfigMap key {name} is not a setting of streams/config.py"
-    secret = one("Secret")
-    assert set(secret["stringData"]) <= set(ENV_DOC)
+    secrets = [d for d in DOCS if d["kind"] == "Secret"]
+    assert {s["metadata"]["name"] for s in secrets} == {"strata-kafka-credentials", "strata-api-token"}
+    for secret in secrets:
+        assert set(secret["stringData"]) <= set(ENV_DOC)
+    worker = pod_spec(one("StatefulSet"))["containers"][0]
+    assert {"name": "strata-api-token", "optional": True} in [ref.get("secretRef") for ref in worker["envFrom"]]
 
 
 def test_settings_in_the_manifests_parse():

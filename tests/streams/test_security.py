@@ -47,6 +47,21 @@ def test_plaintext_kwargs_carry_no_credentials_and_ssl_carries_no_sasl():
 
 def test_password_is_not_in_the_settings_repr():
     assert "s3cret" not in repr(Settings.from_env(SASL_SSL))
+    assert "0123456789abcdef" not in repr(Settings.from_env({"STRATA_API_TOKEN": "0123456789abcdef"}))
+
+
+@pytest.mark.parametrize("token", ["short", "sixteen chars with spaces", "0123456789abcdé!"])
+def test_a_weak_or_unsendable_api_token_stops_the_worker_with_its_name(token):
+    done = subprocess.run([sys.executable, "-m", "streams", "worker"], env={**os.environ, "STRATA_API_TOKEN": token},
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert "STRATA_API_TOKEN must be at least 16 printable ASCII characters" in done.stderr
+    assert token not in done.stderr
+
+
+def test_clients_send_the_token_only_when_one_is_set():
+    assert Settings.from_env({}).auth_headers() == {}
+    assert Settings.from_env({"STRATA_API_TOKEN": "t" * 16}).auth_headers() == {"Authorization": "Bearer " + "t" * 16}
 
 
 @pytest.mark.parametrize(
