@@ -214,7 +214,10 @@ async def healthz(view: web.View, request: web.Request) -> web.Response:
         "feeds_caught_up": {"activity": shop_feed.caught_up, "item-factors": factor_feed.caught_up},
         "layers": list(LAYERS),
         # The ranker's learned weights of the score's terms (models.terms) and how many steps they took.
-        "ranker": {"theta": shop_feed.weights.as_dict(), "steps": shop_feed.steps, "covisit_items": len(shop_feed.covisits)},
+        # `clock`: the shop's now in event time, which ranking decays profiles to (models.clock);
+        # `activity_offset`: the activity topic's offset after the last record applied
+        "ranker": {"theta": shop_feed.weights.as_dict(), "steps": shop_feed.steps, "covisit_items": len(shop_feed.covisits),
+                   "clock": shop_feed.clock.now, "activity_offset": shop_feed.position},
     }
     return view.json(body, status=200 if body["status"] == "ok" else 503)
 

@@ -244,6 +244,29 @@ async def _group_lag(settings: Settings) -> dict[int, int]:
     return out
 
 
+def topic_end(settings: Settings, name: str) -> int:
+    """The end offset of a one-partition topic of Strata's (`name` without the prefix)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    async def end() -> int:
+        consumer = AIOKafkaConsumer(**settings.aiokafka_kwargs(), group_id=None, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            tp = TopicPartition(settings.topic(name), 0)
+            return (await consumer.end_offsets([tp]))[tp]
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(end())
+
+
+def shop_state_caught_up(worker: "Worker") -> bool:
+    """The worker's events are committed and its activity feed has applied every activity record."""
+    if not group_caught_up(worker.settings):
+        return False
+    return worker.get("/healthz")[1]["ranker"]["activity_offset"] == topic_end(worker.settings, "activity")
+
+
 def group_lag(settings: Settings) -> dict[int, int | None]:
     """Per partition of the events topic: end offset − the worker group's committed offset (None: unknown)."""
     return asyncio.run(_group_lag(settings))
