@@ -56,6 +56,9 @@ DEFAULT_PURCHASE_HORIZON_S = 365 * DAY
 #: Past MAX_SEEN the oldest ids go and the user's `floor` rises above them (see `Profile.learn`).
 MAX_SEEN = 20_000
 MAX_PURCHASES = 10_000
+#: how far a seen id's stored time (float32: 128 s apart at today's epoch times, 256 s past 2038)
+#: may be from the event's; ids are kept this much past the horizon, so none is forgotten early
+SEEN_SLACK_S = 1024.0
 
 
 class TooLate(InvalidEvent):
@@ -155,10 +158,10 @@ class Profile:
 
     - `purchases` maps every item bought within `purchase_horizon_s` of the user's newest
       event to its last purchase time (the exact purchase filter);
-    - `seen` / `seen_t` hold a 64-bit hash and the event time of every event applied within
-      `dedup_horizon_s` of the newest: a copy of one is dropped, however late it comes.  An
-      event older than the horizon (or than `floor`, raised only past `MAX_SEEN` ids) could be a
-      copy of a forgotten one: `learn` refuses it (`TooLate`).
+    - `seen` / `seen_t` hold a 64-bit hash and the event time (float32: to `SEEN_SLACK_S`) of
+      every event applied within `dedup_horizon_s` of the newest: a copy of one is dropped,
+      however late it comes.  An event older than the horizon (or than `floor`, raised only past
+      `MAX_SEEN` ids) could be a copy of a forgotten one: `learn` refuses it (`TooLate`).
 
     `seq` is the highest source sequence number applied (drops redelivery).
 
@@ -175,11 +178,11 @@ class Profile:
     count: int = 0
     last_ts: float | None = None
     seen: array = field(default_factory=lambda: array("Q"))
-    seen_t: array = field(default_factory=lambda: array("d"))
+    seen_t: array = field(default_factory=lambda: array("f"))
     seq: int = -1
     floor: float = -math.inf
-    #: the oldest time in `seen_t` and in `purchases` (bounds for `_expire`; not stored)
-    oldest: tuple[float, float] = field(default=(math.inf, math.inf), compare=False, repr=False)
+    #: the time of the first id kept (when `_expire` is due; not stored)
+    first_seen: float = field(default=math.inf, compare=False, repr=False)
 
     # -- learning ----------------------------------------------------------
     def learn(self, event: Event, domain: str | None, overall: str, params: ProfileParams) -> bool:
@@ -190,7 +193,8 @@ class Profile:
         """
         ts = event.ts
         last = self.last_ts
-        if last is not None and (ts < last - params.dedup_horizon_s or ts < self.floor):
+        # (a later event than every one applied is no copy of a forgotten one)
+        if last is not None and ts <= last and (ts < last - params.dedup_horizon_s or ts < self.floor):
             raise TooLate(ts, self.cut(params))
         h = _event_hash(event.event_id)
         seen = self.seen
@@ -206,24 +210,23 @@ class Profile:
             _add(w["domain"], t["domain"], domain, beta, ts, half_life["domain"], caps["domain"])
         _add(w["overall"], t["overall"], overall, beta, ts, half_life["overall"], caps["overall"])
 
-        oldest_seen, oldest_purchase = self.oldest
         if event.type == "purchase":
             prev = self.purchases.get(event.item_id)
             if prev is None or ts > prev:
                 self.purchases[event.item_id] = ts
-                if prev is None and ts < oldest_purchase:
-                    oldest_purchase = ts
-        if ts < oldest_seen:
-            oldest_seen = ts
-        self.oldest = (oldest_seen, oldest_purchase)
+                if len(self.purchases) > MAX_PURCHASES:
+                    self._prune(params)
         self.count += 1
-        if last is None or ts > last:
-            self.last_ts = last = ts
-        # Expired entries go in sweeps, once the oldest is an eighth of a horizon past it (a sweep
-        # costs a pass over the entries); until then they are kept, which changes no answer.
-        if (oldest_seen < last - 1.125 * params.dedup_horizon_s or oldest_purchase < last - 1.125 * params.purchase_horizon_s
-                or len(seen) > MAX_SEEN or len(self.purchases) > MAX_PURCHASES):
-            self._expire(params)
+        if last is None:
+            self.last_ts = self.first_seen = ts
+        elif ts > last:
+            self.last_ts = ts
+            # Expired entries go in sweeps, once the first is an eighth of a horizon past it; until
+            # then they are kept, which changes no answer.
+            if ts - self.first_seen > 1.125 * params.dedup_horizon_s + SEEN_SLACK_S:
+                self._expire(params)
+        if len(seen) > MAX_SEEN:
+            self._prune(params)
         return True
 
     def cut(self, params: ProfileParams) -> float:
@@ -233,28 +236,38 @@ class Profile:
         return max(self.last_ts - params.dedup_horizon_s, self.floor)
 
     def _expire(self, params: ProfileParams) -> None:
-        """Forget the ids before the de-duplication horizon and the purchases before the purchase
-        horizon; past `MAX_SEEN` ids, also the oldest ids, raising `floor` above them; past
-        `MAX_PURCHASES`, the oldest purchases (ties drop the smaller id)."""
-        last = self.last_ts
-        cut = self.cut(params)
+        """Forget the ids before the de-duplication horizon, from the front (the order they were
+        applied in: each id is looked at once when it goes, and an id applied out of time order
+        waits its turn), and the purchases before the purchase horizon."""
+        cut = self.cut(params) - SEEN_SLACK_S  # an id is kept while its rounded time might be within the horizon
+        times = self.seen_t
+        n = 0
+        for ts in times:
+            if ts >= cut:
+                break
+            n += 1
+        del times[:n], self.seen[:n]
+        self.first_seen = times[0] if times else math.inf
+        p_cut = self.last_ts - params.purchase_horizon_s
+        purchases = self.purchases
+        for item in [item for item, ts in purchases.items() if ts < p_cut]:
+            del purchases[item]
+
+    def _prune(self, params: ProfileParams) -> None:
+        """Past `MAX_SEEN` ids, forget the oldest, raising `floor` above them; past `MAX_PURCHASES`
+        purchases, forget the oldest (ties: the smaller id)."""
         times = self.seen_t
         if len(times) > MAX_SEEN:
-            cut = max(cut, sorted(times)[len(times) - MAX_SEEN])
-            self.floor = max(self.floor, cut)
-        keep = [n for n, ts in enumerate(times) if ts >= cut]
-        if len(keep) < len(times):
+            newest_gone = sorted(times)[len(times) - MAX_SEEN - 1]  # it and every time as old go
+            self.floor = max(self.floor, newest_gone + SEEN_SLACK_S)  # above every forgotten id's time
+            keep = [n for n, ts in enumerate(times) if ts > newest_gone]
             self.seen = array("Q", [self.seen[n] for n in keep])
-            self.seen_t = times = array("d", [times[n] for n in keep])
+            self.seen_t = times = array("f", [times[n] for n in keep])
+            self.first_seen = times[0] if times else math.inf
         purchases = self.purchases
-        p_cut = last - params.purchase_horizon_s
-        stale = [item for item, ts in purchases.items() if ts < p_cut]
-        for item in stale:
-            del purchases[item]
         if len(purchases) > MAX_PURCHASES:
             for item, _ in heapq.nsmallest(len(purchases) - MAX_PURCHASES, purchases.items(), key=lambda kv: (kv[1], kv[0])):
                 del purchases[item]
-        self.oldest = (min(times, default=math.inf), min(purchases.values(), default=math.inf))
 
     # -- reading -----------------------------------------------------------
     def weights(self, layer: str, params: ProfileParams, as_of: float | None = None) -> dict[str, float]:
@@ -292,8 +305,8 @@ class Profile:
     # -- persistence -------------------------------------------------------
     def to_bytes(self) -> bytes:
         """msgpack, version 5: the keys of each layer and of the purchases, then one float32 column
-        of every layer's weights, one column of every time (item, domain, overall, purchases, seen
-        ids), the seen ids' hashes (uint64), and `floor`.
+        of every layer's weights, one column of every time (item, domain, overall, purchases), the
+        seen ids' hashes (uint64) and times (float32), and `floor`.
 
         Lossless, and compact where the data allows it (SPEC §7: ≤ 4 KiB at the default caps for
         the interest layers; the ledgers add ≈ 12 bytes an id seen within the de-duplication
@@ -310,19 +323,18 @@ class Profile:
 
     def interest_bytes(self) -> bytes:
         """The encoding without the ledgers (purchases, seen ids): what SPEC §7's 4 KiB is about."""
-        return replace(self, purchases={}, seen=array("Q"), seen_t=array("d")).to_bytes()
+        return replace(self, purchases={}, seen=array("Q"), seen_t=array("f")).to_bytes()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "Profile":
         fields = msgpack.unpackb(data, raw=False)
         version = fields[0]
         if version == 5:
-            _, key_columns, ws, ts, count, last_ts, seen, seq, floor = fields
-            seen = _u64_array(seen)
-            return cls._from_columns(key_columns, ws, ts, len(seen), count, last_ts, seen, seq, floor)
+            _, key_columns, ws, ts, count, last_ts, seen, seen_t, seq, floor = fields
+            return cls._from_columns(key_columns, ws, ts, count, last_ts, _u64_array(seen), _f32_array(seen_t), seq, floor)
         if version == 4:  # the last 32 event ids, without times: kept as of the last event
             _, key_columns, ws, ts, count, last_ts, recent, seq = fields
-            return cls._from_columns(key_columns, ws, ts, 0, count, last_ts, _u64_array(recent), seq)
+            return cls._from_columns(key_columns, ws, ts, count, last_ts, _u64_array(recent), None, seq)
         if version == 3:
             return cls._from_v3(fields)
         if version == 2:
@@ -339,14 +351,14 @@ class Profile:
         return profile
 
     @classmethod
-    def _from_columns(cls, key_columns: list, ws: bytes, ts: bytes, n_seen: int, count: int, last_ts: float | None,
-                      seen: array, seq: int, floor: float = -math.inf) -> "Profile":
+    def _from_columns(cls, key_columns: list, ws: bytes, ts: bytes, count: int, last_ts: float | None,
+                      seen: array, seen_t: array | None, seq: int, floor: float = -math.inf) -> "Profile":
         """Versions 4 and 5: the key columns of the layers and the purchases, the weight column, and
-        the time column (layers, purchases, then `n_seen` seen-id times)."""
+        the time column (layers, then purchases)."""
         columns = [_unpack_keys(keys) for keys in key_columns]
         sizes = [len(keys) for keys in columns]
         weights = _f32_values(ws)
-        times = _unpack_times(last_ts, ts, sum(sizes) + n_seen)
+        times = _unpack_times(last_ts, ts, sum(sizes))
         w, t = {}, {}
         start = 0
         for layer, keys, n in zip(LAYERS, columns, sizes):
@@ -354,20 +366,21 @@ class Profile:
             w[layer] = dict(zip(keys, weights[start:end]))
             t[layer] = dict(zip(keys, times[start:end]))
             start = end
-        end = start + sizes[3]
-        purchases = dict(zip(columns[3], times[start:end]))
-        return cls._with_seen(w, t, purchases, count, last_ts, seen, times[end:], seq, floor)
+        purchases = dict(zip(columns[3], times[start:]))
+        if seen_t is not None:
+            return cls(w, t, purchases, count, last_ts, seen, seen_t, seq, floor, seen_t[0] if seen_t else math.inf)
+        return cls._with_seen(w, t, purchases, count, last_ts, seen, seen_t, seq, floor)
 
     @classmethod
-    def _with_seen(cls, w, t, purchases, count, last_ts, seen: array, seen_t, seq: int, floor: float = -math.inf) -> "Profile":
-        """A decoded profile; ids of encodings before version 5, stored without their times, count as of `last_ts`."""
-        if len(seen_t) != len(seen):
-            seen_t = [last_ts] * len(seen) if last_ts is not None else []
+    def _with_seen(cls, w, t, purchases, count, last_ts, seen: array, seen_t: array | None, seq: int,
+                   floor: float = -math.inf) -> "Profile":
+        """A decoded profile; ids of encodings before version 5 (`seen_t` None), stored without their
+        times, count as of `last_ts`."""
+        if seen_t is None:
+            seen_t = array("f", [last_ts] * len(seen)) if last_ts is not None else array("f")
             if last_ts is None:
                 seen = array("Q")
-        seen_t = array("d", seen_t)
-        oldest = (min(seen_t, default=math.inf), min(purchases.values(), default=math.inf))
-        return cls(w, t, purchases, count, last_ts, seen, seen_t, seq, floor, oldest)
+        return cls(w, t, purchases, count, last_ts, seen, seen_t, seq, floor, seen_t[0] if seen_t else math.inf)
 
     @classmethod
     def _from_v3(cls, fields: list) -> "Profile":
@@ -380,7 +393,7 @@ class Profile:
             t[layer] = dict(zip(keys, _unpack_times(last_ts, ts, len(keys))))
         p_keys = _unpack_keys(p_keys)
         purchases = dict(zip(p_keys, _unpack_times(last_ts, p_ts, len(p_keys))))
-        return cls._with_seen(w, t, purchases, count, last_ts, _u64_array(recent), (), seq)
+        return cls._with_seen(w, t, purchases, count, last_ts, _u64_array(recent), None, seq)
 
     @classmethod
     def _from_v2(cls, fields: list) -> "Profile":
@@ -390,7 +403,7 @@ class Profile:
         for layer, (keys, ws, ts) in zip(LAYERS, layers):
             w[layer] = dict(zip(keys, _floats(ws)))
             t[layer] = dict(zip(keys, _floats(ts)))
-        return cls._with_seen(w, t, dict(zip(p_keys, _floats(p_ts))), count, last_ts, _u64_array(recent), (), seq)
+        return cls._with_seen(w, t, dict(zip(p_keys, _floats(p_ts))), count, last_ts, _u64_array(recent), None, seq)
 
     @classmethod
     def _from_v1(cls, fields: list) -> "Profile":
@@ -402,7 +415,7 @@ class Profile:
             w[layer] = {flat[i]: flat[i + 1] for i in range(0, len(flat), 3)}
             t[layer] = {flat[i]: flat[i + 2] for i in range(0, len(flat), 3)}
         purchases = {flat_purchases[i]: flat_purchases[i + 1] for i in range(0, len(flat_purchases), 2)}
-        return cls._with_seen(w, t, purchases, count, last_ts, array("Q", recent_ids), (), seq)
+        return cls._with_seen(w, t, purchases, count, last_ts, array("Q", recent_ids), None, seq)
 
 
 def encode_profiles(profiles: Sequence[Profile]) -> list[bytes]:
@@ -425,12 +438,11 @@ def encode_profiles(profiles: Sequence[Profile]) -> list[bytes]:
         times += t["domain"].values()
         times += t["overall"].values()
         times += p.purchases.values()
-        times += p.seen_t
         bounds.append(len(times))
     weight_bytes = _f32_column(weights)
     time_columns = _pack_time_columns([p.last_ts for p in profiles], times, bounds)
     out = []
-    start = 0  # into weights: each profile's weights are its times less its purchases and seen ids
+    start = 0  # into weights: each profile's weights are its times less its purchases
     pack = msgpack.Packer(use_bin_type=True).pack  # one packer for all: building one costs as much as a small pack
     for p, column in zip(profiles, time_columns):
         w, purchases = p.w, p.purchases
@@ -445,6 +457,7 @@ def encode_profiles(profiles: Sequence[Profile]) -> list[bytes]:
                 p.count,
                 p.last_ts,
                 _u64(p.seen),
+                _f32(p.seen_t),
                 p.seq,
                 p.floor,
             ]
@@ -479,6 +492,22 @@ def _u64(values: array) -> bytes:
         values = array("Q", values)
         values.byteswap()
     return values.tobytes()
+
+
+def _f32(values: array) -> bytes:
+    """An array("f") as little-endian float32s."""
+    if _BIG_ENDIAN:
+        values = array("f", values)
+        values.byteswap()
+    return values.tobytes()
+
+
+def _f32_array(raw: bytes) -> array:
+    values = array("f")
+    values.frombytes(raw)
+    if _BIG_ENDIAN:
+        values.byteswap()
+    return values
 
 
 def _u64_array(raw: bytes) -> array:

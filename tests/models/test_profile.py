@@ -147,7 +147,7 @@ def _legacy(p: Profile) -> Profile:
     from array import array
     from dataclasses import replace
 
-    return replace(p, seen_t=array("d", [p.last_ts] * len(p.seen)))
+    return replace(p, seen_t=array("f", [p.last_ts] * len(p.seen)))
 
 
 def test_profile_state_is_invisible_to_the_garbage_collector():
