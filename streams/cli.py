@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import importlib.util
 import json
+import logging
 import sys
 import urllib.error
 import urllib.parse
@@ -58,8 +59,14 @@ def _duration(text: str) -> float:
 
 # -- commands -----------------------------------------------------------------
 def cmd_worker(args, settings: Settings) -> int:
+    from streams.topics import ensure_topics
     from streams.worker import run_worker
 
+    kafka_log.install()  # a broker that cannot be used is one line, not a traceback …
+    try:
+        asyncio.run(_with_broker(settings, ensure_topics(settings)))
+    finally:
+        kafka_log.uninstall()  # … and from here on the worker logs as a service does
     return run_worker(settings)
 
 
@@ -298,16 +305,50 @@ def cmd_demo(args, settings: Settings) -> int:
     return run_demo(args, settings)
 
 
+class KafkaLog(logging.Handler):
+    """aiokafka's warnings and errors during a command (it logs why a connection failed, then raises
+    a bare "unable to bootstrap"): kept, not printed, so that a failure is explained in one line."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.last: str | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.last = record.getMessage()
+
+    def install(self) -> None:
+        logger = logging.getLogger("aiokafka")
+        logger.addHandler(self)
+        logger.propagate = False
+
+    def uninstall(self) -> None:
+        logger = logging.getLogger("aiokafka")
+        logger.removeHandler(self)
+        logger.propagate = True
+
+
+kafka_log = KafkaLog()
+
+
+def broker_problem(settings: Settings, reason: str | None) -> str:
+    """One line on why Kafka could not be used, from aiokafka's last logged reason."""
+    where = f"Kafka at {settings.kafka_bootstrap}"
+    if reason and ("SaslAuthenticationFailed" in reason or "Authentication failed" in reason):
+        return (f"{where} refused the credentials of user {settings.sasl_username!r} ({settings.sasl_mechanism}): "
+                "authentication failed; check STRATA_KAFKA_SASL_USERNAME and STRATA_KAFKA_SASL_PASSWORD")
+    if reason and ("CERTIFICATE_VERIFY_FAILED" in reason or "SSL" in reason):
+        return f"the TLS handshake with {where} failed ({reason[:200]}); check STRATA_KAFKA_SSL_CAFILE and STRATA_KAFKA_SECURITY_PROTOCOL"
+    detail = f" ({reason[:200]})" if reason else ""
+    return f"cannot reach {where}{detail}; start the local broker with `strata kafka start` or set STRATA_KAFKA_BOOTSTRAP"
+
+
 async def _with_broker(settings: Settings, coro):
     from aiokafka.errors import KafkaConnectionError
 
     try:
         return await coro
     except KafkaConnectionError:
-        raise CommandError(
-            f"cannot reach Kafka at {settings.kafka_bootstrap}; start the local broker with `strata kafka start` "
-            "or set STRATA_KAFKA_BOOTSTRAP"
-        ) from None
+        raise CommandError(broker_problem(settings, kafka_log.last)) from None
 
 
 # -- parser -------------------------------------------------------------------
@@ -441,6 +482,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"strata: configuration error: {exc}", file=sys.stderr)
         return 2
+    if args.command != "worker":  # (the worker installs it while it checks the broker)
+        kafka_log.install()
     try:
         return int(args.func(args, settings) or 0)
     except CommandError as exc:

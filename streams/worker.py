@@ -43,12 +43,11 @@ def build_worker(settings):
 
 
 def run_worker(settings) -> int:
+    """Run the worker; the source topics must exist with our partition count (`streams.topics.
+    ensure_topics`, before the group forms: Faust creates only its own changelog topics)."""
     from streams.config import ConfigError
-    from streams.topics import ensure_topics, keyed_topic_problems
+    from streams.topics import keyed_topic_problems
 
-    # The source topics must exist with our partition count before the group forms;
-    # Faust creates only its own (changelog) topics.
-    asyncio.run(ensure_topics(settings))
     problems = asyncio.run(keyed_topic_problems(settings))
     if problems:
         raise ConfigError("; ".join(problems) + ": users would be looked for on other partitions than their "

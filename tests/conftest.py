@@ -20,11 +20,18 @@ def data_file(*parts: str) -> Path:
 
 
 @pytest.fixture(scope="session")
-def kafka(tmp_path_factory) -> str:
+def kafka_dir(tmp_path_factory) -> Path:
+    """The directory of the session's broker (`STRATA_KAFKA_DIR`: a command that starts the broker,
+    such as `strata demo`, finds it running there)."""
+    return tmp_path_factory.mktemp("kafka")
+
+
+@pytest.fixture(scope="session")
+def kafka(kafka_dir) -> str:
     """Bootstrap address of a real single-node Kafka, started for this session and stopped after it."""
     from streams import kafka_local
 
-    env = {"STRATA_KAFKA_DIR": str(tmp_path_factory.mktemp("kafka"))}
+    env = {"STRATA_KAFKA_DIR": str(kafka_dir)}
     kafka_local.run("start", port=TEST_KAFKA_PORT, env=env)
     try:
         yield f"127.0.0.1:{TEST_KAFKA_PORT}"

@@ -20,6 +20,7 @@ PARTITIONS="${STRATA_PARTITIONS:-8}"
 LOG_LEVEL="${STRATA_KAFKA_LOG_LEVEL:-INFO}"
 START_TIMEOUT="${STRATA_KAFKA_START_TIMEOUT:-60}"
 STOP_TIMEOUT="${STRATA_KAFKA_STOP_TIMEOUT:-30}"
+SECURITY="${STRATA_KAFKA_SECURITY:-plaintext}"
 readonly HOST=127.0.0.1
 
 usage() {
@@ -52,6 +53,11 @@ Settings (environment):
   STRATA_KAFKA_LOG_LEVEL        broker root log level       [$LOG_LEVEL]
   STRATA_KAFKA_START_TIMEOUT    seconds to wait for ready   [$START_TIMEOUT]
   STRATA_KAFKA_STOP_TIMEOUT     seconds before SIGKILL      [$STOP_TIMEOUT]
+  STRATA_KAFKA_SECURITY         plaintext, or sasl_ssl: TLS with a CA and broker certificate
+                                generated into STRATA_KAFKA_DIR/tls (clients verify with
+                                tls/ca.pem) and SCRAM-SHA-512 for the user
+                                STRATA_KAFKA_SASL_USERNAME / STRATA_KAFKA_SASL_PASSWORD,
+                                created when the storage is formatted   [$SECURITY]
   STRATA_KAFKA_JAVA_OPTS        extra broker JVM options
   STRATA_KAFKA_MVN_ARGS         extra mvn arguments for fetch (e.g. -o, -s settings.xml)
   JAVA_HOME                     JDK/JRE 17+ to use (else java on PATH)
@@ -77,6 +83,16 @@ is_uint "$START_TIMEOUT" || die "STRATA_KAFKA_START_TIMEOUT must be whole second
 is_uint "$STOP_TIMEOUT" || die "STRATA_KAFKA_STOP_TIMEOUT must be whole seconds, got '$STOP_TIMEOUT'"
 PARTITIONS=$((10#$PARTITIONS)) START_TIMEOUT=$((10#$START_TIMEOUT)) STOP_TIMEOUT=$((10#$STOP_TIMEOUT))
 [[ "$HEAP" =~ ^[0-9]+[kKmMgG]?$ ]] || die "STRATA_KAFKA_HEAP must look like 512m or 1g, got '$HEAP'"
+case "$SECURITY" in
+  plaintext) ;;
+  sasl_ssl)
+    [[ -n "${STRATA_KAFKA_SASL_USERNAME:-}" && -n "${STRATA_KAFKA_SASL_PASSWORD:-}" ]] ||
+      die "STRATA_KAFKA_SECURITY=sasl_ssl needs STRATA_KAFKA_SASL_USERNAME and STRATA_KAFKA_SASL_PASSWORD (the SCRAM user to create)"
+    [[ "$STRATA_KAFKA_SASL_USERNAME$STRATA_KAFKA_SASL_PASSWORD" =~ ^[A-Za-z0-9._~@%+=:-]+$ ]] ||
+      die "STRATA_KAFKA_SASL_USERNAME and STRATA_KAFKA_SASL_PASSWORD may hold letters, digits and ._~@%+=:- only here"
+    ;;
+  *) die "STRATA_KAFKA_SECURITY must be plaintext or sasl_ssl, got '$SECURITY'" ;;
+esac
 
 DIR="${STRATA_KAFKA_DIR:-${XDG_STATE_HOME:-$HOME/.local/state}/strata/kafka-$PORT}"
 readonly LIBS="$CACHE/libs"
@@ -88,6 +104,7 @@ readonly BROKER_LOG4J="$DIR/log4j2.properties"
 readonly PIDFILE="$DIR/kafka.pid"
 readonly LOG="$DIR/kafka.log"
 readonly BOOTSTRAP="$HOST:$PORT"
+readonly TLS="$DIR/tls"
 
 if [[ -n "${JAVA_HOME:-}" && -x "${JAVA_HOME}/bin/java" ]]; then
   JAVA="$JAVA_HOME/bin/java"
@@ -256,9 +273,12 @@ raw_api_versions() {
   [[ "${reply:8:8}" == 00000007 ]] # response header: size, then our correlation id
 }
 
-# the broker serves requests (not just a bound port)
+# the broker serves requests (not just a bound port); a TLS listener cannot take the raw
+# probe, so there the broker's own "started" line counts
 api_ready() {
-  if raw_probe_available; then
+  if [[ "$SECURITY" == sasl_ssl ]]; then
+    port_open "$PORT" && grep -q 'Kafka Server started' "$LOG" 2>/dev/null
+  elif raw_probe_available; then
     raw_api_versions
   else
     tool_java org.apache.kafka.tools.BrokerApiVersionsCommand --bootstrap-server "$BOOTSTRAP" >/dev/null 2>&1
@@ -267,7 +287,7 @@ api_ready() {
 
 # cheap liveness for status / already-running: a real request when possible
 answering() {
-  if raw_probe_available; then raw_api_versions; else port_open "$PORT"; fi
+  if [[ "$SECURITY" != sasl_ssl ]] && raw_probe_available; then raw_api_versions; else port_open "$PORT"; fi
 }
 
 log_tail() {
@@ -287,10 +307,7 @@ process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@$HOST:$CPORT
 controller.listener.names=CONTROLLER
-listeners=PLAINTEXT://$HOST:$PORT,CONTROLLER://$HOST:$CPORT
-advertised.listeners=PLAINTEXT://$HOST:$PORT
-inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+$(listener_config)
 
 log.dirs=$DATA
 
@@ -354,6 +371,77 @@ EOF
   mv -f "$BROKER_LOG4J.tmp" "$BROKER_LOG4J"
 }
 
+listener_config() {
+  if [[ "$SECURITY" == plaintext ]]; then
+    cat <<EOF
+listeners=PLAINTEXT://$HOST:$PORT,CONTROLLER://$HOST:$CPORT
+advertised.listeners=PLAINTEXT://$HOST:$PORT
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+EOF
+    return
+  fi
+  local store_pw admin_pw
+  store_pw="$(cat "$TLS/store.password")" admin_pw="$(cat "$TLS/admin.password")"
+  cat <<EOF
+# SASL_SSL for clients and the broker itself (SCRAM-SHA-512 over TLS); the controller stays on loopback plaintext
+listeners=SASL_SSL://$HOST:$PORT,CONTROLLER://$HOST:$CPORT
+advertised.listeners=SASL_SSL://$HOST:$PORT
+inter.broker.listener.name=SASL_SSL
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL
+sasl.enabled.mechanisms=SCRAM-SHA-512
+sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="admin" password="$admin_pw";
+ssl.keystore.type=PKCS12
+ssl.keystore.location=$TLS/broker.p12
+ssl.keystore.password=$store_pw
+ssl.key.password=$store_pw
+ssl.truststore.type=PKCS12
+ssl.truststore.location=$TLS/truststore.p12
+ssl.truststore.password=$store_pw
+EOF
+}
+
+# A CA and a broker certificate for 127.0.0.1 / localhost (keytool, from the JDK), once per data dir:
+# tls/ca.pem is what clients verify the broker with.
+make_certs() {
+  [[ "$SECURITY" == sasl_ssl && ! -f "$TLS/truststore.p12" ]] || return 0
+  local keytool="keytool" pw
+  [[ -n "${JAVA_HOME:-}" && -x "$JAVA_HOME/bin/keytool" ]] && keytool="$JAVA_HOME/bin/keytool"
+  command -v "$keytool" >/dev/null 2>&1 || die "keytool (part of the JDK) not found: needed to make certificates for sasl_ssl"
+  mkdir -p "$DIR"
+  rm -rf "$TLS.tmp" && mkdir -p "$TLS.tmp" && chmod 700 "$TLS.tmp"
+  pw="$(random_cluster_id | tr -dc 'A-Za-z0-9')"
+  printf '%s' "$pw" >"$TLS.tmp/store.password"
+  random_cluster_id | tr -dc 'A-Za-z0-9' >"$TLS.tmp/admin.password"
+  local kt=("$keytool" -noprompt -storetype PKCS12 -storepass "$pw")
+  local san="SAN=IP:$HOST,DNS:localhost"
+  {
+    "${kt[@]}" -genkeypair -alias ca -keyalg RSA -keysize 2048 -validity 3650 -dname "CN=strata local CA" \
+      -ext bc:c -keystore "$TLS.tmp/ca.p12"
+    "${kt[@]}" -exportcert -rfc -alias ca -keystore "$TLS.tmp/ca.p12" -file "$TLS.tmp/ca.pem"
+    "${kt[@]}" -genkeypair -alias broker -keyalg RSA -keysize 2048 -validity 3650 -dname "CN=localhost" \
+      -ext "$san" -keystore "$TLS.tmp/broker.p12"
+    "${kt[@]}" -certreq -alias broker -keystore "$TLS.tmp/broker.p12" -file "$TLS.tmp/broker.csr"
+    "${kt[@]}" -gencert -rfc -alias ca -keystore "$TLS.tmp/ca.p12" -infile "$TLS.tmp/broker.csr" \
+      -outfile "$TLS.tmp/broker.pem" -ext "$san" -validity 3650
+    "${kt[@]}" -importcert -alias ca -file "$TLS.tmp/ca.pem" -keystore "$TLS.tmp/broker.p12"
+    "${kt[@]}" -importcert -alias broker -file "$TLS.tmp/broker.pem" -keystore "$TLS.tmp/broker.p12"
+    "${kt[@]}" -importcert -alias ca -file "$TLS.tmp/ca.pem" -keystore "$TLS.tmp/truststore.p12"
+  } >"$DIR/keytool.log" 2>&1 || { warn "keytool failed; see $DIR/keytool.log"; tail -n 20 "$DIR/keytool.log" >&2; exit 1; }
+  cat >"$TLS.tmp/client.properties" <<EOF
+security.protocol=SASL_SSL
+sasl.mechanism=SCRAM-SHA-512
+sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="admin" password="$(cat "$TLS.tmp/admin.password")";
+ssl.truststore.type=PKCS12
+ssl.truststore.location=$TLS/truststore.p12
+ssl.truststore.password=$pw
+EOF
+  rm -f "$TLS.tmp/broker.csr" "$TLS.tmp/broker.pem"
+  rm -rf "$TLS" && mv "$TLS.tmp" "$TLS"
+  say "Made a CA and a broker certificate in $TLS (clients: STRATA_KAFKA_SSL_CAFILE=$TLS/ca.pem)"
+}
+
 random_cluster_id() {
   # a Kafka Uuid is 16 random bytes, base64url without padding (22 chars)
   local id=""
@@ -372,7 +460,12 @@ format_storage() {
   local id out
   id="$(random_cluster_id)"
   say "Formatting new storage in $DATA (cluster id $id)"
-  if ! out="$(tool_java kafka.tools.StorageTool format --ignore-formatted -t "$id" -c "$CONFIG" 2>&1)"; then
+  local scram=()
+  if [[ "$SECURITY" == sasl_ssl ]]; then
+    scram=(--add-scram "SCRAM-SHA-512=[name=admin,password=$(cat "$TLS/admin.password")]"
+      --add-scram "SCRAM-SHA-512=[name=$STRATA_KAFKA_SASL_USERNAME,password=$STRATA_KAFKA_SASL_PASSWORD]")
+  fi
+  if ! out="$(tool_java kafka.tools.StorageTool format --ignore-formatted -t "$id" -c "$CONFIG" ${scram[@]+"${scram[@]}"} 2>&1)"; then
     warn "formatting $DATA failed:"
     printf '%s\n' "$out" >&2
     exit 1
@@ -455,6 +548,7 @@ cmd_start() {
     fi
   done
 
+  make_certs
   write_config
   format_storage
 
@@ -532,8 +626,10 @@ cmd_lag() {
   cmd_fetch quiet
   port_open "$PORT" || { warn "nothing is listening on $BOOTSTRAP (start it with: kafka.sh start)"; exit 3; }
   exec 8>&- 9>&-
+  local secure=()
+  [[ "$SECURITY" == sasl_ssl ]] && secure=(--command-config "$TLS/client.properties")
   tool_java org.apache.kafka.tools.consumer.group.ConsumerGroupCommand \
-    --bootstrap-server "$BOOTSTRAP" --describe --group "$group" "$@"
+    --bootstrap-server "$BOOTSTRAP" ${secure[@]+"${secure[@]}"} --describe --group "$group" "$@"
 }
 
 cmd_reset() {
