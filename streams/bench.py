@@ -389,6 +389,18 @@ class BenchWorker:
         except (urllib.error.URLError, ConnectionError, TimeoutError, ValueError):
             return 0, {}
 
+    def memory(self) -> dict[str, int] | None:
+        """The worker process's resident memory now and at its peak (Linux /proc; None elsewhere)."""
+        try:
+            status = Path(f"/proc/{self.proc.pid}/status").read_text()
+        except (OSError, AttributeError):
+            return None
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        try:
+            return {"rss_bytes": int(fields["VmRSS"].split()[0]) * 1024, "peak_rss_bytes": int(fields["VmHWM"].split()[0]) * 1024}
+        except (KeyError, ValueError):
+            return None
+
     def scrape(self) -> dict[str, float]:
         """The worker's /metrics as {series: value} (labels kept in the series name); {} while it
         does not answer; BenchError once the process has exited."""

@@ -241,6 +241,7 @@ def run_bench(base: Settings, events: int = 300_000, workers: int = 1, rate: flo
             time.sleep(0.25)
         after = _buckets([p.scrape() for p in procs])
         latency = percentiles_from_histogram(before, after)
+        memory = [p.memory() for p in procs]
         latency["offered_rate"] = rate
         latency["achieved_offered_rate"] = round(len(live) / took, 1)
         if latency["observations"] != len(live):  # each live event is new and valid: applied once
@@ -268,6 +269,7 @@ def run_bench(base: Settings, events: int = 300_000, workers: int = 1, rate: flo
         "partitions": base.partitions,
         "batch_size": base.batch_size,
         "users": users,
+        "worker_memory": memory,  # each worker's resident memory after the latency phase, and its peak
         "app_id": app_id,
         "machine": machine_info(),
     }
@@ -280,7 +282,15 @@ def summary_line(result: dict) -> str:
         f"({result['ratio']:.0%} of raw aiokafka {result['raw_consume_per_s']:,.0f}/s) · "
         f"latency at {lat['offered_rate']:,.0f}/s p50 {lat['p50']} ms · p95 {lat['p95']} ms · p99 {lat['p99']} ms"
         + _loop_lag_text(result.get("loop_lag_ms"))
+        + _memory_text(result.get("worker_memory"))
     )
+
+
+def _memory_text(memory: list | None) -> str:
+    known = [m for m in memory or [] if m]
+    if not known:
+        return ""
+    return " · worker memory " + ", ".join(f"{m['rss_bytes'] / 2**20:,.0f} MiB (peak {m['peak_rss_bytes'] / 2**20:,.0f})" for m in known)
 
 
 def _loop_lag_text(lag: dict | None) -> str:
