@@ -134,7 +134,13 @@ def _checked_event(obj: dict, now: float) -> Event:
     user_id = _id(obj, "user_id")
     item_id = _id(obj, "item_id")
     category_id = _id(obj, "category_id", required=False)
+    etype = _type(obj)
+    ts = _ts(obj, now)
+    context = _context(obj)
+    return Event(event_id, user_id, item_id, etype, ts, category_id, context)  # type: ignore[arg-type]
 
+
+def _type(obj: dict) -> str:
     etype = obj.get("type")
     if etype is None:
         raise InvalidEvent("missing_field", "'type' is required")
@@ -142,7 +148,10 @@ def _checked_event(obj: dict, now: float) -> Event:
         raise InvalidEvent("wrong_type", f"'type' must be a string, got {type(etype).__name__}")
     if etype not in EVENT_TYPES:
         raise InvalidEvent("unknown_type", f"'type' must be one of {', '.join(EVENT_TYPES)}, got {etype[:32]!r}")
+    return etype
 
+
+def _ts(obj: dict, now: float) -> float:
     ts = obj.get("ts")
     if ts is None:
         raise InvalidEvent("missing_field", "'ts' is required")
@@ -159,7 +168,10 @@ def _checked_event(obj: dict, now: float) -> Event:
         raise InvalidEvent("bad_ts", f"'ts' must not be negative, got {ts}")
     if ts > now + MAX_FUTURE_S:
         raise InvalidEvent("future_ts", f"'ts' {ts:.0f} is more than one day after now ({now:.0f})")
+    return ts
 
+
+def _context(obj: dict) -> dict | None:
     context = obj.get("context")
     if context is not None:
         if not isinstance(context, dict):
@@ -170,8 +182,38 @@ def _checked_event(obj: dict, now: float) -> Event:
             raise InvalidEvent("wrong_type", f"'context' must hold JSON values only ({exc})") from None
         if size > MAX_CONTEXT_BYTES:
             raise InvalidEvent("context_too_large", f"'context' is {size} bytes, the limit is {MAX_CONTEXT_BYTES}")
+    return context
 
-    return Event(event_id, user_id, item_id, etype, ts, category_id, context)  # type: ignore[arg-type]
+
+_FIELD_CHECKS = (
+    lambda obj, now: _id(obj, "event_id"),
+    lambda obj, now: _id(obj, "user_id"),
+    lambda obj, now: _id(obj, "item_id"),
+    lambda obj, now: _id(obj, "category_id", required=False),
+    lambda obj, now: _type(obj),
+    _ts,
+    lambda obj, now: _context(obj),
+)
+
+
+def event_problems(obj: object, now: float) -> list[InvalidEvent]:
+    """Every rule of SPEC §2 a decoded event breaks (empty: `parse_event` accepts it), for a client
+    that should hear all that is wrong at once (HTTP ingest), not the first reason only.
+
+    >>> [p.reason for p in event_problems({"user_id": "u", "type": "look", "ts": -1}, 0.0)]
+    ['missing_field', 'missing_field', 'unknown_type', 'bad_ts']
+    """
+    if not isinstance(obj, dict):
+        return [InvalidEvent("not_object", f"expected a JSON object, got {type(obj).__name__}")]
+    problems = []
+    for check in _FIELD_CHECKS:
+        try:
+            check(obj, now)
+        except InvalidEvent as exc:
+            problems.append(exc)
+        except Exception as exc:  # noqa: BLE001 - whatever else the content provokes
+            problems.append(InvalidEvent("undecodable", f"{type(exc).__name__}: {str(exc)[:200]}"))
+    return problems
 
 
 @dataclass(frozen=True, slots=True)

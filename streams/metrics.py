@@ -109,6 +109,7 @@ class Metrics:
         self.deadlettered = defaultdict(int)  # by reason
         self.rejected = defaultdict(int)  # records of the other topics, by (topic role, reason)
         self.duplicates = 0
+        self.ingested = defaultdict(int)  # events posted over HTTP (streams.ingest), by outcome
         self.factors_refused = 0
         self.batches = 0
         self.recommendations = 0  # requests ranked …
@@ -139,6 +140,12 @@ class Metrics:
         ]
         lines += [f'strata_records_deadlettered_total{{topic="{_label(t)}",reason="{_label(r)}"}} {n}'
                   for (t, r), n in sorted(self.rejected.items())]
+        lines += [
+            "# HELP strata_http_events_total Events posted over HTTP (POST /events, /events:batch): accepted (acknowledged by "
+            "Kafka), rejected (invalid, 400) or failed (not acknowledged, 503).",
+            "# TYPE strata_http_events_total counter",
+        ]
+        lines += [f'strata_http_events_total{{outcome="{o}"}} {self.ingested.get(o, 0)}' for o in ("accepted", "rejected", "failed")]
         lines += [
             "# HELP strata_events_duplicate_total Events dropped as already applied.",
             "# TYPE strata_events_duplicate_total counter",

@@ -112,3 +112,20 @@ def test_arbitrary_json_over_a_good_event_is_a_record_or_a_reason(changes, keyed
 @given(json_values)
 def test_arbitrary_json_documents_are_a_record_or_a_reason(doc):
     _outcome(b"u1", json.dumps(doc).encode())
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.dictionaries(st.sampled_from(FIELDS), json_values, max_size=len(FIELDS)))
+def test_every_problem_is_listed_and_the_first_is_the_reason_parsing_gives(changes):
+    """`event_problems` (HTTP ingest answers with all of them) agrees with `parse_event`: no problem
+    exactly when the event is accepted, and its first problem is the reason parsing stops at."""
+    from models.events import event_problems, parse_event
+
+    obj = json.loads(json.dumps({**GOOD, **changes}))
+    problems = event_problems(obj, NOW)
+    try:
+        parse_event(obj, NOW)
+    except InvalidEvent as exc:
+        assert problems and problems[0].reason == exc.reason
+    else:
+        assert problems == []
