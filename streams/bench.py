@@ -259,6 +259,73 @@ def bench_serve_http(settings: Settings, *, urls: list[str] | None, users: int, 
     }
 
 
+# -- ingest over HTTP ------------------------------------------------------------------------------
+
+
+async def _ingest_http(base: str, headers: dict[str, str], bodies: list[bytes], batch: int, concurrency: int) -> dict:
+    """`concurrency` clients posting the bodies, each over its own keep-alive connection."""
+    import aiohttp
+
+    path = "/events" if batch == 1 else "/events:batch"
+    latencies: list[float] = []
+    errors: dict[int, int] = {}
+    accepted = 0
+    queue = list(reversed(bodies))
+    timeout = aiohttp.ClientTimeout(total=60)
+    async with aiohttp.ClientSession(base, connector=aiohttp.TCPConnector(limit=concurrency), timeout=timeout,
+                                     headers={**headers, "Content-Type": "application/json"}) as session:
+
+        async def client() -> None:
+            nonlocal accepted
+            while queue:
+                body = queue.pop()
+                t0 = time.perf_counter()
+                async with session.post(path, data=body) as response:
+                    answer = await response.json(content_type=None)
+                    status = response.status
+                latencies.append(time.perf_counter() - t0)
+                if status in (200, 202):
+                    accepted += answer["accepted"] if status == 200 else 1
+                else:
+                    errors[status] = errors.get(status, 0) + 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(client() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    return {"accepted": accepted, "elapsed": elapsed, "latencies": latencies, "errors": errors}
+
+
+def bench_ingest_http(settings: Settings, *, url: str, events: int, batch: int, concurrency: int) -> dict:
+    """Synthetic events (fresh ids each run) posted to a running worker, `batch` a request."""
+    import orjson
+
+    from models.loaders import open_log
+
+    base = url.rstrip("/")
+    status, health = _get_json(base + "/healthz", settings.auth_headers())
+    if status != 200:
+        raise BenchError(f"the worker at {base} is not ready (/healthz {status})")
+    run = f"ingest-{int(time.time())}"
+    log = [{**e, "event_id": f"{run}-{e['event_id']}"} for e in
+           open_log(f"users={max(events // 15, 1)},items=5000,events={events}", "synthetic", seed=11).events()]
+    bodies = [orjson.dumps(log[i] if batch == 1 else log[i:i + batch]) for i in range(0, len(log), batch)]
+    result = asyncio.run(_ingest_http(base, settings.auth_headers(), bodies, batch, concurrency))
+    if not result["accepted"]:
+        raise BenchError(f"no event was accepted: {result['errors']}")
+    return {
+        "events": result["accepted"],
+        "events_per_s": round(result["accepted"] / result["elapsed"], 1),
+        "requests": len(bodies),
+        "batch": batch,
+        "concurrency": concurrency,
+        "latency_ms": percentiles_ms(result["latencies"]),
+        "errors": result["errors"],
+        "url": base,
+        "note": "client and worker share the machine's cores",
+        "machine": machine_info(),
+    }
+
+
 # -- train -----------------------------------------------------------------------------------------
 
 
@@ -535,7 +602,7 @@ def run(args, settings: Settings) -> int:
         for n in range(args.runs):
             if args.runs > 1:
                 say(f"run {n + 1} of {args.runs}")
-            results.append(run_bench(settings, events=args.events, workers=args.workers, rate=args.rate,
+            results.append(run_bench(settings, events=args.events or 300_000, workers=args.workers, rate=args.rate,
                                      users=args.users or 20_000, progress=say))
             if args.runs > 1:
                 say(summary_line(results[-1]))
@@ -570,6 +637,14 @@ def run(args, settings: Settings) -> int:
         say(cpu_line(result["cpu_per_request"], "request"))
         if result["from_standby"]:
             say(f"answered from a standby copy, not forwarded to the owner: {result['from_standby']:.0%} of the requests")
+    elif args.what == "ingest":
+        result = bench_ingest_http(settings, url=(args.url or [settings.web_url])[0], events=args.events or 50_000,
+                                   batch=args.batch, concurrency=args.concurrency)
+        _emit(result, args.json)
+        lat = result["latency_ms"]
+        say(f"ingest over HTTP ({result['url']}, {args.batch} events a request, concurrency {args.concurrency}): "
+            f"{result['events_per_s']:,.0f} events/s accepted · a request p50 {lat['p50']} ms · p99 {lat['p99']} ms · "
+            f"errors {sum(result['errors'].values())}")
     elif args.what == "train":
         from models.als import ALSParams
 
@@ -607,7 +682,7 @@ def run(args, settings: Settings) -> int:
             f"max {b['max']:,} B · {result['share_within_4KiB']:.1%} within 4 KiB · at the item cap: "
             f"{result['users_at_item_cap']:,} users, max {result['max_bytes_at_item_cap'] or 0:,} B")
     elif args.what == "recovery":
-        result = bench_recovery(settings, users=args.users or 100_000, events=args.events, partitions=settings.partitions)
+        result = bench_recovery(settings, users=args.users or 100_000, events=args.events or 300_000, partitions=settings.partitions)
         _emit(result, args.json)
         say(f"recovery: {result['profiles']:,} profiles from the changelog (data dir deleted) in {result['recovery_s']} s "
             f"(ready after {result['ready_s']} s) · {result['profiles_per_s']:,.0f} profiles/s")

@@ -395,8 +395,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_recommend)
 
     p = sub.add_parser("bench", help="benchmarks (print JSON and a one-line summary)")
-    p.add_argument("what", choices=["serve", "stream", "train", "recovery", "profiles"])
-    p.add_argument("--events", type=_positive_int, default=300_000, help="stream: synthetic events in the backlog")
+    p.add_argument("what", choices=["serve", "stream", "train", "recovery", "profiles", "ingest"])
+    p.add_argument("--events", type=_positive_int, help="stream: synthetic events in the backlog (default 300000); "
+                                                         "recovery: events (default 300000); ingest: events posted (default 50000)")
+    p.add_argument("--batch", type=_positive_int, default=100, help="ingest: events a request (1: POST /events; more: POST /events:batch)")
     p.add_argument("--workers", type=_positive_int, default=1, help="stream: worker processes in the group")
     p.add_argument("--rate", type=_positive_float, default=2_000.0, help="stream: offered events/s of the latency phase")
     p.add_argument("--runs", type=_positive_int, default=1, help="stream: runs one after the other, each on fresh topics; the JSON keeps each and their median and range")
@@ -405,8 +407,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dims", type=_positive_int, help=f"serve: factors of the in-process model (default 64, SPEC §7); train: ALS factors (default {ALS_DEFAULTS.factors})")
     p.add_argument("--requests", type=_positive_int, help="serve: requests measured (default 500 in-process, 5000 over HTTP)")
     p.add_argument("--url", action="append",
-                   help="serve: a worker's URL (default: STRATA_WEB_HOST/PORT); repeat it to spread the clients over several workers")
-    p.add_argument("--concurrency", type=_positive_int, default=16, help="serve: requests in flight (in-process: also ranked this many at a time, as a worker batches concurrent requests)")
+                   help="serve, ingest: a worker's URL (default: STRATA_WEB_HOST/PORT); repeat it to spread the clients over several workers")
+    p.add_argument("--concurrency", type=_positive_int, default=16, help="serve, ingest: requests in flight (in-process: also ranked this many at a time, as a worker batches concurrent requests)")
     p.add_argument("--k", type=_positive_int, default=10, help="serve: recommendations per request")
     p.add_argument("--users", type=_positive_int, help="serve: ask for users PREFIX0…PREFIX(N-1) (default 1000); stream: users of the synthetic log (default 20000, SPEC §7); recovery: users (default 100000)")
     p.add_argument("--user-prefix", default="u", help="serve: user id prefix (synthetic logs use u)")
