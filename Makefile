@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install demo test test-fast kafka-start kafka-stop clean
+.PHONY: install browser demo test test-fast kafka-start kafka-stop clean
 
 install: $(VENV)/.installed
 
@@ -17,8 +17,21 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	$(BIN)/strata demo
 
+## browser: Debian's Chromium and ChromeDriver, for the dashboard's test (installed when missing, as root)
+browser:
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing chromium and chromium-driver (apt-get) for the dashboard test ..."; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get install -y -q --no-install-recommends chromium chromium-driver >/dev/null 2>&1 || \
+	      { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends chromium chromium-driver >/dev/null; }; \
+	  else \
+	    echo "note: the dashboard test needs chromium and chromium-driver (apt-get install chromium chromium-driver) and is skipped without them"; \
+	  fi; \
+	fi
+
 ## test: the whole suite, integration tests against a real broker the suite starts itself
-test: install
+test: install browser
 	$(BIN)/python -m pytest
 
 ## test-fast: only the pure tests (no broker)

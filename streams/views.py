@@ -39,8 +39,9 @@ RECOMMENDATION_PARAMS = ("k", "category", "explain", "exclude_purchased", "exclu
 MAX_QUERY_CHARS = 1024
 
 
-#: what answers without the API token: probes and scrapes, which carry no shopper's data
-OPEN_PATHS = frozenset({"/healthz", "/metrics"})
+#: what answers without the API token: probes and scrapes, which carry no shopper's data, and the
+#: dashboard's page itself (no data: it asks for the token and sends it with every request it makes)
+OPEN_PATHS = frozenset({"/healthz", "/metrics", "/ui"})
 
 
 @aiohttp_web.middleware
@@ -189,6 +190,8 @@ async def user_profile(view: web.View, request: web.Request, user_id: str) -> we
             "layers": snap["layers"],
             "events": snap["events"],
             "purchases": snap["purchases"],
+            # the items touched last, most recent first, with the time each was last touched
+            "recent": [{"item_id": item, "ts": profile.t["item"][item]} for item in profile.recent_items(10)],
             "params": {"beta": dict(params.beta), "half_life_s": dict(params.half_life_s), "caps": dict(params.caps)},
         }
     )

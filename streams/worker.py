@@ -26,7 +26,7 @@ def build_worker(settings):
     """The Faust worker with our services, logging at `settings.log_level` (not started)."""
     import faust
 
-    from streams import agents, ingest, views  # noqa: F401  (registers agents and views)
+    from streams import agents, dashboard, ingest, views  # noqa: F401  (registers agents and views)
     from streams.app import app, deadletters, end_offsets, factor_feed, shop_feed
     from streams.feeds import EventLoopWatch
 
