@@ -211,6 +211,30 @@ class FactorModel:
         return fold_in_weights(self.Y, self.YtY, np.asarray(rows, dtype=np.intp), np.asarray(weights, dtype=np.float64),
                                alpha, regularization)
 
+    @cached_property
+    def _unit_rows(self) -> np.ndarray:
+        """Y with each row scaled to length 1 (zero rows stay zero)."""
+        norms = np.linalg.norm(self.Y, axis=1, keepdims=True)
+        return (self.Y / np.where(norms > 0, norms, 1.0)).astype(DTYPE)
+
+    def neighbours(self, item: str, k: int) -> list[tuple[str, float]]:
+        """The `k` items whose factors point the most the way `item`'s do (cosine, > 0), best
+        first; [] for an item without factors.
+
+        >>> m = FactorModel(1, ["a", "b", "c"], np.array([[1, 0], [2, 0.1], [0, 1]], dtype=np.float32))
+        >>> [j for j, _ in m.neighbours("a", 5)]
+        ['b']
+        """
+        row = self.index.get(item)
+        if row is None or k < 1:
+            return []
+        unit = self._unit_rows
+        cosine = unit @ unit[row]
+        cosine[row] = -np.inf
+        top = np.argpartition(-cosine, min(k, len(cosine) - 1))[:k] if len(cosine) > k else np.arange(len(cosine))
+        top = top[np.argsort(-cosine[top], kind="stable")]
+        return [(self.item_ids[j], float(cosine[j])) for j in top if cosine[j] > 0]
+
     # -- disk ------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:
         """Write an .npz (no pickles) atomically: a temporary file, then a rename."""

@@ -469,7 +469,9 @@ admission = Admission(settings.max_ranking)
 @app.page("/items/{item_id}/similar")
 async def similar_items(view: web.View, request: web.Request, item_id: str) -> web.Response:
     """The items shoppers visit next to `item_id`, by the shop's co-visitation (every worker holds
-    all of it, so any worker answers), then popular items of its category to fill k."""
+    all of it, so any worker answers), then the items its factors are closest to (the batch
+    model: shoppers who take one take the other), then popular items of its category to fill k.
+    404 for an item none of them knows."""
     if not _ID.fullmatch(item_id):
         return error(view, 400, "item_id must be 1-128 printable characters")
     try:
@@ -480,9 +482,18 @@ async def similar_items(view: web.View, request: web.Request, item_id: str) -> w
     except ValueError as exc:
         return error(view, 400, str(exc))
     items = [{"item_id": j, "score": s, "because": ["often visited with it"]} for j, s in shop_feed.covisits.similar(item_id, k)]
+    have = {item_id, *(i["item_id"] for i in items)}
+    model = factor_feed.current
+    known = bool(items) or (model is not None and item_id in model.index)
+    if len(items) < k and model is not None:
+        for j, s in model.neighbours(item_id, k + len(have)):
+            if j not in have and len(items) < k:
+                items.append({"item_id": j, "score": s, "because": ["shoppers who take it take this (item factors)"]})
+                have.add(j)
     category = catalog.category_of(item_id)
+    if not known and category is None:
+        return error(view, 404, f"no item {item_id!r}: not in the catalog, the co-visitation or the item factors")
     if len(items) < k and category is not None:
-        have = {item_id, *(i["item_id"] for i in items)}
         for j in shop_feed.popularity.top_ranked(k + len(have), category)[0]:
             if j not in have and len(items) < k:
                 items.append({"item_id": j, "score": 0.0, "because": [f"popular in {category}"]})

@@ -97,7 +97,10 @@ def test_similar_items_come_from_the_streams_co_visitation_and_theta_is_visible(
     got = [i["item_id"] for i in body["items"]]
     assert len(got) == 5 and item not in got
     assert got[0] in pairs[item] and body["items"][0]["score"] > 0  # close to it in some shopper's history
-    assert worker.get("/items/never-seen/similar?k=3")[1]["items"] == []
+    assert worker.get("/items/never-seen/similar?k=3")[0] == 404
+    status, wide = worker.get(f"/items/{item}/similar?k=300")
+    reasons = {r for i in wide["items"] for r in i["because"]}
+    assert status == 200 and "shoppers who take it take this (item factors)" in reasons, reasons
     assert worker.get(f"/items/{item}/similar?k=0")[0] == 400
     assert worker.get(f"/items/{item}/similar?n=3")[0] == 400
     ranker = worker.get("/healthz")[1]["ranker"]
