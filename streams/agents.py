@@ -226,14 +226,7 @@ async def _apply_events(batch) -> None:
         if turn.over():
             await turn.pass_on()
         activity.add(applied)
-        encoded = iter(encode_profiles([p for p in profiles.values() if p is not None]))
-        for user_id, profile in profiles.items():
-            key = user_id.encode()
-            writes.put(key, None if profile is None else next(encoded), existed[user_id])
-            profile_cache.put((partition, key), profile)
-        if turn.over():
-            await turn.pass_on()
-        await writes.flush()
+        await _write_profiles(writes, profiles, existed, turn)
         flushed.append(writes)
         if vectors is not None:
             await vectors.flush()
@@ -258,6 +251,30 @@ async def _apply_events(batch) -> None:
         done = time.time()
         metrics.update_latency.observe_many(np.maximum(done - np.array(stamps, dtype=np.float64) / 1000.0, 0.0))
     metrics.batches += 1
+
+
+WRITE_CHUNK = 1_000  # profiles encoded, written and sent between two looks at the loop's turn
+
+
+async def _write_profiles(writes: PartitionBatch, profiles: dict, existed: dict, turn: LoopTurn) -> None:
+    """A partition's changed profiles (None: forgotten) into its store and changelog, `WRITE_CHUNK`
+    at a time: a batch of a large population touches thousands of users a partition, whose
+    encoding and writing at once held the loop for hundreds of milliseconds.  Each chunk is one
+    RocksDB write batch and one run of changelog sends; a crash between chunks leaves some of
+    the partition's profiles written and the offsets uncommitted, which redelivery repairs as
+    after any crash (`Profile.seq`)."""
+    partition = writes.partition
+    users = list(profiles.items())
+    for start in range(0, len(users), WRITE_CHUNK):
+        chunk = users[start:start + WRITE_CHUNK]
+        encoded = iter(encode_profiles([p for _, p in chunk if p is not None]))
+        for user_id, profile in chunk:
+            key = user_id.encode()
+            writes.put(key, None if profile is None else next(encoded), existed[user_id])
+            profile_cache.put((partition, key), profile)
+        await writes.flush()
+        if turn.over():
+            await turn.pass_on()
 
 
 class Learner:
