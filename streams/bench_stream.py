@@ -38,6 +38,7 @@ from streams.metrics import LOOP_LAG_BUCKETS_S
 
 TARGET_EVENTS_PER_S = 25_000  # SPEC §7
 LOOP_LAG = "strata_event_loop_lag_seconds"
+GC_PAUSES = "strata_gc_full_collection_seconds"
 
 
 def _total(scrapes: list[dict[str, float]], name: str) -> float:
@@ -226,6 +227,9 @@ def run_bench(base: Settings, events: int = 300_000, workers: int = 1, rate: flo
         progress(f"  {n1 - n0:,.0f} events in {t1 - t0:.2f}s = {worker_rate:,.0f}/s")
         cpu = cpu_per_unit(thread_cpu(first), thread_cpu(last), max(n1 - n0, 1), None, None)
         lag = loop_lag(_buckets(first, LOOP_LAG), _buckets(last, LOOP_LAG))
+        gc_before, gc_after = _buckets(first, GC_PAUSES), _buckets(last, GC_PAUSES)
+        full_collections = {"count": gc_after.get(float("inf"), 0.0) - gc_before.get(float("inf"), 0.0),
+                            **loop_lag(gc_before, gc_after)}
         batches = _total(last, "strata_batches_total") - _total(first, "strata_batches_total")
         if workers > 1:  # the threads of several processes: no one event loop to bound the rate
             cpu["bound_per_s"] = {}
@@ -264,6 +268,7 @@ def run_bench(base: Settings, events: int = 300_000, workers: int = 1, rate: flo
         "cpu_per_event": cpu,
         "mean_batch": round((n1 - n0) / batches, 1) if batches else None,  # events a micro-batch, in the backlog
         "loop_lag_ms": lag,  # while the backlog was consumed: how long HTTP requests waited for the loop
+        "full_collections": full_collections,  # the worker's full garbage collections during the backlog, and how long they took
         "latency_ms": latency,
         "workers": workers,
         "partitions": base.partitions,

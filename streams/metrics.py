@@ -119,6 +119,7 @@ class Metrics:
         self.learning_failures = 0  # events whose feedback step for θ failed (streams.agents.Learner)
         self.update_latency = Histogram()
         self.loop_lag = Histogram(LOOP_LAG_BUCKETS_S)
+        self.gc_pauses = Histogram(LOOP_LAG_BUCKETS_S)  # full (generation 2) garbage collections
         self.gauges: dict[str, float | dict[str, float]] = {}  # name → value, or labels → value
         self.lag: dict[int, int] = {}  # events partition → lag, set by the /metrics view
 
@@ -178,6 +179,9 @@ class Metrics:
             "strata_event_loop_lag_seconds",
             "How late the event loop woke a periodic 50 ms sleep: how long HTTP requests, timers and the stream "
             "waited behind the step that held the loop.")
+        lines += self.gc_pauses.lines(
+            "strata_gc_full_collection_seconds",
+            "How long each full (generation-2) garbage collection of the worker took: it holds the event loop throughout.")
         for name, value in sorted(self.gauges.items()):
             help_text = GAUGE_HELP.get(name)
             if help_text:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import time
 
 
 def tune_garbage_collector() -> None:
@@ -20,6 +21,22 @@ def tune_garbage_collector() -> None:
     """
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
+    gc.callbacks.append(_time_full_collections)
+
+
+_full_collection_began: list[float] = []
+
+
+def _time_full_collections(phase: str, info: dict) -> None:
+    """Each full collection's duration in `strata_gc_full_collection_seconds`."""
+    if info.get("generation") != 2:
+        return
+    if phase == "start":
+        _full_collection_began[:] = [time.perf_counter()]
+    elif _full_collection_began:
+        from streams.metrics import metrics
+
+        metrics.gc_pauses.observe(time.perf_counter() - _full_collection_began.pop())
 
 
 def build_worker(settings):
