@@ -203,7 +203,7 @@ async def _apply_events(batch) -> None:
             learning = learner.due()
             if paired or learning:
                 recent = profile.recent_items(covisits.window + 1)
-                if learning and recent:
+                if learning and recent and recent[0] != parsed.item_id:  # (the item in view teaches nothing)
                     steps.add(learner.feedback(profile, parsed))
             try:
                 learned = profile.learn(parsed, domain, overall, params)
@@ -286,14 +286,13 @@ class Learner:
         self._next = 0.0
 
     def due(self) -> bool:
-        now = time.monotonic()
-        if now < self._next:
-            return False
-        self._next = now + self.every_s
-        return True
+        """Whether a step may be taken now (the slot is used by `feedback`, not by asking: an event
+        that cannot teach — its user's first — leaves it to the next)."""
+        return time.monotonic() >= self._next
 
     def feedback(self, profile: Profile, event) -> "np.ndarray | None":
         """θ's step from `event`, before `profile` learns it; a failure costs the step, never the batch."""
+        self._next = time.monotonic() + self.every_s
         try:
             ranker = served_ranker()
             long_term = read_user_vector(user_to_vector, event.user_id, ranker.model)

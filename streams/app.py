@@ -102,6 +102,7 @@ catalog_topic = _topic("catalog")
 deadletter_topic = _topic("deadletter", value_serializer="json")
 user_factors_topic = _topic("user-factors")
 activity_topic = _topic("activity")
+impressions_topic = _topic("impressions")
 
 # user_id → msgpack-encoded models.profile.Profile; written in batches by streams.state.
 # key_type/value_type bytes make Faust use the raw codec everywhere: in the changelog, in

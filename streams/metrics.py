@@ -110,6 +110,7 @@ class Metrics:
         self.rejected = defaultdict(int)  # records of the other topics, by (topic role, reason)
         self.duplicates = 0
         self.ingested = defaultdict(int)  # events posted over HTTP (streams.ingest), by outcome
+        self.impressions = defaultdict(int)  # served lists sent to the impressions topic, by outcome
         self.factors_refused = 0
         self.batches = 0
         self.recommendations = 0  # requests ranked …
@@ -147,6 +148,12 @@ class Metrics:
             "# TYPE strata_http_events_total counter",
         ]
         lines += [f'strata_http_events_total{{outcome="{o}"}} {self.ingested.get(o, 0)}' for o in ("accepted", "rejected", "failed")]
+        lines += [
+            "# HELP strata_impressions_total Served recommendation lists sent to the impressions topic (published), "
+            "or dropped: Kafka did not take them, or too many were in flight. A dropped impression never fails the response.",
+            "# TYPE strata_impressions_total counter",
+        ]
+        lines += [f'strata_impressions_total{{outcome="{o}"}} {self.impressions.get(o, 0)}' for o in ("published", "dropped")]
         lines += [
             "# HELP strata_events_duplicate_total Events dropped as already applied.",
             "# TYPE strata_events_duplicate_total counter",

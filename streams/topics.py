@@ -29,7 +29,8 @@ def topic_specs(settings: Settings) -> dict[str, TopicSpec]:
     """events: keyed by user, so a user's profile lives on one partition; catalog: compacted, one partition,
     read whole by every worker; deadletter: rejected events with their reasons; item-factors: versioned
     factor chunks, read whole by every worker (a week of versions kept); user-factors: batch user
-    vectors keyed by user, co-partitioned with events."""
+    vectors keyed by user, co-partitioned with events; impressions: every served list, keyed by
+    user, co-partitioned with events (a week kept)."""
     p = settings.partitions
     return {
         "events": TopicSpec(settings.topic("events"), p),
@@ -38,6 +39,7 @@ def topic_specs(settings: Settings) -> dict[str, TopicSpec]:
         "item-factors": TopicSpec(settings.topic("item-factors"), 1, retention_ms=7 * 86_400_000),
         "user-factors": TopicSpec(settings.topic("user-factors"), p, compacted=True),
         "activity": TopicSpec(settings.topic("activity"), 1, retention_ms=3 * 86_400_000),
+        "impressions": TopicSpec(settings.topic("impressions"), p, retention_ms=7 * 86_400_000),
     }
 
 

@@ -25,6 +25,7 @@ from streams.app import (
     app, catalog, catalog_table, end_offsets, events_route, factor_feed, profile_counts, served_ranker, settings,
     shop_feed, user_to_profile, user_to_vector,
 )
+from streams import impressions
 from streams.batching import committed_offset
 from streams.metrics import metrics
 from streams.state import (
@@ -529,6 +530,8 @@ async def _recommend(user_id: str, options: dict) -> dict:
     recs = await _rank(ranker, profile, user_id, now, k, category, exclude, explain, options["exclude_seen"])
     body = recs.to_dict()
     body["model_version"] = ranker.version
+    body["rec_id"] = impressions.new_rec_id()
+    impressions.publish(impressions.impression(body["rec_id"], user_id, body, options))
     return body
 
 

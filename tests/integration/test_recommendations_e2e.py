@@ -154,7 +154,10 @@ def test_concurrent_requests_are_ranked_together_and_answered_as_alone(trained):
 
             return await asyncio.gather(*(get(path) for path in paths))
 
-    assert list(asyncio.run(together())) == alone
+    def listed(answers):  # each served list has its own rec_id: the lists themselves must agree
+        return [(status, {k: v for k, v in body.items() if k != "rec_id"}) for status, body in answers]
+
+    assert listed(asyncio.run(together())) == listed(alone)
     requests = worker.metric("strata_recommendations_total") - requests0
     batches = worker.metric("strata_recommendation_batches_total") - batches0
     assert requests == len(paths)
@@ -251,3 +254,27 @@ def test_corrupt_factors_are_refused_and_the_last_version_survives_a_restart(tra
     worker.stop()
     worker.start()
     assert model_version(worker) == serving
+
+
+def test_a_served_list_is_on_the_impressions_topic(trained):
+    """Every served list has a rec_id and its impression — user, items with their scores by layer and
+    term, variant, model version, time, the request's filters — is on the impressions topic, keyed by user."""
+    import orjson
+
+    from tests.integration.harness import read_topic
+
+    worker, events, _ = trained
+    user = events[5]["user_id"]
+    status, body = worker.get(f"/users/{user}/recommendations?k=4&explain=1&exclude_seen=1")
+    assert status == 200 and len(body["rec_id"]) == 32
+    wait_until(lambda: worker.metric('strata_impressions_total{outcome="published"}') >= 1, 30, "the impression published")
+    records = read_topic(worker.settings, worker.settings.topic("impressions"), 10_000, timeout=5)
+    mine = [r for r in records if orjson.loads(r.value)["rec_id"] == body["rec_id"]]
+    assert len(mine) == 1 and mine[0].key == user.encode()
+    impression = orjson.loads(mine[0].value)
+    assert [i["item_id"] for i in impression["items"]] == [i["item_id"] for i in body["items"]]
+    assert [i["position"] for i in impression["items"]] == [0, 1, 2, 3]
+    assert impression["items"][0]["terms"] and impression["items"][0]["layers"] == body["items"][0]["layers"]
+    assert impression["variant"] == "control" and impression["model_version"] == body["model_version"]
+    assert impression["filters"] == {"k": 4, "category": None, "exclude_purchased": True, "exclude_seen": True}
+    assert worker.metric('strata_impressions_total{outcome="dropped"}') == 0
