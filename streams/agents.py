@@ -141,116 +141,139 @@ async def _apply_events(batch) -> None:
     is ahead of the changelog, and re-sending makes the changelog exact again before the
     offsets can be committed.
     """
-    params = settings.profile
-    now = time.time()
-    popularity = shop_feed.popularity
-    activity = ActivitySums(params.beta, popularity.half_life_s)  # what the batch adds to popularity
-    applied_types: dict[str, int] = {}  # counted in `metrics` with the latencies, once flushed
-    stamps: list = []  # the applied records' Kafka timestamps (ms)
-    covisits = shop_feed.covisits
-    visits: list = []  # co-visitation pairs: (item, ts, partners) of the applied events paired
-    chance = pairing.chance(sum(len(records) for records in batch.values()))
-    draw = pairing.draw
-    steps = ThetaSteps()  # what this batch's feedback teaches θ (a few events a second: `learner`)
-    flushed: list[PartitionBatch] = []
-    turn = LoopTurn(TURN_S)
-    homes: dict[bytes, int] = {}  # user key → the partition its events belong to
+    tally = BatchTally(sum(len(records) for records in batch.values()))
     for tp, records in batch.items():
-        partition = tp.partition
-        writes = PartitionBatch(user_to_profile, partition, profile_counts)
-        vectors = None
-        profiles: dict[str, Profile | None] = {}  # None: forgotten in this batch
-        existed: dict[str, bool] = {}  # whether the store held the user's profile before this batch
-        applied: list = []  # (event, category) of each applied event
-        for i, record in enumerate(records):
-            if not i % CHECK_EVERY and turn.over():
-                await turn.pass_on()
-            try:
-                parsed = _parse(record, partition, now, homes)
-            except InvalidEvent as exc:
-                await deadletter(record, exc.reason, exc.detail, **getattr(exc, "extra", {}))
-                continue
-            user_id = parsed.user_id
-            if isinstance(parsed, Forget):
-                # Ordered with the user's events in this partition: what came before is gone,
-                # what comes after starts afresh.  Tombstones go through both changelogs.
-                if user_id not in existed:
-                    existed[user_id] = profile_cache.get((partition, record.key)) is not None or writes.get(record.key) is not None
-                profiles[user_id] = None
-                if vectors is None:
-                    vectors = PartitionBatch(user_to_vector, partition)
-                vectors.put(record.key, None)
-                log.info("forgot user %r (control record at %s:%s)", user_id, partition, record.offset)
-                continue
-            profile = profiles.get(user_id, _MISSING)
-            if profile is _MISSING:
-                profile = profile_cache.get((partition, record.key))  # cached profiles are in the store
-                if profile is None:
-                    raw = writes.get(record.key)
-                    existed[user_id] = raw is not None
-                    profile = Profile() if raw is None else Profile.from_bytes(raw)
-                else:
-                    existed[user_id] = True
-                profiles[user_id] = profile
-            elif profile is None:
-                profile = profiles[user_id] = Profile()
-            if record.offset <= profile.seq:  # redelivered after a restart: already applied
-                metrics.duplicates += 1
-                continue
-            domain, overall = catalog.layers_for(parsed.item_id, parsed.category_id)
-            # before the profile learns the event
-            paired = chance >= 1.0 or draw() < chance
-            learning = learner.due()
-            if paired or learning:
-                recent = profile.recent_items(covisits.window + 1)
-                if learning and recent and recent[0] != parsed.item_id:  # (the item in view teaches nothing)
-                    steps.add(learner.feedback(profile, parsed))
-            try:
-                learned = profile.learn(parsed, domain, overall, params)
-            except TooLate as exc:
-                profile.seq = record.offset
-                await deadletter(record, exc.reason, exc.detail)
-                continue
-            if learned:
-                if paired:
-                    others = covisits.partners(parsed.item_id, recent)
-                    if others:
-                        visits.append((parsed.item_id, parsed.ts, others))
-                applied_types[parsed.type] = applied_types.get(parsed.type, 0) + 1
-                applied.append((parsed, domain))
-                if record.timestamp:
-                    stamps.append(record.timestamp)
-            else:
-                metrics.duplicates += 1
-            profile.seq = record.offset
-        if turn.over():
-            await turn.pass_on()
-        activity.add(applied)
-        await _write_profiles(writes, profiles, existed, turn)
-        flushed.append(writes)
-        if vectors is not None:
-            await vectors.flush()
-            flushed.append(vectors)
-        if turn.over():  # a flush sends without waiting for the broker: it never yields
-            await turn.pass_on()
+        await _apply_partition(tp.partition, records, tally)
     events_route.records_read()  # the next fetch may go: it overlaps the flush below
-    if activity or steps.steps:
-        await activity_topic.send(value=activity_message(activity.entries(), visits, steps, 1.0 / chance))
+    if tally.activity or tally.steps.steps:
+        await activity_topic.send(value=activity_message(tally.activity.entries(), tally.visits, tally.steps, 1.0 / tally.chance))
     # The changelog must be durable before streams.batching lets these offsets be committed.
     await app.producer.flush()
-    for writes in flushed:
+    for writes in tally.flushed:
         await writes.confirm()
     # The applied events are counted together with their latencies, once durable, with no await
     # in between: a scrape sees both or neither, so whoever reads the latencies of the events
     # counted after some point (`strata bench stream`) gets those and no others.  Only what
     # changed a profile: a redelivered batch (duplicates) or a rejected record would count its
     # age, not an update's latency.
-    for type_, n in applied_types.items():
+    for type_, n in tally.applied_types.items():
         metrics.events[type_] += n
-    if stamps:
+    if tally.stamps:
         done = time.time()
-        metrics.update_latency.observe_many(np.maximum(done - np.array(stamps, dtype=np.float64) / 1000.0, 0.0))
+        metrics.update_latency.observe_many(np.maximum(done - np.array(tally.stamps, dtype=np.float64) / 1000.0, 0.0))
     metrics.batches += 1
+
+
+class BatchTally:
+    """What one micro-batch gathers across its partitions, to send and count once it is durable."""
+
+    def __init__(self, events: int) -> None:
+        params = settings.profile
+        self.now = time.time()
+        self.activity = ActivitySums(params.beta, shop_feed.popularity.half_life_s)  # what the batch adds to popularity
+        self.applied_types: dict[str, int] = {}  # counted in `metrics` with the latencies, once flushed
+        self.stamps: list = []  # the applied records' Kafka timestamps (ms)
+        self.visits: list = []  # co-visitation pairs: (item, ts, partners) of the applied events paired
+        self.chance = pairing.chance(events)  # of pairing each event
+        self.steps = ThetaSteps()  # what this batch's feedback teaches θ (a few events a second: `learner`)
+        self.flushed: list[PartitionBatch] = []
+        self.turn = LoopTurn(TURN_S)
+        self.homes: dict[bytes, int] = {}  # user key → the partition its events belong to
+
+
+async def _apply_partition(partition: int, records: list, tally: BatchTally) -> None:
+    """One partition's records of a micro-batch → its users' profiles, written (`_write_profiles`)."""
+    params, now, turn, homes = settings.profile, tally.now, tally.turn, tally.homes
+    covisits, chance, draw, steps = shop_feed.covisits, tally.chance, pairing.draw, tally.steps
+    applied_types, stamps, visits = tally.applied_types, tally.stamps, tally.visits
+    writes = PartitionBatch(user_to_profile, partition, profile_counts)
+    vectors: PartitionBatch | None = None  # the user vectors' table, once someone is forgotten
+    profiles: dict[str, Profile | None] = {}  # None: forgotten in this batch
+    existed: dict[str, bool] = {}  # whether the store held the user's profile before this batch
+    applied: list = []  # (event, category) of each applied event
+    for i, record in enumerate(records):
+        if not i % CHECK_EVERY and turn.over():
+            await turn.pass_on()
+        try:
+            parsed = _parse(record, partition, now, homes)
+        except InvalidEvent as exc:
+            await deadletter(record, exc.reason, exc.detail, **getattr(exc, "extra", {}))
+            continue
+        user_id = parsed.user_id
+        if isinstance(parsed, Forget):
+            vectors = _forget(parsed, record, writes, vectors, profiles, existed)
+            continue
+        profile = profiles.get(user_id, _MISSING)
+        if profile is _MISSING or profile is None:
+            profile = profiles[user_id] = _load(record.key, user_id, writes, existed, forgotten=profile is None)
+        if record.offset <= profile.seq:  # redelivered after a restart: already applied
+            metrics.duplicates += 1
+            continue
+        domain, overall = catalog.layers_for(parsed.item_id, parsed.category_id)
+        # before the profile learns the event
+        paired = chance >= 1.0 or draw() < chance
+        learning = learner.due()
+        if paired or learning:
+            recent = profile.recent_items(covisits.window + 1)
+            if learning and recent and recent[0] != parsed.item_id:  # (the item in view teaches nothing)
+                steps.add(learner.feedback(profile, parsed))
+        try:
+            learned = profile.learn(parsed, domain, overall, params)
+        except TooLate as exc:
+            profile.seq = record.offset
+            await deadletter(record, exc.reason, exc.detail)
+            continue
+        if learned:
+            if paired:
+                others = covisits.partners(parsed.item_id, recent)
+                if others:
+                    visits.append((parsed.item_id, parsed.ts, others))
+            applied_types[parsed.type] = applied_types.get(parsed.type, 0) + 1
+            applied.append((parsed, domain))
+            if record.timestamp:
+                stamps.append(record.timestamp)
+        else:
+            metrics.duplicates += 1
+        profile.seq = record.offset
+    if turn.over():
+        await turn.pass_on()
+    tally.activity.add(applied)
+    await _write_profiles(writes, profiles, existed, turn)
+    tally.flushed.append(writes)
+    if vectors is not None:
+        await vectors.flush()
+        tally.flushed.append(vectors)
+    if turn.over():  # a flush sends without waiting for the broker: it never yields
+        await turn.pass_on()
+
+
+def _load(key: bytes, user_id: str, writes: PartitionBatch, existed: dict, forgotten: bool) -> Profile:
+    """The user's profile as stored (cached, else read), or a new one; `existed` learns which."""
+    if forgotten:  # earlier in this batch: starts afresh
+        return Profile()
+    profile = profile_cache.get((writes.partition, key))  # cached profiles are in the store
+    if profile is not None:
+        existed[user_id] = True
+        return profile
+    raw = writes.get(key)
+    existed[user_id] = raw is not None
+    return Profile() if raw is None else Profile.from_bytes(raw)
+
+
+def _forget(control: Forget, record, writes: PartitionBatch, vectors: PartitionBatch | None, profiles: dict,
+            existed: dict) -> PartitionBatch:
+    """A forget control record, ordered with the user's events in this partition: what came before
+    is gone, what comes after starts afresh.  Tombstones go through both changelogs (the user
+    vectors' batch is returned, made at the first forget)."""
+    user_id = control.user_id
+    if user_id not in existed:
+        existed[user_id] = profile_cache.get((writes.partition, record.key)) is not None or writes.get(record.key) is not None
+    profiles[user_id] = None
+    if vectors is None:
+        vectors = PartitionBatch(user_to_vector, writes.partition)
+    vectors.put(record.key, None)
+    log.info("forgot user %r (control record at %s:%s)", user_id, writes.partition, record.offset)
+    return vectors
 
 
 WRITE_CHUNK = 1_000  # profiles encoded, written and sent between two looks at the loop's turn
