@@ -1,4 +1,4 @@
-"""Process-local counters and histograms, rendered in the Prometheus text format.
+"""Process-local counters and histograms, rendered in the Prometheus text format by prometheus-client.
 
 These are observations of this worker process (like any Prometheus client),
 not state: nothing here needs to survive a rebalance.
@@ -12,6 +12,9 @@ from bisect import bisect_left
 from collections import defaultdict
 
 import numpy as np
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector
 
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 LOOP_LAG_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -61,11 +64,6 @@ def thread_cpu_seconds() -> dict[str, float]:
     return dict(out)
 
 
-def _label(value: str) -> str:
-    """A Prometheus label value: backslash, double quote and newline escaped."""
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
 class Histogram:
     def __init__(self, buckets=LATENCY_BUCKETS_S) -> None:
         self.buckets = tuple(buckets)
@@ -73,17 +71,15 @@ class Histogram:
         self.sum = 0.0
         self.count = 0
 
-    def lines(self, name: str, help_text: str) -> list[str]:
-        """The histogram in the Prometheus text format (cumulative buckets, sum, count)."""
-        out = [f"# HELP {name} {help_text}", f"# TYPE {name} histogram"]
-        cumulative = 0
+    def family(self, name: str, help_text: str) -> HistogramMetricFamily:
+        """The histogram as prometheus-client's (cumulative buckets, sum, count).  Counted here rather
+        than in a prometheus-client Histogram: a micro-batch observes thousands of values at once."""
+        buckets, cumulative = [], 0
         for bound, n in zip(self.buckets, self.counts):
             cumulative += n
-            out.append(f'{name}_bucket{{le="{bound}"}} {cumulative}')
-        out.append(f'{name}_bucket{{le="+Inf"}} {self.count}')
-        out.append(f"{name}_sum {self.sum}")
-        out.append(f"{name}_count {self.count}")
-        return out
+            buckets.append((str(bound), cumulative))
+        buckets.append(("+Inf", self.count))
+        return HistogramMetricFamily(name, help_text, buckets=buckets, sum_value=self.sum)
 
     def observe(self, value: float) -> None:
         self.counts[bisect_left(self.buckets, value)] += 1
@@ -125,96 +121,83 @@ class Metrics:
         self.lag: dict[int, int] = {}  # events partition → lag, set by the /metrics view
 
     def render(self) -> str:
-        lines = [
-            "# HELP strata_events_processed_total Events applied to profiles, by behaviour type.",
-            "# TYPE strata_events_processed_total counter",
-        ]
-        lines += [f'strata_events_processed_total{{type="{t}"}} {n}' for t, n in sorted(self.events.items())]
-        lines += [
-            "# HELP strata_events_deadlettered_total Events rejected to the dead-letter topic, by reason.",
-            "# TYPE strata_events_deadlettered_total counter",
-        ]
-        lines += [f'strata_events_deadlettered_total{{reason="{r}"}} {n}' for r, n in sorted(self.deadlettered.items())]
-        lines += [
-            "# HELP strata_records_deadlettered_total Records of the catalog, factor and activity topics rejected "
-            "to the dead-letter topic, by topic and reason.",
-            "# TYPE strata_records_deadlettered_total counter",
-        ]
-        lines += [f'strata_records_deadlettered_total{{topic="{_label(t)}",reason="{_label(r)}"}} {n}'
-                  for (t, r), n in sorted(self.rejected.items())]
-        lines += [
-            "# HELP strata_http_events_total Events posted over HTTP (POST /events, /events:batch): accepted (acknowledged by "
-            "Kafka), rejected (invalid, 400) or failed (not acknowledged, 503).",
-            "# TYPE strata_http_events_total counter",
-        ]
-        lines += [f'strata_http_events_total{{outcome="{o}"}} {self.ingested.get(o, 0)}' for o in ("accepted", "rejected", "failed")]
-        lines += [
-            "# HELP strata_impressions_total Served recommendation lists sent to the impressions topic (published), "
-            "or dropped: Kafka did not take them, or too many were in flight. A dropped impression never fails the response.",
-            "# TYPE strata_impressions_total counter",
-        ]
-        lines += [f'strata_impressions_total{{outcome="{o}"}} {self.impressions.get(o, 0)}' for o in ("published", "dropped")]
-        lines += [
-            "# HELP strata_events_duplicate_total Events dropped as already applied.",
-            "# TYPE strata_events_duplicate_total counter",
-            f"strata_events_duplicate_total {self.duplicates}",
-            "# HELP strata_factor_messages_refused_total Item-factor messages refused as corrupt or inconsistent.",
-            "# TYPE strata_factor_messages_refused_total counter",
-            f"strata_factor_messages_refused_total {self.factors_refused}",
-            "# HELP strata_batches_total Micro-batches processed.",
-            "# TYPE strata_batches_total counter",
-            f"strata_batches_total {self.batches}",
-            "# HELP strata_recommendations_total Recommendation requests ranked by this worker.",
-            "# TYPE strata_recommendations_total counter",
-            f"strata_recommendations_total {self.recommendations}",
-            "# HELP strata_recommendation_batches_total Rankings of concurrent requests together; requests / batches is the mean batch.",
-            "# TYPE strata_recommendation_batches_total counter",
-            f"strata_recommendation_batches_total {self.recommendation_batches}",
-            "# HELP strata_recommendations_from_standby_total Requests for users of a partition another worker owns, answered from this worker's standby copy instead of forwarded.",
-            "# TYPE strata_recommendations_from_standby_total counter",
-            f"strata_recommendations_from_standby_total {self.recommendations_from_standby}",
-            "# HELP strata_learning_failures_total Events whose feedback step for the ranker's weights failed (logged; the event was applied).",
-            "# TYPE strata_learning_failures_total counter",
-            f"strata_learning_failures_total {self.learning_failures}",
-            "# HELP strata_recommendations_refused_total Requests answered 503 with Retry-After: STRATA_MAX_RANKING requests were being ranked.",
-            "# TYPE strata_recommendations_refused_total counter",
-            f"strata_recommendations_refused_total {self.recommendations_refused}",
-        ]
-        lines += self.update_latency.lines(
-            "strata_update_latency_seconds", "Time from an event's Kafka timestamp to its profile being written.")
-        lines += self.loop_lag.lines(
+        """This process's metrics in the Prometheus text format (prometheus-client's exposition)."""
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(_Collector(self))
+        return generate_latest(registry).decode()
+
+    def families(self):
+        """Every metric as a prometheus-client metric family."""
+        yield _counter("strata_events_processed", "Events applied to profiles, by behaviour type.", "type", self.events)
+        yield _counter("strata_events_deadlettered", "Events rejected to the dead-letter topic, by reason.", "reason", self.deadlettered)
+        rejected = CounterMetricFamily("strata_records_deadlettered", "Records of the catalog, factor and activity topics rejected "
+                                       "to the dead-letter topic, by topic and reason.", labels=("topic", "reason"))
+        for (topic, reason), n in sorted(self.rejected.items()):
+            rejected.add_metric((topic, reason), n)
+        yield rejected
+        yield _counter("strata_http_events", "Events posted over HTTP (POST /events, /events:batch): accepted (acknowledged by "
+                       "Kafka), rejected (invalid, 400) or failed (not acknowledged, 503).", "outcome",
+                       {o: self.ingested.get(o, 0) for o in ("accepted", "rejected", "failed")})
+        yield _counter("strata_impressions", "Served recommendation lists sent to the impressions topic (published), or dropped: "
+                       "Kafka did not take them, or too many were in flight. A dropped impression never fails the response.",
+                       "outcome", {o: self.impressions.get(o, 0) for o in ("published", "dropped")})
+        for name, help_text, value in (
+            ("strata_events_duplicate", "Events dropped as already applied.", self.duplicates),
+            ("strata_factor_messages_refused", "Item-factor messages refused as corrupt or inconsistent.", self.factors_refused),
+            ("strata_batches", "Micro-batches processed.", self.batches),
+            ("strata_recommendations", "Recommendation requests ranked by this worker.", self.recommendations),
+            ("strata_recommendation_batches", "Rankings of concurrent requests together; requests / batches is the mean batch.",
+             self.recommendation_batches),
+            ("strata_recommendations_from_standby", "Requests for users of a partition another worker owns, answered from this "
+             "worker's standby copy instead of forwarded.", self.recommendations_from_standby),
+            ("strata_learning_failures", "Events whose feedback step for the ranker's weights failed (logged; the event was applied).",
+             self.learning_failures),
+            ("strata_recommendations_refused", "Requests answered 503 with Retry-After: STRATA_MAX_RANKING requests were being ranked.",
+             self.recommendations_refused),
+        ):
+            yield CounterMetricFamily(name, help_text, value=value)
+        yield self.update_latency.family("strata_update_latency_seconds", "Time from an event's Kafka timestamp to its profile being written.")
+        yield self.loop_lag.family(
             "strata_event_loop_lag_seconds",
             "How late the event loop woke a periodic 50 ms sleep: how long HTTP requests, timers and the stream "
             "waited behind the step that held the loop.")
-        lines += self.gc_pauses.lines(
+        yield self.gc_pauses.family(
             "strata_gc_full_collection_seconds",
             "How long each full (generation-2) garbage collection of the worker took: it holds the event loop throughout.")
         for name, value in sorted(self.gauges.items()):
-            help_text = GAUGE_HELP.get(name)
-            if help_text:
-                lines.append(f"# HELP strata_{name} {help_text}")
-            lines.append(f"# TYPE strata_{name} gauge")
-            if isinstance(value, dict):
-                lines += [f"strata_{name}{{{labels}}} {v}" for labels, v in value.items()]
+            help_text = GAUGE_HELP.get(name, name)
+            if isinstance(value, tuple):  # (label, {label value: value})
+                label, values = value
+                gauge = GaugeMetricFamily(f"strata_{name}", help_text, labels=(label,))
+                for key, v in values.items():
+                    gauge.add_metric((key,), v)
+                yield gauge
             else:
-                lines.append(f"strata_{name} {value}")
-        lines += [
-            "# HELP strata_consumer_lag Events not yet processed on an assigned events partition (high-water mark - next offset to process).",
-            "# TYPE strata_consumer_lag gauge",
-        ]
-        lines += [f'strata_consumer_lag{{partition="{p}"}} {n}' for p, n in sorted(self.lag.items())]
-        lines += [
-            "# HELP strata_thread_cpu_seconds_total CPU seconds used by this process's threads, by thread name (main: the event loop).",
-            "# TYPE strata_thread_cpu_seconds_total counter",
-        ]
-        lines += [f'strata_thread_cpu_seconds_total{{thread="{_label(name)}"}} {seconds:.2f}'
-                  for name, seconds in sorted(thread_cpu_seconds().items())]
-        lines += [
-            "# HELP strata_consumer_lag_total Sum of strata_consumer_lag over this worker's partitions.",
-            "# TYPE strata_consumer_lag_total gauge",
-            f"strata_consumer_lag_total {sum(self.lag.values())}",
-        ]
-        return "\n".join(lines) + "\n"
+                yield GaugeMetricFamily(f"strata_{name}", help_text, value=value)
+        lag = GaugeMetricFamily("strata_consumer_lag", "Events not yet processed on an assigned events partition "
+                                "(high-water mark - next offset to process).", labels=("partition",))
+        for partition, n in sorted(self.lag.items()):
+            lag.add_metric((str(partition),), n)
+        yield lag
+        yield _counter("strata_thread_cpu_seconds", "CPU seconds used by this process's threads, by thread name (main: the event loop).",
+                       "thread", {name: round(seconds, 2) for name, seconds in thread_cpu_seconds().items()})
+        yield GaugeMetricFamily("strata_consumer_lag_total", "Sum of strata_consumer_lag over this worker's partitions.",
+                                value=sum(self.lag.values()))
+
+
+class _Collector(Collector):
+    def __init__(self, metrics: "Metrics") -> None:
+        self.metrics = metrics
+
+    def collect(self):
+        return self.metrics.families()
+
+
+def _counter(name: str, help_text: str, label: str, values: dict) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, help_text, labels=(label,))
+    for key, n in sorted(values.items()):
+        family.add_metric((key,), n)
+    return family
 
 
 metrics = Metrics()

@@ -269,9 +269,9 @@ async def prometheus(view: web.View, request: web.Request) -> web.Response:
     metrics.gauges["changelog_records_recovered"] = events_route.recovered_records
     metrics.gauges["standby_records_applied"] = events_route.standby_records
     lags = {p: standby_lag(app, user_to_profile, p) for p in range(user_to_profile.partitions)}
-    metrics.gauges["standby_lag"] = {f'partition="{p}"': lag for p, lag in lags.items() if lag is not None}
+    metrics.gauges["standby_lag"] = ("partition", {str(p): lag for p, lag in lags.items() if lag is not None})
     metrics.gauges["stale_batches_refetched"] = events_route.stale_batches
-    metrics.gauges["ranker_weight"] = {f'term="{t}"': v for t, v in shop_feed.weights.as_dict().items()}
+    metrics.gauges["ranker_weight"] = ("term", shop_feed.weights.as_dict())
     metrics.gauges["ranker_steps"] = shop_feed.steps
     metrics.gauges["covisit_items"] = len(shop_feed.covisits)
     metrics.gauges["covisit_pairs"] = shop_feed.pairs

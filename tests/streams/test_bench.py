@@ -131,7 +131,7 @@ def test_thread_names_survive_the_prometheus_text_both_ways(monkeypatch):
     odd = 'pool "x"\\y\nz'
     monkeypatch.setattr(m, "thread_cpu_seconds", lambda: {odd: 1.5, "main": 2.0})
     text = m.Metrics().render()
-    assert 'strata_thread_cpu_seconds_total{thread="pool \\"x\\"\\\\y\\nz"} 1.50' in text
+    assert 'strata_thread_cpu_seconds_total{thread="pool \\"x\\"\\\\y\\nz"} 1.5' in text
     assert thread_cpu([parse_metrics(text)]) == {odd: 1.5, "main": 2.0}
 
 

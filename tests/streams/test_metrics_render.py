@@ -11,16 +11,35 @@ from hypothesis import strategies as st
 from streams.metrics import LATENCY_BUCKETS_S, LOOP_LAG_BUCKETS_S, Histogram, Metrics
 
 
+def _samples(text: str) -> dict[tuple, float]:
+    """(sample name, sorted labels) → value, as Prometheus' own parser reads the text."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
 def test_gauges_render_plain_and_labelled():
     m = Metrics()
     m.gauges["ranker_steps"] = 25
-    m.gauges["ranker_weight"] = {'term="own"': 0.2, 'term="pop"': -0.5}
-    lines = m.render().splitlines()
-    assert "strata_ranker_steps 25" in lines
+    m.gauges["ranker_weight"] = ("term", {"own": 0.2, "pop": -0.5})
+    text = m.render()
+    samples = _samples(text)
+    assert samples[("strata_ranker_steps", ())] == 25
+    assert samples[("strata_ranker_weight", (("term", "own"),))] == 0.2
+    assert samples[("strata_ranker_weight", (("term", "pop"),))] == -0.5
+    lines = text.splitlines()
     assert lines.count("# TYPE strata_ranker_weight gauge") == 1
-    at = lines.index("# TYPE strata_ranker_weight gauge")
-    assert lines[at + 1 : at + 3] == ['strata_ranker_weight{term="own"} 0.2', 'strata_ranker_weight{term="pop"} -0.5']
     assert any(line.startswith("# HELP strata_ranker_weight ") for line in lines)
+
+
+def test_label_values_are_escaped_and_counters_keep_their_names():
+    m = Metrics()
+    m.rejected[("item-factors", 'bad "quote"\nnewline')] += 2
+    m.events["view"] += 3
+    samples = _samples(m.render())
+    assert samples[("strata_records_deadlettered_total", (("reason", 'bad "quote"\nnewline'), ("topic", "item-factors")))] == 2
+    assert samples[("strata_events_processed_total", (("type", "view"),))] == 3
 
 
 @given(st.lists(st.one_of(st.sampled_from(LATENCY_BUCKETS_S), st.floats(0.0, 20.0)), max_size=60))
@@ -49,10 +68,11 @@ def test_the_event_loop_lag_renders_as_a_cumulative_histogram():
     m = Metrics()
     for lag in (0.001, 0.03, 0.03, 3.0):
         m.loop_lag.observe(lag)
-    lines = m.render().splitlines()
-    assert "# TYPE strata_event_loop_lag_seconds histogram" in lines
-    assert 'strata_event_loop_lag_seconds_bucket{le="0.005"} 1' in lines
-    assert 'strata_event_loop_lag_seconds_bucket{le="0.05"} 3' in lines
-    assert 'strata_event_loop_lag_seconds_bucket{le="2.5"} 3' in lines  # 3 s is beyond the last bound
-    assert 'strata_event_loop_lag_seconds_bucket{le="+Inf"} 4' in lines
-    assert "strata_event_loop_lag_seconds_count 4" in lines
+    text = m.render()
+    assert "# TYPE strata_event_loop_lag_seconds histogram" in text.splitlines()
+    samples = _samples(text)
+    bucket = lambda le: samples[("strata_event_loop_lag_seconds_bucket", (("le", le),))]  # noqa: E731
+    assert bucket("0.005") == 1 and bucket("0.05") == 3
+    assert bucket("2.5") == 3  # 3 s is beyond the last bound
+    assert bucket("+Inf") == 4
+    assert samples[("strata_event_loop_lag_seconds_count", ())] == 4
