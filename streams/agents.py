@@ -276,7 +276,7 @@ def _forget(control: Forget, record, writes: PartitionBatch, vectors: PartitionB
     return vectors
 
 
-WRITE_CHUNK = 1_000  # profiles encoded, written and sent between two looks at the loop's turn
+WRITE_CHUNK = 4_000  # profiles encoded, written and sent between two looks at the loop's turn
 
 
 async def _write_profiles(writes: PartitionBatch, profiles: dict, existed: dict, turn: LoopTurn) -> None:
