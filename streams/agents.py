@@ -276,28 +276,28 @@ def _forget(control: Forget, record, writes: PartitionBatch, vectors: PartitionB
     return vectors
 
 
-WRITE_CHUNK = 4_000  # profiles encoded, written and sent between two looks at the loop's turn
+ENCODE_CHUNK = 1_000  # profiles encoded between two looks at the loop's turn
 
 
 async def _write_profiles(writes: PartitionBatch, profiles: dict, existed: dict, turn: LoopTurn) -> None:
-    """A partition's changed profiles (None: forgotten) into its store and changelog, `WRITE_CHUNK`
-    at a time: a batch of a large population touches thousands of users a partition, whose
-    encoding and writing at once held the loop for hundreds of milliseconds.  Each chunk is one
-    RocksDB write batch and one run of changelog sends; a crash between chunks leaves some of
-    the partition's profiles written and the offsets uncommitted, which redelivery repairs as
-    after any crash (`Profile.seq`)."""
+    """A partition's changed profiles (None: forgotten) into its store and changelog: encoded
+    `ENCODE_CHUNK` at a time, with a look at the loop's turn between chunks (a batch of a large
+    population touches thousands of users a partition, and encoding them at once held the loop
+    for a hundred milliseconds and more), then one RocksDB write batch and one run of changelog
+    sends.  One, not one a chunk: aiokafka sends a partition's record batches one after the
+    other, each waiting for the one before, so every further run of sends waits a round trip."""
     partition = writes.partition
     users = list(profiles.items())
-    for start in range(0, len(users), WRITE_CHUNK):
-        chunk = users[start:start + WRITE_CHUNK]
+    for start in range(0, len(users), ENCODE_CHUNK):
+        chunk = users[start:start + ENCODE_CHUNK]
         encoded = iter(encode_profiles([p for _, p in chunk if p is not None]))
         for user_id, profile in chunk:
             key = user_id.encode()
             writes.put(key, None if profile is None else next(encoded), existed[user_id])
             profile_cache.put((partition, key), profile)
-        await writes.flush()
         if turn.over():
             await turn.pass_on()
+    await writes.flush()
 
 
 class Learner:
