@@ -160,7 +160,7 @@ def test_profile_state_is_invisible_to_the_garbage_collector():
     q = Profile.from_bytes(p.to_bytes())
     for profile in (p, q):
         assert not any(gc.is_tracked(d) for d in (*profile.w.values(), *profile.t.values(), profile.purchases))
-        assert isinstance(profile.seen, array) and isinstance(profile.seen_t, array)  # nothing for the collector to visit
+        assert isinstance(profile.seen, array) and isinstance(profile.seen_t, array)  # no elements for the collector to visit
 
 
 def test_every_purchase_within_the_horizon_is_kept_and_older_ones_go():
