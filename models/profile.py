@@ -333,10 +333,10 @@ class Profile:
         version = fields[0]
         if version == 5:
             _, key_columns, ws, ts, count, last_ts, seen, seen_t, seq, floor = fields
-            return cls._from_columns(key_columns, ws, ts, count, last_ts, _u64_array(seen), _f32_array(seen_t), seq, floor)
+            return cls._from_columns(key_columns, ws, ts, count, last_ts, _from_little_endian("Q", seen), _from_little_endian("f", seen_t), seq, floor)
         if version == 4:  # the last 32 event ids, without times: kept as of the last event
             _, key_columns, ws, ts, count, last_ts, recent, seq = fields
-            return cls._from_columns(key_columns, ws, ts, count, last_ts, _u64_array(recent), None, seq)
+            return cls._from_columns(key_columns, ws, ts, count, last_ts, _from_little_endian("Q", recent), None, seq)
         if version == 3:
             return cls._from_v3(fields)
         if version == 2:
@@ -395,7 +395,7 @@ class Profile:
             t[layer] = dict(zip(keys, _unpack_times(last_ts, ts, len(keys))))
         p_keys = _unpack_keys(p_keys)
         purchases = dict(zip(p_keys, _unpack_times(last_ts, p_ts, len(p_keys))))
-        return cls._with_seen(w, t, purchases, count, last_ts, _u64_array(recent), None, seq)
+        return cls._with_seen(w, t, purchases, count, last_ts, _from_little_endian("Q", recent), None, seq)
 
     @classmethod
     def _from_v2(cls, fields: list) -> "Profile":
@@ -405,7 +405,7 @@ class Profile:
         for layer, (keys, ws, ts) in zip(LAYERS, layers):
             w[layer] = dict(zip(keys, _floats(ws)))
             t[layer] = dict(zip(keys, _floats(ts)))
-        return cls._with_seen(w, t, dict(zip(p_keys, _floats(p_ts))), count, last_ts, _u64_array(recent), None, seq)
+        return cls._with_seen(w, t, dict(zip(p_keys, _floats(p_ts))), count, last_ts, _from_little_endian("Q", recent), None, seq)
 
     @classmethod
     def _from_v1(cls, fields: list) -> "Profile":
@@ -458,8 +458,8 @@ def encode_profiles(profiles: Sequence[Profile]) -> list[bytes]:
                 column,
                 p.count,
                 p.last_ts,
-                _u64(p.seen),
-                _f32(p.seen_t),
+                _little_endian(p.seen),
+                _little_endian(p.seen_t),
                 p.seq,
                 p.floor,
             ]
@@ -488,32 +488,17 @@ def _floats(raw: bytes) -> tuple[float, ...]:
     return struct.unpack(f"<{len(raw) // 8}d", raw)
 
 
-def _u64(values: array) -> bytes:
-    """An array("Q") as little-endian uint64s."""
+def _little_endian(values: array) -> bytes:
+    """An array's machine values as little-endian bytes (the stored form of seen ids and their times)."""
     if _BIG_ENDIAN:
-        values = array("Q", values)
+        values = array(values.typecode, values)
         values.byteswap()
     return values.tobytes()
 
 
-def _f32(values: array) -> bytes:
-    """An array("f") as little-endian float32s."""
-    if _BIG_ENDIAN:
-        values = array("f", values)
-        values.byteswap()
-    return values.tobytes()
-
-
-def _f32_array(raw: bytes) -> array:
-    values = array("f")
-    values.frombytes(raw)
-    if _BIG_ENDIAN:
-        values.byteswap()
-    return values
-
-
-def _u64_array(raw: bytes) -> array:
-    values = array("Q")
+def _from_little_endian(typecode: str, raw: bytes) -> array:
+    """The array of `typecode` that `_little_endian` wrote as `raw`."""
+    values = array(typecode)
     values.frombytes(raw)
     if _BIG_ENDIAN:
         values.byteswap()

@@ -523,6 +523,11 @@ def producer_client(app):
     return aiokafka_producer(app).client
 
 
+def started_consumer(app):
+    """Faust's consumer once the worker has made it, else None (asking `app.consumer` would make one)."""
+    return getattr(app, "_consumer", None)
+
+
 def committed_offset(consumer, tp) -> int | None:
     """The offset Faust's consumer last committed for `tp` (None before its first commit)."""
     return consumer._committed_offset.get(tp)

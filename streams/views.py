@@ -26,7 +26,7 @@ from streams.app import (
     shop_feed, user_to_profile, user_to_vector,
 )
 from streams import impressions
-from streams.batching import committed_offset
+from streams.batching import committed_offset, started_consumer
 from streams.metrics import metrics
 from streams.state import (
     count_keys, partition_of, read_profile, read_user_vector, read_value, standby_lag, track_changelogs,
@@ -292,7 +292,7 @@ async def consumer_lag() -> dict[int, int]:
     fetch's high-water mark if the broker does not answer within 2 s) minus the next offset this
     worker has to process (processed and flushed, else its committed offset).  Kafka's view of
     the same, from committed offsets: `strata kafka lag`."""
-    consumer = getattr(app, "_consumer", None)
+    consumer = started_consumer(app)
     if consumer is None:
         return {}
     topic = settings.topic("events")

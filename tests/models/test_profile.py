@@ -430,12 +430,12 @@ def _v3_bytes(p: Profile) -> bytes:
     """The third encoding (per layer its keys, float32 weights and times), as workers before version 4 wrote it."""
     import msgpack
 
-    from models.profile import _f32_column, _pack_keys, _u64
+    from models.profile import _f32_column, _little_endian, _pack_keys
 
     T = p.last_ts
     layers = [[_pack_keys(list(p.w[l])), _f32_column(list(p.w[l].values())), _pack_times(T, list(p.t[l].values()))] for l in LAYERS]
     return msgpack.packb(
-        [3, layers, _pack_keys(list(p.purchases)), _pack_times(T, list(p.purchases.values())), p.count, T, _u64(p.seen), p.seq],
+        [3, layers, _pack_keys(list(p.purchases)), _pack_times(T, list(p.purchases.values())), p.count, T, _little_endian(p.seen), p.seq],
         use_bin_type=True,
     )
 
