@@ -215,8 +215,8 @@ async def _apply_partition(partition: int, records: list, tally: BatchTally) -> 
         learning = learner.due()
         if paired or learning:
             recent = profile.recent_items(covisits.window + 1)
-            if learning and recent and recent[0] != parsed.item_id:  # (the item in view teaches nothing)
-                steps.add(learner.feedback(profile, parsed))
+            if learning:
+                steps.add(learner.feedback(profile, parsed, recent))
         try:
             learned = profile.learn(parsed, domain, overall, params)
         except TooLate as exc:
@@ -309,12 +309,15 @@ class Learner:
         self._next = 0.0
 
     def due(self) -> bool:
-        """Whether a step may be taken now (the slot is used by `feedback`, not by asking: an event
-        that cannot teach — its user's first — leaves it to the next)."""
+        """Whether a step may be taken now (the slot is used by `feedback`, not by asking)."""
         return time.monotonic() >= self._next
 
-    def feedback(self, profile: Profile, event) -> "np.ndarray | None":
-        """θ's step from `event`, before `profile` learns it; a failure costs the step, never the batch."""
+    def feedback(self, profile: Profile, event, recent: list[str]) -> "np.ndarray | None":
+        """θ's step from `event`, before `profile` learns it (`recent`: its user's last items); a
+        failure costs the step, never the batch.  An event that cannot teach — its user's first,
+        or on the item in view — takes no step and leaves the slot to the next."""
+        if not recent or recent[0] == event.item_id:
+            return None
         self._next = time.monotonic() + self.every_s
         try:
             ranker = served_ranker()

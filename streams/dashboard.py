@@ -5,6 +5,7 @@ minutes, dead letters, the model), `/users/{id}/profile` and `/users/{id}/recomm
 """
 from __future__ import annotations
 
+import functools
 import time
 from collections import deque
 from importlib import resources
@@ -67,7 +68,11 @@ async def stats(view: web.View, request: web.Request) -> web.Response:
     })
 
 
+@functools.cache
+def _page() -> str:
+    return resources.files("streams").joinpath("dashboard.html").read_text(encoding="utf-8")
+
+
 @app.page("/ui")
 async def dashboard(view: web.View, request: web.Request) -> web.Response:
-    page = resources.files("streams").joinpath("dashboard.html").read_text(encoding="utf-8")
-    return view.html(page)
+    return view.html(_page())
