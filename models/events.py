@@ -43,6 +43,7 @@ class Event(NamedTuple):
     ts: float
     category_id: str | None = None
     context: dict | None = None
+    rec_id: str | None = None  # the served list it came from (SPEC §2, models.attribution)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -56,6 +57,8 @@ class Event(NamedTuple):
             out["category_id"] = self.category_id
         if self.context is not None:
             out["context"] = self.context
+        if self.rec_id is not None:
+            out["rec_id"] = self.rec_id
         return out
 
     def to_json(self) -> bytes:
@@ -122,7 +125,7 @@ def parse_event(raw: bytes | str | dict, now: float) -> Event:
         and (category_id is None or (type(category_id) is str and 0 < len(category_id) <= MAX_ID_LEN and category_id.isprintable()))
         and type(etype) is str and etype in _EVENT_TYPE_SET
         and (type(ts) is float or type(ts) is int) and 0 <= ts <= now + MAX_FUTURE_S  # NaN and ±inf fail
-        and get("context") is None
+        and get("context") is None and get("rec_id") is None
     ):
         return Event(event_id, user_id, item_id, etype, float(ts), category_id, None)
     return _checked_event(obj, now)
@@ -137,7 +140,8 @@ def _checked_event(obj: dict, now: float) -> Event:
     etype = _type(obj)
     ts = _ts(obj, now)
     context = _context(obj)
-    return Event(event_id, user_id, item_id, etype, ts, category_id, context)  # type: ignore[arg-type]
+    rec_id = _id(obj, "rec_id", required=False)
+    return Event(event_id, user_id, item_id, etype, ts, category_id, context, rec_id)  # type: ignore[arg-type]
 
 
 def _type(obj: dict) -> str:
@@ -193,6 +197,7 @@ _FIELD_CHECKS = (
     lambda obj, now: _type(obj),
     _ts,
     lambda obj, now: _context(obj),
+    lambda obj, now: _id(obj, "rec_id", required=False),
 )
 
 
@@ -232,7 +237,68 @@ class Forget:
         return orjson.dumps({"control": "forget", "user_id": self.user_id, "requested_at": self.requested_at})
 
 
-def parse_keyed_message(key: bytes | None, raw: bytes | str | None, now: float) -> Event | Forget:
+MAX_SERVED_ITEMS = 100  # the items of a served list kept for attribution (its top)
+MAX_REC_ID_LEN = 64
+MAX_VARIANT_LEN = 32
+
+
+@dataclass(frozen=True, slots=True)
+class Served:
+    """A control record on the events topic: list `rec_id` was served to `user_id` at `ts` (wall-clock
+    seconds) under A/B `variant`, with its first `MAX_SERVED_ITEMS` items in order.
+
+    It travels keyed by the user, in the user's partition, so it is ordered with that user's
+    events: the events after it are attributed to it (`models.attribution`) exactly once, and it
+    is kept and recovered with the user's profile.  The full record of a served list (scores by
+    layer and term, filters, model version) is on the impressions topic."""
+
+    user_id: str
+    rec_id: str
+    ts: float
+    variant: str
+    items: tuple[str, ...]
+
+    def to_json(self) -> bytes:
+        return orjson.dumps({"control": "served", "user_id": self.user_id, "rec_id": self.rec_id, "ts": self.ts,
+                             "variant": self.variant, "items": self.items[:MAX_SERVED_ITEMS]})
+
+
+def _time(obj: dict, field: str, now: float, default: float | None = None) -> float:
+    value = obj.get(field, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidEvent("wrong_type", f"'{field}' must be a number")
+    if not (0 <= value <= now + MAX_FUTURE_S):  # NaN and ±inf fail; ints compared exactly
+        raise InvalidEvent("bad_ts", f"'{field}' must be a time from 0 to one day after now")
+    return float(value)
+
+
+def _served(obj: dict, now: float) -> Served:
+    user_id = _id(obj, "user_id")
+    rec_id = _id(obj, "rec_id")
+    if len(rec_id) > MAX_REC_ID_LEN:  # type: ignore[arg-type]
+        raise InvalidEvent("bad_id", f"'rec_id' must be 1-{MAX_REC_ID_LEN} characters")
+    variant = _id(obj, "variant")
+    if len(variant) > MAX_VARIANT_LEN:  # type: ignore[arg-type]
+        raise InvalidEvent("bad_id", f"'variant' must be 1-{MAX_VARIANT_LEN} characters")
+    items = obj.get("items")
+    if not isinstance(items, list) or len(items) > MAX_SERVED_ITEMS:
+        raise InvalidEvent("wrong_type", f"'items' must be a list of at most {MAX_SERVED_ITEMS} item ids")
+    ids = tuple(_id({"item_id": i}, "item_id") for i in items)
+    return Served(user_id, rec_id, _time(obj, "ts", now), variant, ids)  # type: ignore[arg-type]
+
+
+def _control(obj: dict, now: float) -> "Forget | Served":
+    control = obj.get("control")
+    if control == "served":
+        return _served(obj, now)
+    if control != "forget":
+        shown = control[:32] if isinstance(control, str) else type(control).__name__
+        raise InvalidEvent("unknown_control", f"unknown control record {shown!r}")
+    user_id = _id(obj, "user_id")
+    return Forget(user_id, _time(obj, "requested_at", now, now))  # type: ignore[arg-type]
+
+
+def parse_keyed_message(key: bytes | None, raw: bytes | str | None, now: float) -> Event | Forget | Served:
     """`parse_message`, and the message key must be the user id (the events topic is keyed by
     user, so that a user's events and profile live on one partition).
 
@@ -252,7 +318,7 @@ def parse_keyed_message(key: bytes | None, raw: bytes | str | None, now: float) 
         raise InvalidEvent("undecodable", f"{type(exc).__name__}: {str(exc)[:200]}") from None
 
 
-def parse_message(raw: bytes | str, now: float) -> Event | Forget:
+def parse_message(raw: bytes | str, now: float) -> Event | Forget | Served:
     """An events-topic message: a behaviour event (see `parse_event`) or a control record."""
     try:
         obj = orjson.loads(raw)
@@ -261,15 +327,5 @@ def parse_message(raw: bytes | str, now: float) -> Event | Forget:
         if not (isinstance(obj, dict) and "control" in obj):
             return parse_event(raw, now)  # raises the precise InvalidEvent (or accepts lenient JSON)
     if isinstance(obj, dict) and "control" in obj:
-        if obj.get("control") != "forget":
-            control = obj.get("control")
-            shown = control[:32] if isinstance(control, str) else type(control).__name__
-            raise InvalidEvent("unknown_control", f"unknown control record {shown!r}")
-        user_id = _id(obj, "user_id")
-        requested_at = obj.get("requested_at", now)
-        if isinstance(requested_at, bool) or not isinstance(requested_at, (int, float)):
-            raise InvalidEvent("wrong_type", "'requested_at' must be a number")
-        if not (0 <= requested_at <= now + MAX_FUTURE_S):  # NaN and ±inf fail; ints compared exactly
-            raise InvalidEvent("bad_ts", "'requested_at' must be a time from 0 to one day after now")
-        return Forget(user_id, float(requested_at))  # type: ignore[arg-type]
+        return _control(obj, now)
     return parse_event(obj if isinstance(obj, dict) else raw, now)

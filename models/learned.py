@@ -24,6 +24,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from models.attribution import Attribution
 from models.blend import PoolSizes, TermRanker, UserState
 from models.covisit import CoVisits
 from models.factors import FactorModel
@@ -100,6 +101,25 @@ def feedback(ranker: "LearnedRanker", profile: Profile | None, item: str, ts: fl
     return ranker.weights.step(F, positive, s)
 
 
+def list_feedback(ranker: "LearnedRanker", profile: Profile | None, attribution: Attribution, item: str, ts: float,
+                  long_term: np.ndarray | None) -> np.ndarray | None:
+    """The step of θ that acting on `item` of a served list gives (SPEC §3, explicit feedback): the
+    item acted on is the positive, each other item shown that the user has not touched since is a
+    negative (shown, and passed over), the step weighted by the event type's β relative to a
+    click's.  Features as of now, asked before the event is applied to `profile`; None when
+    nothing of the list is among the candidates."""
+    user = user_state(profile, ranker.model, long_term, ts, ranker.terms.pp, ranker.rank_params)
+    ids, F, _ = ranker.score(user, ts, extra=attribution.items)
+    rows = {j: n for n, j in enumerate(ids)}
+    positive = rows.get(item)
+    if positive is None:
+        return None
+    touched = set(user.recent)
+    negatives = [rows[j] for j in attribution.items if j != item and j in rows and j not in touched]
+    beta = ranker.terms.pp.beta
+    return ranker.weights.step_pairs(F, positive, negatives, beta[attribution.type] / beta["click"])
+
+
 class LearnedRanker:
     """θ·f over each user's candidates, for one factor version (or none)."""
 
@@ -115,8 +135,8 @@ class LearnedRanker:
 
     # -- scoring (the evaluator calls this too) ------------------------------------------
     def score(self, user: UserState, now: float, mask: np.ndarray | None = None,
-              extra: Sequence[str] = ()) -> tuple[list[str], np.ndarray, np.ndarray]:
-        """Candidate ids, their features and θ·f; `extra` ids join the candidates."""
+              extra: Sequence[str] = (), theta: np.ndarray | None = None) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """Candidate ids, their features and θ·f (the shop's θ, or `theta`); `extra` ids join the candidates."""
         ids, src = self.terms.candidates(user, now, self.model)
         if extra:
             known = set(ids)
@@ -125,7 +145,7 @@ class LearnedRanker:
         F = self.terms.features(ids, src, user, now, self.model)
         if mask is not None:
             F *= mask
-        return ids, F, F @ self.weights.theta
+        return ids, F, F @ (self.weights.theta if theta is None else theta)
 
     # -- serving ------------------------------------------------------------------------
     def recommend_many(self, requests: Sequence[RankRequest]) -> list[Recommendations]:
@@ -150,10 +170,10 @@ class LearnedRanker:
         need = k + len(excluded) + 1
         extra = self.terms.popularity.top_ranked(need, category)[0] if category is not None else []
         extra += self.terms.popularity.top_ranked(need)[0] if need > self.terms.pools.popular else []
-        ids, F, s = self.score(user, request.now, extra=extra)
+        theta = self.weights.theta if request.theta is None else request.theta
+        ids, F, s = self.score(user, request.now, extra=extra, theta=theta)
         keep = [n for n, j in enumerate(ids) if j not in excluded and (category is None or self._matches(j, category))]
         order = sorted(keep, key=lambda n: (-s[n], ids[n]))[:k]
-        theta = self.weights.theta
         out = Recommendations(user_id=request.user_id, cold_start=profile is None or profile.count == 0,
                               model_version=self.version)
         totals = dict.fromkeys(LAYER_TERMS, 0.0)
@@ -211,4 +231,4 @@ class LearnedRanker:
         return "overall", "popular now"
 
 
-__all__ = ["EXPLAIN_SHARE", "LAYER_TERMS", "feedback", "shares", "LearnedBatch", "LearnedRanker", "layer_mask", "user_state"]
+__all__ = ["EXPLAIN_SHARE", "LAYER_TERMS", "feedback", "list_feedback", "shares", "LearnedBatch", "LearnedRanker", "layer_mask", "user_state"]

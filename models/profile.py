@@ -34,7 +34,7 @@ from typing import Collection, Iterable, Mapping, Sequence
 import msgpack
 import numpy as np
 
-from models.events import EVENT_TYPES, Event, InvalidEvent
+from models.events import EVENT_TYPES, Event, InvalidEvent, Served
 
 LAYERS: tuple[str, ...] = ("item", "domain", "overall")
 DAY = 86_400.0
@@ -185,6 +185,9 @@ class Profile:
     floor: float = -math.inf
     #: the time of the first id kept (when `_expire` is due; not stored)
     first_seen: float = field(default=math.inf, compare=False, repr=False)
+    #: the lists recently served to the user, oldest first (`models.attribution`; their `user_id`
+    #: is not stored: ""), None when there are none
+    served: list | None = None
 
     # -- learning ----------------------------------------------------------
     def learn(self, event: Event, domain: str | None, overall: str, params: ProfileParams) -> bool:
@@ -306,9 +309,10 @@ class Profile:
 
     # -- persistence -------------------------------------------------------
     def to_bytes(self) -> bytes:
-        """msgpack, version 5: the keys of each layer and of the purchases, then one float32 column
+        """msgpack, version 5 (or 6): the keys of each layer and of the purchases, then one float32 column
         of every layer's weights, one column of every time (item, domain, overall, purchases), the
-        seen ids' hashes (uint64) and times (float32), and `floor`.
+        seen ids' hashes (uint64) and times (float32), and `floor`; version 6 when the user has
+        served lists (`served`): version 5 and the lists, [rec_id, time, variant, items] each.
 
         Lossless, and compact where the data allows it (SPEC §7: ≤ 4 KiB at the default caps for
         the interest layers; the ledgers add ≈ 12 bytes an id seen within the de-duplication
@@ -325,15 +329,19 @@ class Profile:
 
     def interest_bytes(self) -> bytes:
         """The encoding without the ledgers (purchases, seen ids): what SPEC §7's 4 KiB is about."""
-        return replace(self, purchases={}, seen=array("Q"), seen_t=array("f")).to_bytes()
+        return replace(self, purchases={}, seen=array("Q"), seen_t=array("f"), served=None).to_bytes()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "Profile":
         fields = msgpack.unpackb(data, raw=False)
         version = fields[0]
-        if version == 5:
-            _, key_columns, ws, ts, count, last_ts, seen, seen_t, seq, floor = fields
-            return cls._from_columns(key_columns, ws, ts, count, last_ts, _from_little_endian("Q", seen), _from_little_endian("f", seen_t), seq, floor)
+        if version in (5, 6):  # 6: version 5 and the served lists
+            _, key_columns, ws, ts, count, last_ts, seen, seen_t, seq, floor = fields[:10]
+            profile = cls._from_columns(key_columns, ws, ts, count, last_ts, _from_little_endian("Q", seen),
+                                        _from_little_endian("f", seen_t), seq, floor)
+            if version == 6:
+                profile.served = [Served("", rec_id, t, variant, tuple(items)) for rec_id, t, variant, items in fields[10]]
+            return profile
         if version == 4:  # the last 32 event ids, without times: kept as of the last event
             _, key_columns, ws, ts, count, last_ts, recent, seq = fields
             return cls._from_columns(key_columns, ws, ts, count, last_ts, _from_little_endian("Q", recent), None, seq)
@@ -450,20 +458,22 @@ def encode_profiles(profiles: Sequence[Profile]) -> list[bytes]:
         w, purchases = p.w, p.purchases
         item, domain, overall = w["item"], w["domain"], w["overall"]
         end = start + len(item) + len(domain) + len(overall)
-        out.append(pack(
-            [
-                5,
-                [_pack_keys(list(item)), _pack_keys(list(domain)), _pack_keys(list(overall)), _pack_keys(list(purchases))],
-                weight_bytes[4 * start:4 * end],
-                column,
-                p.count,
-                p.last_ts,
-                _little_endian(p.seen),
-                _little_endian(p.seen_t),
-                p.seq,
-                p.floor,
-            ]
-        ))
+        fields = [
+            5,
+            [_pack_keys(list(item)), _pack_keys(list(domain)), _pack_keys(list(overall)), _pack_keys(list(purchases))],
+            weight_bytes[4 * start:4 * end],
+            column,
+            p.count,
+            p.last_ts,
+            _little_endian(p.seen),
+            _little_endian(p.seen_t),
+            p.seq,
+            p.floor,
+        ]
+        if p.served:
+            fields[0] = 6
+            fields.append([[s.rec_id, s.ts, s.variant, list(s.items)] for s in p.served])
+        out.append(pack(fields))
         start = end
     return out
 

@@ -494,6 +494,7 @@ class RankRequest:
     revisit_rate: float | None = None
     domain_share: float | None = None
     exclude_seen: bool = False
+    theta: np.ndarray | None = None  # the learned ranker's term weights for this request (an A/B variant's)
 
 
 class _Coefficients(NamedTuple):

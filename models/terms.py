@@ -34,7 +34,7 @@ then their co-visited items, their categories and popularity.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import zlib
 
@@ -122,12 +122,19 @@ class TermWeights:
             self._rng.integers(0, n, size=p.negatives - half),
         ])
         neg = draws[(draws != positive) & (draws != (-1 if skip is None else skip))]
+        return self.step_pairs(F, positive, neg)
+
+    def step_pairs(self, F: np.ndarray, positive: int, negatives: np.ndarray | Sequence[int],
+                   weight: float = 1.0) -> np.ndarray | None:
+        """The pairwise logistic step for `positive` over each of `negatives` (rows of F), scaled by
+        `weight`: Δθ = weight · η · (mean_n σ(−θ·(f_p − f_n)) (f_p − f_n) − λθ).  None without negatives."""
+        neg = np.asarray(negatives, dtype=np.intp)
         if neg.size == 0:
             return None
         diff = F[positive][None, :] - F[neg]
         g = _sigmoid(-(diff @ self.theta))
         self.updates += 1
-        return p.rate * ((g[:, None] * diff).mean(axis=0) - p.l2 * self.theta)
+        return weight * self.params.rate * ((g[:, None] * diff).mean(axis=0) - self.params.l2 * self.theta)
 
     def as_dict(self) -> dict[str, float]:
         return {name: float(self.theta[n]) for n, name in enumerate(TERMS)}

@@ -7,13 +7,16 @@ import time
 from collections import OrderedDict
 
 import numpy as np
+import orjson
 
-from models.events import MAX_ID_LEN, Forget, InvalidEvent, parse_keyed_message
-from models.learned import feedback
+from models.attribution import Attribution, attribute, remember
+from models.events import MAX_ID_LEN, Forget, InvalidEvent, Served, parse_keyed_message
+from models.learned import feedback, list_feedback
 from models.profile import Profile, TooLate, encode_profiles
 from streams.app import (
     activity_topic,
     app,
+    attributions_topic,
     catalog,
     deadletter_topic,
     events_route,
@@ -41,7 +44,8 @@ log = logging.getLogger(__name__)
 # store, which only changes when a partition's batch is written whole.
 TURN_S = 0.025
 CHECK_EVERY = 128
-LEARN_EVERY_S = 0.1  # θ learns from at most ten events a second per worker
+LEARN_EVERY_S = 0.1  # θ learns from at most ten events a second per worker …
+LIST_LEARN_EVERY_S = 0.02  # … and from at most fifty acts on served lists (explicit feedback)
 PAIRED_PER_S = 2_000.0  # the shop's events paired for co-visitation a second, at most (`Pairing`)
 THETA_SNAPSHOT_S = 300.0
 
@@ -147,6 +151,9 @@ async def _apply_events(batch) -> None:
     events_route.records_read()  # the next fetch may go: it overlaps the flush below
     if tally.activity or tally.steps.steps:
         await activity_topic.send(value=activity_message(tally.activity.entries(), tally.visits, tally.steps, 1.0 / tally.chance))
+    for outcome, event in tally.attributed:
+        if type(outcome) is Attribution:
+            await attributions_topic.send(key=event.user_id.encode(), value=attribution_record(outcome, event))
     # The changelog must be durable before streams.batching lets these offsets be committed.
     await app.producer.flush()
     for writes in tally.flushed:
@@ -158,10 +165,30 @@ async def _apply_events(batch) -> None:
     # age, not an update's latency.
     for type_, n in tally.applied_types.items():
         metrics.events[type_] += n
+    tally.count_feedback()
     if tally.stamps:
         done = time.time()
         metrics.update_latency.observe_many(np.maximum(done - np.array(tally.stamps, dtype=np.float64) / 1000.0, 0.0))
     metrics.batches += 1
+
+
+def attribution_record(outcome: Attribution, event) -> bytes:
+    """An attributed event on the attributions topic: which list, where in it, how long after it was
+    served.  At least once (a batch redone after a crash sends it again): readers de-duplicate by
+    `event_id`."""
+    price = _price(event)
+    return orjson.dumps({
+        "event_id": event.event_id, "user_id": event.user_id, "item_id": event.item_id, "type": event.type,
+        "ts": event.ts, "rec_id": outcome.rec_id, "variant": outcome.variant, "position": outcome.position,
+        "delay_s": outcome.delay_s, "view_through": outcome.view_through,
+        **({"price": price} if price is not None else {}),
+    })
+
+
+def _price(event) -> float | None:
+    """The event's `context.price`, when it is a sane number."""
+    price = (event.context or {}).get("price")
+    return price if type(price) in (int, float) and 0 <= price < 1e12 else None
 
 
 class BatchTally:
@@ -179,11 +206,26 @@ class BatchTally:
         self.flushed: list[PartitionBatch] = []
         self.turn = LoopTurn(TURN_S)
         self.homes: dict[bytes, int] = {}  # user key → the partition its events belong to
+        self.served: list[str] = []  # the variant of each served list applied
+        self.attributed: list = []  # (Attribution or the reason it is not, event) of each applied event with one
+
+    def count_feedback(self) -> None:
+        """The served lists and attributed events of the batch into the metrics (once durable)."""
+        for variant in self.served:
+            metrics.ab_impressions[variant] += 1
+        for outcome, event in self.attributed:
+            if type(outcome) is str:
+                metrics.attribution_unmatched[outcome] += 1
+                continue
+            metrics.ab_actions[(outcome.variant, event.type, "view_through" if outcome.view_through else "rec_id")] += 1
+            price = _price(event) if event.type == "purchase" else None
+            if price is not None:
+                metrics.ab_revenue[outcome.variant] += price
 
 
 async def _apply_partition(partition: int, records: list, tally: BatchTally) -> None:
     """One partition's records of a micro-batch → its users' profiles, written (`_write_profiles`)."""
-    params, now, turn, homes = settings.profile, tally.now, tally.turn, tally.homes
+    params, now, turn, homes, window = settings.profile, tally.now, tally.turn, tally.homes, settings.attribution_window_s
     covisits, chance, draw, steps = shop_feed.covisits, tally.chance, pairing.draw, tally.steps
     applied_types, stamps, visits = tally.applied_types, tally.stamps, tally.visits
     writes = PartitionBatch(user_to_profile, partition, profile_counts)
@@ -209,6 +251,11 @@ async def _apply_partition(partition: int, records: list, tally: BatchTally) -> 
         if record.offset <= profile.seq:  # redelivered after a restart: already applied
             metrics.duplicates += 1
             continue
+        if type(parsed) is Served:
+            profile.served = remember(profile.served, parsed, window)
+            tally.served.append(parsed.variant)
+            profile.seq = record.offset
+            continue
         domain, overall = catalog.layers_for(parsed.item_id, parsed.category_id)
         # before the profile learns the event
         paired = chance >= 1.0 or draw() < chance
@@ -217,6 +264,8 @@ async def _apply_partition(partition: int, records: list, tally: BatchTally) -> 
             recent = profile.recent_items(covisits.window + 1)
             if learning:
                 steps.add(learner.feedback(profile, parsed, recent))
+        outcome = attribute(profile.served, parsed, window) if profile.served or parsed.rec_id else None
+        step = list_learner.from_list(profile, parsed, outcome) if type(outcome) is Attribution else None
         try:
             learned = profile.learn(parsed, domain, overall, params)
         except TooLate as exc:
@@ -232,6 +281,9 @@ async def _apply_partition(partition: int, records: list, tally: BatchTally) -> 
             applied.append((parsed, domain))
             if record.timestamp:
                 stamps.append(record.timestamp)
+            if outcome is not None:
+                tally.attributed.append((outcome, parsed))
+                steps.add(step)
         else:
             metrics.duplicates += 1
         profile.seq = record.offset
@@ -301,35 +353,48 @@ async def _write_profiles(writes: PartitionBatch, profiles: dict, existed: dict,
 
 
 class Learner:
-    """Feedback for θ from the stream: at most one event every `every_s` seconds (an event's step
-    ranks its user's candidates, ≈ 1 ms: every event would cost more than the profile updates)."""
+    """Feedback for θ from the stream: at most one step every `every_s` seconds (a step ranks its
+    user's candidates, ≈ 1 ms: a step for every event would cost more than the profile updates)."""
 
     def __init__(self, every_s: float) -> None:
         self.every_s = every_s
         self._next = 0.0
 
     def due(self) -> bool:
-        """Whether a step may be taken now (the slot is used by `feedback`, not by asking)."""
+        """Whether a step may be taken now (the slot is used by taking one, not by asking)."""
         return time.monotonic() >= self._next
 
     def feedback(self, profile: Profile, event, recent: list[str]) -> "np.ndarray | None":
-        """θ's step from `event`, before `profile` learns it (`recent`: its user's last items); a
-        failure costs the step, never the batch.  An event that cannot teach — its user's first,
-        or on the item in view — takes no step and leaves the slot to the next."""
+        """θ's step from `event` as the item the user went to next, before `profile` learns it
+        (`recent`: its user's last items).  An event that cannot teach — its user's first, or on
+        the item in view — takes no step and leaves the slot to the next."""
         if not recent or recent[0] == event.item_id:
             return None
+        return self._take(event, lambda ranker, long_term: feedback(ranker, profile, event.item_id, event.ts, long_term))
+
+    def from_list(self, profile: Profile, event, attribution: Attribution) -> "np.ndarray | None":
+        """θ's step from acting on an item of a served list (`models.learned.list_feedback`); none
+        when the slot is taken or the list's variant does not learn."""
+        if not self.due() or not _LEARNS.get(attribution.variant, True):
+            return None
+        return self._take(event, lambda ranker, long_term: list_feedback(ranker, profile, attribution, event.item_id,
+                                                                         event.ts, long_term))
+
+    def _take(self, event, step) -> "np.ndarray | None":
+        """`step(ranker, the user's batch vector)`, using the slot; a failure costs the step, never the batch."""
         self._next = time.monotonic() + self.every_s
         try:
             ranker = served_ranker()
-            long_term = read_user_vector(user_to_vector, event.user_id, ranker.model)
-            return feedback(ranker, profile, event.item_id, event.ts, long_term)
+            return step(ranker, read_user_vector(user_to_vector, event.user_id, ranker.model))
         except Exception:  # noqa: BLE001 - learning is optional; applying the event is not
             metrics.learning_failures += 1
             log.exception("no feedback step for an event of user %r", event.user_id[:40])
             return None
 
 
+_LEARNS = {v.name: v.learning for v in settings.variants}  # whether feedback on a variant's lists teaches θ
 learner = Learner(LEARN_EVERY_S)
+list_learner = Learner(LIST_LEARN_EVERY_S)
 
 
 class Pairing:

@@ -13,7 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
+from models.ab import EXPERIMENT, Variant, parse_variants
+from models.attribution import ATTRIBUTION_WINDOW_S
 from models.events import EVENT_TYPES
+from models.learned import LAYER_TERMS
+from models.terms import TERMS
 from models.profile import DEFAULT_BETA, DEFAULT_CAPS, DEFAULT_HALF_LIFE_S, LAYERS, ProfileParams
 
 
@@ -59,6 +63,17 @@ ENV_DOC: dict[str, tuple[str, str]] = {
         "",
         "when set (16+ printable characters), every HTTP view but /healthz and /metrics requires `Authorization: Bearer <token>`; "
         "the CLI and the benchmarks send it",
+    ),
+    "STRATA_VARIANTS": (
+        "control=",
+        "A/B variants of the ranker, e.g. control=learning:off;learned= or control=;fresh=rec_0:2,share:2 "
+        "(per variant: share, learning:on|off, a factor on a term's or layer's weight); the first is the control",
+    ),
+    "STRATA_EXPERIMENT": (EXPERIMENT, "the A/B experiment's name: salts the hash that assigns each user a variant"),
+    "STRATA_ATTRIBUTION_WINDOW": (
+        "30m",
+        "an event without rec_id on an item served to its user this long before is attributed to that list (view-through); "
+        "an event with a rec_id older than this is not",
     ),
     "STRATA_KAFKA_SECURITY_PROTOCOL": ("PLAINTEXT", "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"),
     "STRATA_KAFKA_SASL_MECHANISM": ("", "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (with SASL_*)"),
@@ -174,6 +189,9 @@ class Settings:
     sasl_password: str = field(default="", repr=False)
     api_token: str = field(default="", repr=False)
     ssl_cafile: str = ""
+    variants: tuple[Variant, ...] = (Variant("control"),)
+    experiment: str = EXPERIMENT
+    attribution_window_s: float = ATTRIBUTION_WINDOW_S
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -223,6 +241,16 @@ class Settings:
             )
         except ValueError as exc:
             raise ConfigError(f"profile parameters: {exc}") from None
+        try:
+            variants = parse_variants(get("STRATA_VARIANTS"), TERMS, LAYER_TERMS)
+        except ValueError as exc:
+            raise ConfigError(f"STRATA_VARIANTS: {exc}") from None
+        experiment = get("STRATA_EXPERIMENT")
+        if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", experiment):
+            raise ConfigError(f"STRATA_EXPERIMENT: {experiment!r} may only hold 1-64 letters, digits, '.', '_' and '-'")
+        window = parse_duration(get("STRATA_ATTRIBUTION_WINDOW"), "STRATA_ATTRIBUTION_WINDOW")
+        if not 0 < window <= 7 * 86400:
+            raise ConfigError(f"STRATA_ATTRIBUTION_WINDOW: {window:g} s is outside 1 s – 7 days")
 
         return cls(
             kafka_bootstrap=bootstrap,
@@ -247,6 +275,9 @@ class Settings:
             sasl_password=env.get("STRATA_KAFKA_SASL_PASSWORD", ""),
             api_token=_token(env.get("STRATA_API_TOKEN", "")),
             ssl_cafile=cafile,
+            variants=variants,
+            experiment=experiment,
+            attribution_window_s=window,
         )
 
     def topic(self, name: str) -> str:

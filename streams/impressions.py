@@ -1,8 +1,14 @@
-"""Served lists as impressions (SPEC §4): each list a worker serves gets a `rec_id` and goes to the
-impressions topic, keyed by its user (co-partitioned with the events that may come of it).
+"""Served lists as impressions (SPEC §4): each list a worker serves gets a `rec_id`, is ranked
+under its user's A/B variant, and is published twice, keyed by its user:
 
-Publishing never holds up or fails a response: the record is handed to a task, at most
-`MAX_IN_FLIGHT` of them at once; past that, or when Kafka does not take it, it is dropped and
+- the full record on the impressions topic (items with their scores by layer and term, variant,
+  model version, time, filters): what analytics and `strata ab report` read;
+- a `models.events.Served` control record on the events topic: in the user's partition, ordered
+  with the user's events, so that the worker owning the user attributes the events that follow to
+  it (`models.attribution`) exactly once, with the list kept in the user's profile.
+
+Publishing never holds up or fails a response: the records are handed to a task, at most
+`MAX_IN_FLIGHT` of them at once; past that, or when Kafka does not take them, they are dropped and
 counted (`strata_impressions_total{outcome}`).
 """
 from __future__ import annotations
@@ -11,13 +17,17 @@ import asyncio
 import time
 import uuid
 
+import numpy as np
 import orjson
 
-from streams.app import impressions_topic
+from models.ab import Variant, assign, variant_theta
+from models.events import Served
+from models.learned import LAYER_TERMS
+from models.terms import TERMS, theta0
+from streams.app import events_topic, impressions_topic, settings, shop_feed
 from streams.metrics import metrics
 
 MAX_IN_FLIGHT = 10_000
-VARIANT = "control"  # until A/B variants exist, every list is the control's
 
 _in_flight: set[asyncio.Task] = set()
 
@@ -26,7 +36,19 @@ def new_rec_id() -> str:
     return uuid.uuid4().hex
 
 
-def impression(rec_id: str, user_id: str, body: dict, options: dict) -> dict:
+def variant_of(user_id: str) -> Variant:
+    """The user's A/B variant: sticky, the same on every worker (`models.ab.assign`)."""
+    return assign(user_id, settings.variants, settings.experiment)
+
+
+def theta_of(variant: Variant) -> np.ndarray | None:
+    """θ the variant ranks with; None for the shop's learned θ as it is."""
+    if variant.learning and not variant.scale:
+        return None
+    return variant_theta(variant, shop_feed.weights.theta, theta0(), TERMS, LAYER_TERMS)
+
+
+def impression(rec_id: str, user_id: str, body: dict, options: dict, variant: str) -> dict:
     """The record of a served list: its items with their scores by layer (and term, when explained),
     the variant, the model version, the time and the request's filters."""
     return {
@@ -34,7 +56,7 @@ def impression(rec_id: str, user_id: str, body: dict, options: dict) -> dict:
         "user_id": user_id,
         "items": [{"item_id": i["item_id"], "position": n, "score": i["score"], "layers": i.get("layers"),
                    **({"terms": i["terms"]} if "terms" in i else {})} for n, i in enumerate(body["items"])],
-        "variant": VARIANT,
+        "variant": variant,
         "model_version": body.get("model_version"),
         "ts": time.time(),
         "filters": {name: options[name] for name in ("k", "category", "exclude_purchased", "exclude_seen")},
@@ -52,9 +74,14 @@ def publish(record: dict) -> None:
 
 
 async def _send(record: dict) -> None:
+    key = record["user_id"].encode()
+    served = Served(record["user_id"], record["rec_id"], record["ts"], record["variant"],
+                    tuple(i["item_id"] for i in record["items"]))
     try:
-        sent = await impressions_topic.send(key=record["user_id"].encode(), value=orjson.dumps(record))
-        await sent
+        sent = [await impressions_topic.send(key=key, value=orjson.dumps(record)),
+                await events_topic.send(key=key, value=served.to_json())]
+        for ack in sent:
+            await ack
     except Exception:  # noqa: BLE001 - an impression lost is counted, never a response lost
         metrics.impressions["dropped"] += 1
     else:

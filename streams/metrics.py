@@ -107,6 +107,10 @@ class Metrics:
         self.duplicates = 0
         self.ingested = defaultdict(int)  # events posted over HTTP (streams.ingest), by outcome
         self.impressions = defaultdict(int)  # served lists sent to the impressions topic, by outcome
+        self.ab_impressions = defaultdict(int)  # served lists applied to their users' profiles, by variant
+        self.ab_actions = defaultdict(int)  # attributed events, by (variant, type, how)
+        self.ab_revenue = defaultdict(float)  # the prices of attributed purchases, by variant
+        self.attribution_unmatched = defaultdict(int)  # events whose rec_id was not attributed, by reason
         self.factors_refused = 0
         self.batches = 0
         self.recommendations = 0  # requests ranked …
@@ -126,6 +130,20 @@ class Metrics:
         registry.register(_Collector(self))
         return generate_latest(registry).decode()
 
+    def _feedback_families(self):
+        """The A/B counts (SPEC §4): served lists and attributed events by variant."""
+        yield _counter("strata_ab_impressions", "Served lists applied to their users' state, by A/B variant.", "variant",
+                       self.ab_impressions)
+        actions = CounterMetricFamily("strata_ab_attributed", "Events attributed to a served list, by variant, event type "
+                                      "and how (rec_id: carried the list's id; view_through: an item of a list served "
+                                      "within the attribution window).", labels=("variant", "type", "how"))
+        for labels, n in sorted(self.ab_actions.items()):
+            actions.add_metric(labels, n)
+        yield actions
+        yield _counter("strata_ab_revenue", "Prices (context.price) of attributed purchases, by variant.", "variant", self.ab_revenue)
+        yield _counter("strata_attribution_unmatched", "Events with a rec_id that was not attributed, by reason (the event is "
+                       "applied all the same).", "reason", self.attribution_unmatched)
+
     def families(self):
         """Every metric as a prometheus-client metric family."""
         yield _counter("strata_events_processed", "Events applied to profiles, by behaviour type.", "type", self.events)
@@ -141,6 +159,7 @@ class Metrics:
         yield _counter("strata_impressions", "Served recommendation lists sent to the impressions topic (published), or dropped: "
                        "Kafka did not take them, or too many were in flight. A dropped impression never fails the response.",
                        "outcome", {o: self.impressions.get(o, 0) for o in ("published", "dropped")})
+        yield from self._feedback_families()
         for name, help_text, value in (
             ("strata_events_duplicate", "Events dropped as already applied.", self.duplicates),
             ("strata_factor_messages_refused", "Item-factor messages refused as corrupt or inconsistent.", self.factors_refused),

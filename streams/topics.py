@@ -30,7 +30,8 @@ def topic_specs(settings: Settings) -> dict[str, TopicSpec]:
     read whole by every worker; deadletter: rejected events with their reasons; item-factors: versioned
     factor chunks, read whole by every worker (a week of versions kept); user-factors: batch user
     vectors keyed by user, co-partitioned with events; impressions: every served list, keyed by
-    user, co-partitioned with events (a week kept)."""
+    user, co-partitioned with events (a week kept); attributions: every event attributed to a
+    served list, keyed by user (a week kept; `strata ab report` reads both)."""
     p = settings.partitions
     return {
         "events": TopicSpec(settings.topic("events"), p),
@@ -40,6 +41,7 @@ def topic_specs(settings: Settings) -> dict[str, TopicSpec]:
         "user-factors": TopicSpec(settings.topic("user-factors"), p, compacted=True),
         "activity": TopicSpec(settings.topic("activity"), 1, retention_ms=3 * 86_400_000),
         "impressions": TopicSpec(settings.topic("impressions"), p, retention_ms=7 * 86_400_000),
+        "attributions": TopicSpec(settings.topic("attributions"), p, retention_ms=7 * 86_400_000),
     }
 
 

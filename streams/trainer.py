@@ -21,7 +21,7 @@ import msgpack
 import numpy as np
 
 from models.als import ALSParams, EncodedEvents, EventColumns, confidence_matrix, fit, merge_encoded
-from models.events import Forget, InvalidEvent, parse_keyed_message
+from models.events import Event, Forget, InvalidEvent, parse_keyed_message
 from models.factors import FactorModel, to_messages
 from streams.config import ConfigError, Settings
 from streams.state import home_partition
@@ -130,10 +130,10 @@ async def _read_partitions(settings: Settings, stops: dict[int, int]) -> tuple[E
                         if home != tp.partition:
                             skipped += 1  # a worker dead-letters it as wrong_partition: no profile has it
                             continue
-                        if type(parsed) is Forget:
-                            forget(parsed.user_id)
-                        else:
+                        if type(parsed) is Event:
                             add(parsed)
+                        elif type(parsed) is Forget:
+                            forget(parsed.user_id)  # a served list (`Served`) teaches ALS nothing
                     if await consumer.position(tp) >= stop:
                         remaining.discard(tp)
     finally:

@@ -523,21 +523,12 @@ async def _recommend(user_id: str, options: dict) -> dict:
     k, category, explain, exclude = options["k"], options["category"], options["explain"], options["exclude_purchased"]
     profile = read_profile(user_to_profile, user_id)
     ranker = served_ranker()
+    variant = impressions.variant_of(user_id)
     # Event time, not wall time: the shop's clock (models.clock: recent event times, which one
     # far-ahead timestamp cannot move), so a user who went quiet while the shop moved on counts as
     # stale; or the user's own latest event, which counts for them alone.
     now = max(t for t in (profile.last_ts if profile else None, shop_feed.clock.now, 0.0) if t is not None) or time.time()
-    recs = await _rank(ranker, profile, user_id, now, k, category, exclude, explain, options["exclude_seen"])
-    body = recs.to_dict()
-    body["model_version"] = ranker.version
-    body["rec_id"] = impressions.new_rec_id()
-    impressions.publish(impressions.impression(body["rec_id"], user_id, body, options))
-    return body
-
-
-def _rank(ranker: Ranker, profile, user_id: str, now: float, k: int, category, exclude: bool, explain: bool,
-          exclude_seen: bool = False):
-    return rank_queue.rank(ranker, RankRequest(
+    recs = await rank_queue.rank(ranker, RankRequest(
         profile=profile,
         k=k,
         popularity=shop_feed.popularity,
@@ -548,5 +539,12 @@ def _rank(ranker: Ranker, profile, user_id: str, now: float, k: int, category, e
         long_term=read_user_vector(user_to_vector, user_id, ranker.model),
         explain=explain,
         user_id=user_id,
-        exclude_seen=exclude_seen,
+        exclude_seen=options["exclude_seen"],
+        theta=impressions.theta_of(variant),
     ))
+    body = recs.to_dict()
+    body["model_version"] = ranker.version
+    body["rec_id"] = impressions.new_rec_id()
+    body["variant"] = variant.name
+    impressions.publish(impressions.impression(body["rec_id"], user_id, body, options, variant.name))
+    return body

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from models.events import Event, Forget, InvalidEvent, parse_keyed_message, parse_message
+from models.events import MAX_SERVED_ITEMS, Event, Forget, InvalidEvent, Served, parse_keyed_message, parse_message
 
 NOW = 1_700_000_000.0
 
@@ -21,6 +21,12 @@ def test_forget_round_trips_and_events_still_parse():
         (b'{"control":"forget"}', "missing_field"),
         (b'{"control":"forget","user_id":"' + b"x" * 129 + b'"}', "bad_id"),
         (b'{"control":"forget","user_id":"u1","requested_at":"soon"}', "wrong_type"),
+        (b'{"control":"served","user_id":"u1","rec_id":"r","ts":1,"variant":"a","items":"i1"}', "wrong_type"),
+        (b'{"control":"served","user_id":"u1","rec_id":"r","ts":1,"variant":"a","items":[""]}', "bad_id"),
+        (b'{"control":"served","user_id":"u1","rec_id":"r","ts":1e300,"variant":"a","items":[]}', "bad_ts"),
+        (b'{"control":"served","user_id":"u1","ts":1,"variant":"a","items":[]}', "missing_field"),
+        (b'{"control":"served","user_id":"u1","rec_id":"' + b"r" * 65 + b'","ts":1,"variant":"a","items":[]}', "bad_id"),
+        (b'{"control":"served","user_id":"u1","rec_id":"r","ts":1,"variant":"' + b"v" * 33 + b'","items":[]}', "bad_id"),
         (b"not json", "not_json"),
         (b"[1,2]", "not_object"),
     ],
@@ -43,3 +49,19 @@ def test_a_message_must_be_keyed_by_its_user():
             with pytest.raises(InvalidEvent) as refused:
                 parse_keyed_message(key, raw, 2000.0)
             assert refused.value.reason == "wrong_key"
+
+
+def test_a_served_list_round_trips_with_its_top_items():
+    served = Served("u1", "r1", NOW, "control", tuple(f"i{n}" for n in range(MAX_SERVED_ITEMS + 5)))
+    parsed = parse_keyed_message(b"u1", served.to_json(), NOW)
+    assert isinstance(parsed, Served)
+    assert parsed.items == served.items[:MAX_SERVED_ITEMS] and parsed.rec_id == "r1" and parsed.variant == "control"
+
+
+def test_an_event_carries_the_rec_id_of_its_list():
+    raw = b'{"event_id":"e","user_id":"u1","item_id":"i","type":"click","ts":1,"rec_id":"r1"}'
+    assert parse_message(raw, NOW).rec_id == "r1"
+    assert Event("e", "u1", "i", "click", 1.0, rec_id="r1").to_dict()["rec_id"] == "r1"
+    with pytest.raises(InvalidEvent) as exc:
+        parse_message(raw.replace(b'"r1"', b'""'), NOW)
+    assert exc.value.reason == "bad_id"

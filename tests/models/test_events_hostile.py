@@ -7,7 +7,7 @@ import json
 import orjson
 from hypothesis import given, settings, strategies as st
 
-from models.events import Event, Forget, InvalidEvent, parse_keyed_message
+from models.events import Event, Forget, InvalidEvent, Served, parse_keyed_message
 
 NOW = 1_700_000_000.0
 GOOD = {"event_id": "e1", "user_id": "u1", "item_id": "i1", "type": "view", "ts": NOW - 10}
@@ -78,7 +78,7 @@ def _outcome(key, value) -> None:
         assert isinstance(exc.reason, str) and exc.reason and isinstance(exc.detail, str)
         assert len(exc.detail) < 2000
         return
-    assert isinstance(parsed, (Event, Forget))
+    assert isinstance(parsed, (Event, Forget, Served))
     assert key == parsed.user_id.encode()
 
 

@@ -364,6 +364,7 @@ def test_with_the_real_factor_model():
 
 def _alone(ranker: Ranker, request: RankRequest) -> Recommendations:
     fields = {name: getattr(request, name) for name in RankRequest.__dataclass_fields__}
+    fields.pop("theta")  # the learned ranker's; this ranker has no θ
     return ranker.recommend(fields.pop("profile"), **fields)
 
 
