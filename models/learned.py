@@ -104,18 +104,20 @@ def feedback(ranker: "LearnedRanker", profile: Profile | None, item: str, ts: fl
 def list_feedback(ranker: "LearnedRanker", profile: Profile | None, attribution: Attribution, item: str, ts: float,
                   long_term: np.ndarray | None) -> np.ndarray | None:
     """The step of θ that acting on `item` of a served list gives (SPEC §3, explicit feedback): the
-    item acted on is the positive, each other item shown that the user has not touched since is a
-    negative (shown, and passed over), the step weighted by the event type's β relative to a
-    click's.  Features as of now, asked before the event is applied to `profile`; None when
-    nothing of the list is among the candidates."""
+    item acted on is the positive, each other item shown that the user has not touched since it
+    was served is a negative (shown, and passed over), the step weighted by the event type's β
+    relative to a click's.  Features as of now, asked before the event is applied to `profile`;
+    None when the item is not among the candidates."""
     user = user_state(profile, ranker.model, long_term, ts, ranker.terms.pp, ranker.rank_params)
     ids, F, _ = ranker.score(user, ts, extra=attribution.items)
     rows = {j: n for n, j in enumerate(ids)}
     positive = rows.get(item)
     if positive is None:
         return None
-    touched = set(user.recent)
-    negatives = [rows[j] for j in attribution.items if j != item and j in rows and j not in touched]
+    served_at = ts - attribution.delay_s
+    last_touch = profile.t["item"] if profile is not None else {}
+    negatives = [rows[j] for j in attribution.items
+                 if j != item and j in rows and last_touch.get(j, -math.inf) < served_at]
     beta = ranker.terms.pp.beta
     return ranker.weights.step_pairs(F, positive, negatives, beta[attribution.type] / beta["click"])
 

@@ -44,8 +44,8 @@ log = logging.getLogger(__name__)
 # store, which only changes when a partition's batch is written whole.
 TURN_S = 0.025
 CHECK_EVERY = 128
-LEARN_EVERY_S = 0.1  # θ learns from at most ten events a second per worker …
-LIST_LEARN_EVERY_S = 0.02  # … and from at most fifty acts on served lists (explicit feedback)
+LEARN_PER_S = 10.0  # θ learns from at most ten events a second per worker …
+LIST_LEARN_PER_S = 50.0  # … and from at most fifty acts on served lists (explicit feedback)
 PAIRED_PER_S = 2_000.0  # the shop's events paired for co-visitation a second, at most (`Pairing`)
 THETA_SNAPSHOT_S = 300.0
 
@@ -353,16 +353,24 @@ async def _write_profiles(writes: PartitionBatch, profiles: dict, existed: dict,
 
 
 class Learner:
-    """Feedback for θ from the stream: at most one step every `every_s` seconds (a step ranks its
-    user's candidates, ≈ 1 ms: a step for every event would cost more than the profile updates)."""
+    """Feedback for θ from the stream: on average at most `per_s` steps a second, in bursts of at
+    most a second's worth (a token bucket: a micro-batch holds many events of a fraction of a
+    second).  A step ranks its user's candidates, ≈ 1 ms: a step for every event would cost more
+    than the profile updates."""
 
-    def __init__(self, every_s: float) -> None:
-        self.every_s = every_s
-        self._next = 0.0
+    def __init__(self, per_s: float) -> None:
+        self.per_s = per_s
+        self._tokens = per_s
+        self._at = time.monotonic()
 
     def due(self) -> bool:
         """Whether a step may be taken now (the slot is used by taking one, not by asking)."""
-        return time.monotonic() >= self._next
+        if self._tokens >= 1.0:
+            return True
+        now = time.monotonic()
+        self._tokens = min(self.per_s, self._tokens + (now - self._at) * self.per_s)
+        self._at = now
+        return self._tokens >= 1.0
 
     def feedback(self, profile: Profile, event, recent: list[str]) -> "np.ndarray | None":
         """θ's step from `event` as the item the user went to next, before `profile` learns it
@@ -381,8 +389,8 @@ class Learner:
                                                                          event.ts, long_term))
 
     def _take(self, event, step) -> "np.ndarray | None":
-        """`step(ranker, the user's batch vector)`, using the slot; a failure costs the step, never the batch."""
-        self._next = time.monotonic() + self.every_s
+        """`step(ranker, the user's batch vector)`, using a slot; a failure costs the step, never the batch."""
+        self._tokens -= 1.0
         try:
             ranker = served_ranker()
             return step(ranker, read_user_vector(user_to_vector, event.user_id, ranker.model))
@@ -393,8 +401,8 @@ class Learner:
 
 
 _LEARNS = {v.name: v.learning for v in settings.variants}  # whether feedback on a variant's lists teaches θ
-learner = Learner(LEARN_EVERY_S)
-list_learner = Learner(LIST_LEARN_EVERY_S)
+learner = Learner(LEARN_PER_S)
+list_learner = Learner(LIST_LEARN_PER_S)
 
 
 class Pairing:

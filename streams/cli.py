@@ -289,6 +289,40 @@ def cmd_model(args, settings: Settings) -> int:
     return 0
 
 
+def cmd_ab(args, settings: Settings) -> int:
+    """`strata ab report`: the A/B comparison from the topics; `strata ab simulate`: a simulated shop
+    that acts on the running workers' lists (the feedback figure of SPEC §7)."""
+    from models.ab import format_report
+    from streams.experiments import ab_report, simulate
+
+    if args.action == "simulate":
+        import aiohttp
+
+        urls = args.url or [settings.web_url]
+        try:
+            result = asyncio.run(_with_broker(settings, simulate(settings, urls, args.users, args.items, args.history,
+                                                                 args.lists, args.concurrency, args.seed)))
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise CommandError(f"the workers at {', '.join(urls)} did not answer ({exc or type(exc).__name__}); is `strata worker` running?") from None
+        for name, v in result["variants"].items():
+            quarters = " ".join("–" if r is None else f"{r:.3f}" for r in v["acted_per_list_by_quarter"])
+            print(f"{name:<12} lists {v['lists']:>7,}  acted on {v['acted']:>6,}  per list by quarter: {quarters}")
+        if result["failed"]:
+            print(f"{result['failed']:,} requests failed")
+    else:
+        result = asyncio.run(_with_broker(settings, ab_report(settings)))
+        read = result["read"]
+        print(f"read {read['impressions']:,} impressions and {read['attributions']:,} attributed events "
+              f"({settings.topic('impressions')}, {settings.topic('attributions')})")
+        if read["variants_not_configured"]:
+            print(f"left out, not in STRATA_VARIANTS: {', '.join(read['variants_not_configured'])}")
+        print(format_report(result))
+    if args.json:
+        with open(args.json, "w") as out:
+            json.dump(result, out, indent=2)
+    return 0
+
+
 def cmd_topics(args, settings: Settings) -> int:
     from streams.topics import check_topics
 
@@ -462,6 +496,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", metavar="OUT.png", help="plot NDCG@K over time")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("ab", help="A/B tests: the report of the variants (STRATA_VARIANTS), or a simulated shop acting on the workers' lists")
+    p.add_argument("action", choices=("report", "simulate"))
+    p.add_argument("--users", type=_positive_int, default=2_000, help="simulate: shoppers")
+    p.add_argument("--items", type=_positive_int, default=5_000, help="simulate: items")
+    p.add_argument("--history", type=_positive_int, default=60_000, help="simulate: events of the shop's history, replayed first")
+    p.add_argument("--lists", type=_positive_int, default=20_000, help="simulate: recommendation lists asked for and acted on")
+    p.add_argument("--concurrency", type=_positive_int, default=8, help="simulate: shoppers at once")
+    p.add_argument("--seed", type=int, default=0, help="simulate: seed of the shop and its shoppers")
+    p.add_argument("--url", action="append", help="simulate: a worker's URL (default: STRATA_WEB_HOST/PORT); repeat for several")
+    p.add_argument("--json", metavar="OUT", help="also write the result as JSON")
+    p.set_defaults(func=cmd_ab)
 
     p = sub.add_parser("topics", help="create Strata's topics (idempotent) and check their partition counts")
     p.add_argument("--check", action="store_true", help="only check, create nothing")
