@@ -12,7 +12,7 @@ from importlib import resources
 
 from faust import web
 
-from streams.app import app, factor_feed
+from streams.app import app, factor_feed, settings
 from streams.metrics import metrics
 from streams.views import consumer_lag
 
@@ -64,8 +64,20 @@ async def stats(view: web.View, request: web.Request) -> web.Response:
             "items": len(model) if model is not None else 0,
             "pinned": factor_feed.pinned,
         },
-        "variants": [],  # A/B variants (STRATA_VARIANTS) are not built yet
+        "variants": variant_rates(),
     })
+
+
+def variant_rates() -> list[dict]:
+    """Each A/B variant's lists applied on this worker and the clicks attributed to them (rate: clicks
+    per list, as `strata ab report` computes over every worker)."""
+    out = []
+    for variant in settings.variants:
+        lists = metrics.ab_impressions.get(variant.name, 0)
+        clicks = sum(n for (name, type_, _), n in metrics.ab_actions.items() if name == variant.name and type_ == "click")
+        out.append({"name": variant.name, "lists": lists, "clicks": clicks,
+                    "rate": f"{clicks / lists:.3f} clicks a list ({lists:,} lists)" if lists else "no lists yet"})
+    return out
 
 
 @functools.cache
