@@ -11,7 +11,9 @@ attributed to it:
 
 What is attributed is the event's position in the list, the time since the list was served and
 the event's type; an event with a `rec_id` that is unknown, too old or not about an item of its
-list is counted under that reason and still applied to the profile like any other.  Being a
+list is counted under that reason and still applied to the profile like any other.  An event
+attributed to no list after a list was served (`passed_over`) says the shopper saw the list
+and went elsewhere.  Being a
 function of the user's ordered records, attribution is exact under redelivery: a record applied
 once is attributed once.
 
@@ -84,5 +86,15 @@ def attribute(served: Sequence[Served] | None, event: Event, window: float) -> A
     return None
 
 
+def passed_over(served: Sequence[Served] | None, event: Event, window: float) -> Served | None:
+    """The latest list served to the user within `window` before `event`, for an event attributed to
+    none: the user was shown it and went to another item (every item of it a negative for the
+    learner, against the one chosen)."""
+    for s in reversed(served or ()):
+        if -CLOCK_SLACK_S <= event.ts - s.ts <= window:
+            return s
+    return None
+
+
 __all__ = ["ATTRIBUTION_WINDOW_S", "Attribution", "EXPIRED", "MAX_SERVED", "NOT_IN_LIST", "UNKNOWN", "UNMATCHED",
-           "attribute", "remember"]
+           "attribute", "passed_over", "remember"]

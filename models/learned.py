@@ -24,7 +24,6 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from models.attribution import Attribution
 from models.blend import PoolSizes, TermRanker, UserState
 from models.covisit import CoVisits
 from models.factors import FactorModel
@@ -101,25 +100,24 @@ def feedback(ranker: "LearnedRanker", profile: Profile | None, item: str, ts: fl
     return ranker.weights.step(F, positive, s)
 
 
-def list_feedback(ranker: "LearnedRanker", profile: Profile | None, attribution: Attribution, item: str, ts: float,
-                  long_term: np.ndarray | None) -> np.ndarray | None:
-    """The step of θ that acting on `item` of a served list gives (SPEC §3, explicit feedback): the
-    item acted on is the positive, each other item shown that the user has not touched since it
-    was served is a negative (shown, and passed over), the step weighted by the event type's β
-    relative to a click's.  Features as of now, asked before the event is applied to `profile`;
-    None when the item is not among the candidates."""
+def list_feedback(ranker: "LearnedRanker", profile: Profile | None, shown: Sequence[str], served_at: float, item: str,
+                  type_: str, ts: float, long_term: np.ndarray | None) -> np.ndarray | None:
+    """The step of θ that a served list gives (SPEC §3, explicit feedback), from an event on `item`
+    at `ts` after the list `shown` was served at `served_at`: `item` is the positive — acted on in
+    the list, or chosen instead of it — and each item shown that the user has not touched since is
+    a negative (shown, and passed over); the step weighted by the event type's β relative to a
+    click's.  Features as of now, asked before the event is applied to `profile`; None when there
+    is no negative."""
     user = user_state(profile, ranker.model, long_term, ts, ranker.terms.pp, ranker.rank_params)
-    ids, F, _ = ranker.score(user, ts, extra=attribution.items)
+    ids, F, _ = ranker.score(user, ts, extra=(item, *shown))
     rows = {j: n for n, j in enumerate(ids)}
     positive = rows.get(item)
-    if positive is None:
+    if positive is None:  # the item in view: no feedback
         return None
-    served_at = ts - attribution.delay_s
     last_touch = profile.t["item"] if profile is not None else {}
-    negatives = [rows[j] for j in attribution.items
-                 if j != item and j in rows and last_touch.get(j, -math.inf) < served_at]
+    negatives = [rows[j] for j in shown if j != item and j in rows and last_touch.get(j, -math.inf) < served_at]
     beta = ranker.terms.pp.beta
-    return ranker.weights.step_pairs(F, positive, negatives, beta[attribution.type] / beta["click"])
+    return ranker.weights.step_pairs(F, positive, negatives, beta[type_] / beta["click"])
 
 
 class LearnedRanker:

@@ -9,7 +9,7 @@ from collections import OrderedDict
 import numpy as np
 import orjson
 
-from models.attribution import Attribution, attribute, remember
+from models.attribution import Attribution, attribute, passed_over, remember
 from models.events import MAX_ID_LEN, Forget, InvalidEvent, Served, parse_keyed_message
 from models.learned import feedback, list_feedback
 from models.profile import Profile, TooLate, encode_profiles
@@ -264,8 +264,11 @@ async def _apply_partition(partition: int, records: list, tally: BatchTally) -> 
             recent = profile.recent_items(covisits.window + 1)
             if learning:
                 steps.add(learner.feedback(profile, parsed, recent))
-        outcome = attribute(profile.served, parsed, window) if profile.served or parsed.rec_id else None
-        step = list_learner.from_list(profile, parsed, outcome) if type(outcome) is Attribution else None
+        outcome = step = None
+        if profile.served or parsed.rec_id:
+            outcome = attribute(profile.served, parsed, window)
+            if profile.served and list_learner.due():
+                step = list_learner.from_list(profile, parsed, outcome, window)
         try:
             learned = profile.learn(parsed, domain, overall, params)
         except TooLate as exc:
@@ -380,13 +383,16 @@ class Learner:
             return None
         return self._take(event, lambda ranker, long_term: feedback(ranker, profile, event.item_id, event.ts, long_term))
 
-    def from_list(self, profile: Profile, event, attribution: Attribution) -> "np.ndarray | None":
-        """θ's step from acting on an item of a served list (`models.learned.list_feedback`); none
-        when the slot is taken or the list's variant does not learn."""
-        if not self.due() or not _LEARNS.get(attribution.variant, True):
+    def from_list(self, profile: Profile, event, outcome, window: float) -> "np.ndarray | None":
+        """θ's step from a served list (`models.learned.list_feedback`): `event` acted on an item of
+        it (`outcome` its Attribution), or went to another item after it (the latest list within
+        `window`); none when the list's variant does not learn."""
+        shown = outcome if type(outcome) is Attribution else passed_over(profile.served, event, window)
+        if shown is None or not _LEARNS.get(shown.variant, True):
             return None
-        return self._take(event, lambda ranker, long_term: list_feedback(ranker, profile, attribution, event.item_id,
-                                                                         event.ts, long_term))
+        served_at = event.ts - shown.delay_s if type(shown) is Attribution else shown.ts
+        return self._take(event, lambda ranker, long_term: list_feedback(
+            ranker, profile, shown.items, served_at, event.item_id, event.type, event.ts, long_term))
 
     def _take(self, event, step) -> "np.ndarray | None":
         """`step(ranker, the user's batch vector)`, using a slot; a failure costs the step, never the batch."""

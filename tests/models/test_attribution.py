@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from hypothesis import given, settings, strategies as st
 
-from models.attribution import EXPIRED, MAX_SERVED, NOT_IN_LIST, UNKNOWN, attribute, remember
+from models.attribution import EXPIRED, MAX_SERVED, NOT_IN_LIST, UNKNOWN, attribute, passed_over, remember
 from models.events import Event, Served
 from models.profile import Profile, ProfileParams
 
@@ -70,3 +70,11 @@ def replace_served(profile: Profile) -> Profile:
     from array import array
 
     return replace(profile, purchases={}, seen=array("Q"), seen_t=array("f"), served=None)
+
+
+def test_an_event_attributed_to_no_list_passed_over_the_latest_in_the_window():
+    lists = remember(remember(None, served("r1", 100.0), W), served("r2", 200.0), W)
+    assert passed_over(lists, click("z", 300.0), W).rec_id == "r2"
+    assert passed_over(lists, click("z", 150.0), W).rec_id == "r1"
+    assert passed_over(lists, click("z", 200.0 + W + 1), W) is None
+    assert passed_over(None, click("z", 300.0), W) is None

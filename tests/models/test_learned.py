@@ -151,3 +151,26 @@ def test_an_event_pairs_with_the_last_few_distinct_items():
     cv = CoVisits(window=4, neighbours=100)
     assert cv.partners("x", ["x", "a", "b", "c", "d", "e"]) == ["a", "b", "c", "d"]
     assert cv.partners("b", ["a", "b", "c"]) == ["a", "c"]  # a revisit of b: never paired with itself
+
+
+def test_a_served_list_teaches_theta_the_item_acted_on_over_those_passed_over():
+    """list_feedback: the item acted on is the positive, the items shown and not touched since the
+    list was served are the negatives, weighted by β(type) / β(click); an item touched since is no
+    negative."""
+    from models.learned import list_feedback
+
+    ranker, profile, _ = _shop()
+    theta = ranker.weights.theta.copy()
+    step = list_feedback(ranker, profile, ("p", "n", "a"), T0 + 100, "n", "click", T0 + 130, None)
+    ids, F, _ = ranker.score(user_state(profile, None, None, T0 + 130, PP, ranker.rank_params), T0 + 130, extra=("n", "p", "a"))
+    rows = {j: i for i, j in enumerate(ids)}
+    # a was touched (viewed at T0 + 60) before the list was served at T0 + 100: a negative; p too
+    expected = ranker.weights.step_pairs(F, rows["n"], [rows["p"], rows["a"]])
+    assert np.allclose(step, expected)
+    assert (step @ (F[rows["n"]] - F[rows["p"]])) > 0  # the positive moves up against a negative
+    touched_since = list_feedback(ranker, profile, ("p", "n", "a"), T0 + 30, "n", "click", T0 + 130, None)
+    assert np.allclose(touched_since, ranker.weights.step_pairs(F, rows["n"], [rows["p"]]))  # a touched after T0 + 30
+    cart = list_feedback(ranker, profile, ("p", "n", "a"), T0 + 100, "n", "cart", T0 + 130, None)
+    assert np.allclose(cart, 2.0 * step)  # β(cart) / β(click) = 4 / 2
+    assert list_feedback(ranker, profile, ("p",), T0 + 100, "v", "click", T0 + 130, None) is None  # the item in view
+    assert np.array_equal(ranker.weights.theta, theta)  # a step is returned, not applied
