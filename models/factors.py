@@ -10,7 +10,11 @@ Wire form (pure bytes; the Kafka side only moves (key, value) pairs):
   header ``[1, version, index, row_offset, rows, items, dims, chunks, ids]``
   and then ``rows × dims`` little-endian float32;
 * the manifest ``v{version}/manifest``, sent last: JSON with format, version,
-  items, dims, chunks, dtype, params and the sha256 checksum.
+  items, dims, chunks, dtype, params and the sha256 checksum; and, when the
+  trainer has a signing key, ``signature``: HMAC-SHA256 under that key of the
+  canonical JSON of the other fields.  The checksum covers the data, so a valid
+  signature vouches for the whole version; a worker given the key
+  (`FactorLimits.signing_key`) refuses a version without one.
 
 Every chunk repeats the totals (items, dims, chunks) so that a damaged
 manifest cannot leave a version waiting forever, and the key is checked
@@ -20,6 +24,7 @@ returns a model only once a version is complete and its checksum holds.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import math
 import os
@@ -44,6 +49,7 @@ _CHUNK_MAGIC = b"SFC1"
 _PREFIX = struct.Struct("<4sI")
 _KEY = re.compile(rb"v(0|[1-9][0-9]{0,18})/(?:chunk/(0|[1-9][0-9]{0,9})|manifest)")
 _MANIFEST_FIELDS = {"format", "version", "items", "dims", "chunks", "dtype", "params", "sha256"}
+_SIGNATURE = "signature"
 
 
 class CorruptFactors(ValueError):
@@ -70,6 +76,17 @@ class FactorLimits:
     max_items: int = 10_000_000
     max_dims: int = 1024
     max_version_ahead_ms: int = MAX_VERSION_AHEAD_MS
+    signing_key: bytes | None = field(default=None, repr=False)  # when set, only signed manifests are taken
+
+    def check_signature(self, manifest: dict, where: str) -> None:
+        """CorruptFactors (`bad_signature`) for a manifest not signed with `signing_key` (when set)."""
+        if self.signing_key is None:
+            return
+        signature = manifest.get(_SIGNATURE)
+        unsigned = {k: v for k, v in manifest.items() if k != _SIGNATURE}
+        if not isinstance(signature, str) or not hmac.compare_digest(signature, sign_manifest(unsigned, self.signing_key)):
+            raise CorruptFactors(f"{where}: {'no' if signature is None else 'a wrong'} signature (STRATA_MODEL_SIGNING_KEY)",
+                                 reason="bad_signature")
 
     def check_version(self, version: int, where: str, now_ms: int | None = None) -> None:
         """CorruptFactors (`version_ahead`) for a version beyond MAX_VERSION or far ahead of the clock."""
@@ -90,6 +107,11 @@ class FactorLimits:
 
 def _canonical_json(obj) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+
+
+def sign_manifest(manifest: Mapping, key: bytes) -> str:
+    """HMAC-SHA256 (hex) under `key` of the canonical JSON of a manifest's fields."""
+    return hmac.new(key, _canonical_json(dict(manifest)).encode(), hashlib.sha256).hexdigest()
 
 
 def _strict_int(x) -> bool:
@@ -303,9 +325,9 @@ class FactorModel:
 
 
 def to_messages(
-    model: FactorModel, chunk_rows: int = 4096, max_message_bytes: int = MAX_MESSAGE_BYTES
+    model: FactorModel, chunk_rows: int = 4096, max_message_bytes: int = MAX_MESSAGE_BYTES, signing_key: bytes | None = None
 ) -> list[tuple[bytes, bytes]]:
-    """(key, value) pairs: the chunks in order, then the manifest.
+    """(key, value) pairs: the chunks in order, then the manifest (signed with `signing_key`, when given).
 
     A chunk holds at most `chunk_rows` rows, fewer when needed to keep every
     key + value within `max_message_bytes`.
@@ -331,18 +353,19 @@ def to_messages(
         )
         value = _PREFIX.pack(_CHUNK_MAGIC, len(header)) + header + model.Y[lo:hi].tobytes()
         out.append((f"v{model.version}/chunk/{index}".encode(), value))
-    manifest = _canonical_json(
-        {
-            "format": FORMAT,
-            "version": model.version,
-            "items": n,
-            "dims": k,
-            "chunks": chunks,
-            "dtype": "float32-le",
-            "params": model.params,
-            "sha256": model.checksum(),
-        }
-    ).encode()
+    fields = {
+        "format": FORMAT,
+        "version": model.version,
+        "items": n,
+        "dims": k,
+        "chunks": chunks,
+        "dtype": "float32-le",
+        "params": model.params,
+        "sha256": model.checksum(),
+    }
+    if signing_key is not None:
+        fields[_SIGNATURE] = sign_manifest(fields, signing_key)
+    manifest = _canonical_json(fields).encode()
     key = f"v{model.version}/manifest".encode()
     if len(key) + len(manifest) > max_message_bytes:
         raise ValueError(f"the manifest ({len(manifest)} bytes) exceeds {max_message_bytes} bytes; params too large")
@@ -447,7 +470,7 @@ def _parse_manifest(version: int, value: bytes, limits: FactorLimits) -> dict:
         manifest = json.loads(bytes(value).decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise CorruptFactors(f"{where}: not valid JSON ({exc})") from None
-    if not isinstance(manifest, dict) or set(manifest) != _MANIFEST_FIELDS:
+    if not isinstance(manifest, dict) or set(manifest) - {_SIGNATURE} != _MANIFEST_FIELDS:
         got = sorted(manifest) if isinstance(manifest, dict) else type(manifest).__name__
         raise CorruptFactors(f"{where}: expected fields {sorted(_MANIFEST_FIELDS)}, got {got}")
     for name in ("format", "version", "items", "dims", "chunks"):
@@ -469,6 +492,7 @@ def _parse_manifest(version: int, value: bytes, limits: FactorLimits) -> dict:
     sha = manifest["sha256"]
     if not isinstance(sha, str) or not re.fullmatch(r"[0-9a-f]{64}", sha):
         raise CorruptFactors(f"{where}: sha256 must be 64 lowercase hex digits")
+    limits.check_signature(manifest, where)
     return manifest
 
 

@@ -64,6 +64,11 @@ ENV_DOC: dict[str, tuple[str, str]] = {
         "when set (16+ printable characters), every HTTP view but /healthz and /metrics requires `Authorization: Bearer <token>`; "
         "the CLI and the benchmarks send it",
     ),
+    "STRATA_MODEL_SIGNING_KEY": (
+        "",
+        "when set (32+ printable characters), `strata train` signs each item-factor version (HMAC-SHA256) and workers refuse "
+        "versions without a valid signature: a producer on the factor topic without the key cannot change what is recommended",
+    ),
     "STRATA_VARIANTS": (
         "control=",
         "A/B variants of the ranker, e.g. control=learning:off;learned= or control=;fresh=rec_0:2,share:2 "
@@ -165,6 +170,13 @@ def _advertised_url(text: str) -> str:
     return text.rstrip("/")
 
 
+def _signing_key(text: str) -> str:
+    if text and not re.fullmatch(r"[\x21-\x7e]{32,}", text):
+        raise ConfigError("STRATA_MODEL_SIGNING_KEY must be at least 32 printable ASCII characters without spaces "
+                          "(e.g. `openssl rand -hex 32`)")
+    return text
+
+
 @dataclass(frozen=True)
 class Settings:
     kafka_bootstrap: str = "127.0.0.1:9092"
@@ -189,6 +201,7 @@ class Settings:
     sasl_password: str = field(default="", repr=False)
     api_token: str = field(default="", repr=False)
     ssl_cafile: str = ""
+    model_signing_key: str = field(default="", repr=False)
     variants: tuple[Variant, ...] = (Variant("control"),)
     experiment: str = EXPERIMENT
     attribution_window_s: float = ATTRIBUTION_WINDOW_S
@@ -274,6 +287,7 @@ class Settings:
             sasl_username=get("STRATA_KAFKA_SASL_USERNAME"),
             sasl_password=env.get("STRATA_KAFKA_SASL_PASSWORD", ""),
             api_token=_token(env.get("STRATA_API_TOKEN", "")),
+            model_signing_key=_signing_key(env.get("STRATA_MODEL_SIGNING_KEY", "")),
             ssl_cafile=cafile,
             variants=variants,
             experiment=experiment,
@@ -305,15 +319,21 @@ class Settings:
             return f"http://{_url_host(host)}:{self.web_port}"
         return f"http://{_url_host(self.web_host)}:{self.web_port}"
 
+    @property
+    def signing_key(self) -> bytes | None:
+        """The item-factor signing key (STRATA_MODEL_SIGNING_KEY), None when unset."""
+        return self.model_signing_key.encode() if self.model_signing_key else None
+
     def auth_headers(self) -> dict[str, str]:
         """The HTTP headers a client of the views sends (the bearer token, when one is set)."""
         return {"Authorization": f"Bearer {self.api_token}"} if self.api_token else {}
 
     def security_env(self) -> dict[str, str]:
-        """The Kafka security settings and the API token as environment variables, for a child process
+        """The Kafka security settings, the API token and the model signing key as environment variables, for a child process
         (e.g. a benchmark's workers) that must reach the same cluster and answer the same clients."""
         env = {"STRATA_KAFKA_SECURITY_PROTOCOL": self.security_protocol}
-        for name, value in (("STRATA_API_TOKEN", self.api_token), ("STRATA_KAFKA_SASL_MECHANISM", self.sasl_mechanism), ("STRATA_KAFKA_SASL_USERNAME", self.sasl_username),
+        for name, value in (("STRATA_API_TOKEN", self.api_token), ("STRATA_MODEL_SIGNING_KEY", self.model_signing_key),
+                            ("STRATA_KAFKA_SASL_MECHANISM", self.sasl_mechanism), ("STRATA_KAFKA_SASL_USERNAME", self.sasl_username),
                             ("STRATA_KAFKA_SASL_PASSWORD", self.sasl_password), ("STRATA_KAFKA_SSL_CAFILE", self.ssl_cafile)):
             if value:
                 env[name] = value

@@ -181,7 +181,8 @@ class FactorFeed(TopicFeed):
         super().__init__(settings, deadletters, **kwargs)
         self.path = Path(settings.data_dir) / "item-factors.npz"
         self.current: FactorModel | None = None
-        self.limits = FactorLimits(max_items=settings.max_model_items, max_dims=settings.max_model_factors)
+        self.limits = FactorLimits(max_items=settings.max_model_items, max_dims=settings.max_model_factors,
+                                   signing_key=settings.signing_key)
         self.assembler = FactorAssembler(limits=self.limits)
         self.rejected: list[str] = []
         self._unsaved: FactorModel | None = None

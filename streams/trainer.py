@@ -218,7 +218,7 @@ async def train_once(settings: Settings, params: ALSParams, progress=print) -> T
     producer = new_producer(settings)
     await producer.start()
     try:
-        futures = [await producer.send(specs["item-factors"].name, value, key=key) for key, value in to_messages(model)]
+        futures = [await producer.send(specs["item-factors"].name, value, key=key) for key, value in to_messages(model, signing_key=settings.signing_key)]
         for user_id, row in zip(enc.user_ids, X):
             futures.append(await producer.send(specs["user-factors"].name, user_vector_message(version, row), key=user_id.encode()))
         await asyncio.gather(*futures)

@@ -306,3 +306,26 @@ def test_an_operator_pins_the_served_version_and_unpins_it(poisoned):
     assert unpinned.returncode == 0, unpinned.stderr
     wait_until(lambda: serves(poisoned, version=newer.version, pinned=None), 30, "the newest version served again")
     assert poisoned.alive()
+
+
+def test_with_a_signing_key_only_signed_versions_are_served(kafka, tmp_path_factory):
+    """STRATA_MODEL_SIGNING_KEY: `strata train` signs its version and the worker serves it; a version
+    produced onto the factor topic without the key is dead-lettered as bad_signature, never served."""
+    key = "s" * 40
+    env = {**isolated_env(kafka, "signed", partitions=PARTITIONS), "STRATA_MODEL_SIGNING_KEY": key}
+    worker = Worker(env, tmp_path_factory.mktemp("signed") / "data")
+    worker.start()
+    try:
+        produce(worker.settings, "events", normal("u1", 0, 20) + normal("u2", 0, 20))
+        wait_until(lambda: worker.metric("strata_events_processed_total") >= 40, 60, "the events applied")
+        trained = strata(worker, "train", "--factors", "2", "--iterations", "1")
+        assert trained.returncode == 0, trained.stderr
+        wait_until(lambda: worker.metric("strata_model_version") > 0, 30, "the signed version served")
+        signed = int(worker.metric("strata_model_version"))
+        forged = FactorModel(int(time.time() * 1000), ("i1", "i2"), np.ones((2, 4), dtype=np.float32), {})
+        produce(worker.settings, "item-factors", [(k, v, None) for k, v in to_messages(forged)])
+        wait_until(lambda: worker.metric('strata_records_deadlettered_total{reason="bad_signature",topic="item-factors"}') >= 1,
+                   30, "the unsigned version refused")
+        assert worker.metric("strata_model_version") == signed and worker.alive()
+    finally:
+        worker.stop()

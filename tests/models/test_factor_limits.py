@@ -109,3 +109,37 @@ def test_arbitrary_keys_are_refused_or_taken(key, value):
         FactorAssembler().add(key, value)
     except CorruptFactors as exc:
         assert exc.reason
+
+
+KEY = b"k" * 32
+
+
+def _assemble(messages, limits: FactorLimits):
+    assembler = FactorAssembler(limits=limits)
+    out = None
+    for key, value in messages:
+        out = assembler.add(key, value)
+    return out
+
+
+def test_a_worker_with_the_signing_key_takes_signed_versions_only():
+    model = FactorModel(NOW_MS, ("a", "b"), np.ones((2, 3), dtype=np.float32), {"als": {"alpha": 1.0}})
+    signed = to_messages(model, signing_key=KEY)
+    assert _assemble(signed, FactorLimits(signing_key=KEY)).version == NOW_MS
+    assert _assemble(signed, FactorLimits()).version == NOW_MS  # a worker without the key ignores the signature
+    for messages in (to_messages(model), to_messages(model, signing_key=b"x" * 32)):
+        with pytest.raises(CorruptFactors) as info:
+            _assemble(messages, FactorLimits(signing_key=KEY))
+        assert info.value.reason == "bad_signature"
+
+
+def test_a_signature_does_not_survive_a_changed_manifest():
+    import json
+
+    model = FactorModel(NOW_MS, ("a", "b"), np.ones((2, 3), dtype=np.float32), {})
+    *chunks, (key, manifest) = to_messages(model, signing_key=KEY)
+    forged = json.loads(manifest)
+    forged["params"] = {"als": {"alpha": 1000.0}}
+    with pytest.raises(CorruptFactors) as info:
+        _assemble([*chunks, (key, json.dumps(forged).encode())], FactorLimits(signing_key=KEY))
+    assert info.value.reason == "bad_signature"
