@@ -11,9 +11,10 @@ The evaluator's `StrataModel` calls the same `user_state` and `score`, with its 
 co-visitation, popularity and θ, which the workers keep from the activity topic.
 
 A score is θ·f(j) = Σ_t θ_t·f_t(j); an item's `layers` are the sums of its terms' contributions
-θ_t·f_t per layer (`LAYER_TERMS`), so they add up to the score; explained, its `terms` are each
-term's share of the score and `because` the largest shares with the evidence behind them (the
-recent item it was co-visited with, the category, …).  A user with no profile gets the same terms with no own items: the
+θ_t·f_t per layer (`LAYER_TERMS`), so they add up to the score; explained (the first
+`EXPLAIN_TOP` items of a list), its `terms` are each term's share of the score and `because` the
+largest shares with the evidence behind them (the recent item it was co-visited with, the
+category, …).  A user with no profile gets the same terms with no own items: the
 popular items (of the category asked for), scored by the shop's θ (`cold_start` set).
 """
 from __future__ import annotations
@@ -40,8 +41,13 @@ LAYER_TERMS: dict[str, tuple[str, ...]] = {
     "overall": ("pop", "log_pop", "overall_pop"),
 }
 _LAYER_OF = {t: layer for layer, terms in LAYER_TERMS.items() for t in terms}
-_LAYER_ROWS = {layer: np.array([T[t] for t in terms]) for layer, terms in LAYER_TERMS.items()}
-#: a term whose share of an item's score is below this is left out of its explanation
+_LAYER_MATRIX = np.array([[1.0 if _LAYER_OF[t] == layer else 0.0 for layer in LAYER_TERMS] for t in TERMS])  # terms × layers
+#: items of a list that are explained (`terms`, `because`): a list of 1,000 costs the explanations of 100
+EXPLAIN_TOP = 100
+#: the kind of evidence each term is (an explanation sums the shares of a kind)
+_GROUP_OF = {t: "own" if t.startswith("rec_") or t in ("own", "own_w", "fresh") else "cv" if t.startswith("cv_")
+             else "factor" if t == "factor" else "domain" if t in ("same_cat", "domain", "cat_pop") else "overall" for t in TERMS}
+#: a kind of evidence whose share of an item's score is below this is left out of its explanation
 EXPLAIN_SHARE = 0.05
 
 
@@ -75,7 +81,7 @@ def shares(contrib: np.ndarray, score: float) -> dict[str, float]:
     """Each term's share θ_t·f_t / score of a score (the terms that contribute; {} for a zero score)."""
     if not score or not math.isfinite(score):
         return {}
-    return {TERMS[t]: round(float(c) / score, 4) for t, c in enumerate(contrib) if c}
+    return {TERMS[t]: round(c / score, 4) for t, c in enumerate(contrib.tolist()) if c}
 
 
 @dataclass
@@ -173,23 +179,26 @@ class LearnedRanker:
         theta = self.weights.theta if request.theta is None else request.theta
         ids, F, s = self.score(user, request.now, extra=extra, theta=theta)
         keep = [n for n, j in enumerate(ids) if j not in excluded and (category is None or self._matches(j, category))]
-        order = sorted(keep, key=lambda n: (-s[n], ids[n]))[:k]
+        score_of = s.tolist()
+        order = sorted(keep, key=lambda n: (-score_of[n], ids[n]))[:k]
         out = Recommendations(user_id=request.user_id, cold_start=profile is None or profile.count == 0,
                               model_version=self.version)
-        totals = dict.fromkeys(LAYER_TERMS, 0.0)
-        for n in order:
-            contrib = F[n] * theta
-            layers = {layer: float(contrib[rows].sum()) for layer, rows in _LAYER_ROWS.items()}
-            for layer, v in layers.items():
-                totals[layer] += v
-            out.items.append(ids[n])
-            out.scores.append(float(s[n]))
-            out.layers.append(layers)
-            out.because.append(self._because(ids[n], contrib, float(s[n]), user) if request.explain else [])
-            if request.explain:
-                out.terms.append(shares(contrib, float(s[n])))
-        total = sum(abs(v) for v in totals.values())
-        out.layer_weights = {layer: abs(v) / total if total > 0 else 0.0 for layer, v in totals.items()}
+        contrib = F[np.asarray(order, dtype=np.intp)] * theta  # θ_t·f_t of each item shown
+        by_layer = contrib @ _LAYER_MATRIX
+        for row, (n, layers) in enumerate(zip(order, by_layer.tolist())):
+            item, score = ids[n], score_of[n]
+            out.items.append(item)
+            out.scores.append(score)
+            out.layers.append(dict(zip(LAYER_TERMS, layers)))
+            if request.explain and row < EXPLAIN_TOP:
+                term_shares = shares(contrib[row], score)
+                out.terms.append(term_shares)
+                out.because.append(self._because(item, term_shares, user))
+            else:
+                out.because.append([])
+        totals = np.abs(by_layer.sum(axis=0)).tolist() if order else [0.0] * len(LAYER_TERMS)
+        total = sum(totals)
+        out.layer_weights = {layer: v / total if total > 0 else 0.0 for layer, v in zip(LAYER_TERMS, totals)}
         return out
 
     def _matches(self, item: str, category: str) -> bool:
@@ -197,38 +206,39 @@ class LearnedRanker:
         return c is not None and (c == category or self.terms.root_of(c) == category)
 
     # -- explanations -------------------------------------------------------------------
-    def _because(self, item: str, contrib: np.ndarray, score: float, user: UserState) -> list[str]:
+    def _because(self, item: str, term_shares: dict[str, float], user: UserState) -> list[str]:
         """The kinds of evidence behind an item (own history, co-visitation, taste, category,
-        popularity), each with the summed share of its terms, largest first."""
-        groups: dict[str, list] = {}  # group → [share, text of its largest term]
-        for term, share in sorted(shares(contrib, score).items(), key=lambda ts: -ts[1]):
-            group, text = self._evidence(item, term, user)
-            entry = groups.setdefault(group, [0.0, text])
+        popularity), each with the summed share of its terms and the evidence of its largest term,
+        largest first; kinds below `EXPLAIN_SHARE` are left out (and their evidence not looked up)."""
+        groups: dict[str, list] = {}  # group → [share, its largest term]
+        for term, share in sorted(term_shares.items(), key=lambda ts: -ts[1]):
+            entry = groups.setdefault(_GROUP_OF[term], [0.0, term])
             entry[0] += share
         ranked = sorted(groups.values(), key=lambda entry: -entry[0])
-        return [f"{share:.0%} {text}" for share, text in ranked if share >= EXPLAIN_SHARE]
+        return [f"{share:.0%} {self._evidence(item, term, user)}" for share, term in ranked if share >= EXPLAIN_SHARE]
 
-    def _evidence(self, item: str, term: str, user: UserState) -> tuple[str, str]:
+    def _evidence(self, item: str, term: str, user: UserState) -> str:
+        """What lies behind `term` for `item`, in words."""
         recent = list(user.recent)
         if term.startswith("rec_") or term in ("own", "own_w", "fresh"):
             if item in recent:
                 back = recent.index(item)
-                return "own", "you looked at it just before this one" if back == 1 else f"you looked at it {back} items back"
-            return "own", "in your history"
+                return "you looked at it just before this one" if back == 1 else f"you looked at it {back} items back"
+            return "in your history"
         if term.startswith("cv_"):
             best = max(recent[:LONG_WINDOW], key=lambda i: self.terms.covisits.similarity(i, item), default=None)
-            return "cv", f"often visited with {best}" if best is not None else "often visited with your items"
+            return f"often visited with {best}" if best is not None else "often visited with your items"
         if term == "factor":
-            return "factor", "close to your taste (ALS factors)"
+            return "close to your taste (ALS factors)"
         c = self.terms.category_of(item)
         if term == "same_cat":
-            return "domain", f"same category ({c}) as the item in view"
+            return f"same category ({c}) as the item in view"
         if term in ("domain", "cat_pop"):
-            return "domain", f"popular in {c}, one of your categories" if term == "cat_pop" else f"in {c}, one of your categories"
+            return f"popular in {c}, one of your categories" if term == "cat_pop" else f"in {c}, one of your categories"
         root = self.terms.root_of(c) if c is not None else "*"
         if term == "overall_pop":
-            return "overall", f"popular in {root}, a department you visit"
-        return "overall", "popular now"
+            return f"popular in {root}, a department you visit"
+        return "popular now"
 
 
-__all__ = ["EXPLAIN_SHARE", "LAYER_TERMS", "feedback", "list_feedback", "shares", "LearnedBatch", "LearnedRanker", "layer_mask", "user_state"]
+__all__ = ["EXPLAIN_SHARE", "EXPLAIN_TOP", "LAYER_TERMS", "feedback", "list_feedback", "shares", "LearnedBatch", "LearnedRanker", "layer_mask", "user_state"]

@@ -174,3 +174,18 @@ def test_a_served_list_teaches_theta_the_item_acted_on_over_those_passed_over():
     assert np.allclose(cart, 2.0 * step)  # β(cart) / β(click) = 4 / 2
     assert list_feedback(ranker, profile, ("p",), T0 + 100, "v", "click", T0 + 130, None) is None  # the item in view
     assert np.array_equal(ranker.weights.theta, theta)  # a step is returned, not applied
+
+
+def test_only_the_top_of_a_long_list_is_explained():
+    from models.learned import EXPLAIN_TOP
+
+    ranker, profile, pop = _shop()
+    for n in range(EXPLAIN_TOP + 20):
+        pop.learn(f"x{n}", "socks", 0.5, T0)
+    recs = ranker.recommend_many([_request(profile, pop, k=EXPLAIN_TOP + 10, explain=True)])[0]
+    assert len(recs.items) == EXPLAIN_TOP + 10 and len(recs.terms) == EXPLAIN_TOP
+    assert all(recs.because[:EXPLAIN_TOP]) and not any(recs.because[EXPLAIN_TOP:])
+    body = recs.to_dict()["items"]
+    assert "terms" in body[EXPLAIN_TOP - 1] and "terms" not in body[EXPLAIN_TOP]
+    for score, layers in zip(recs.scores, recs.layers):  # every item still has its layers
+        assert sum(layers.values()) == pytest.approx(score, rel=1e-9, abs=1e-12)
