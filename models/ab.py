@@ -23,11 +23,11 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+from statistics import NormalDist
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
 import numpy as np
-from scipy import stats
 
 EXPERIMENT = "strata-ab"
 OUTCOMES = ("click", "cart", "purchase")
@@ -206,8 +206,12 @@ def sample_ratio(observed: Mapping[str, int], variants: Sequence[Variant]) -> di
     expected = obs.sum() * shares / shares.sum()
     chi2, dof, p = 0.0, len(variants) - 1, 1.0
     if dof > 0 and obs.sum() > 0:
+        # scipy only here: importing scipy.stats adds ~70 MB to a process, and workers, which
+        # assign variants, never run the report
+        from scipy.stats import chi2 as chi2_distribution
+
         chi2 = float(((obs - expected) ** 2 / expected).sum())
-        p = float(stats.chi2.sf(chi2, dof))
+        p = float(chi2_distribution.sf(chi2, dof))
     return {"chi2": chi2, "dof": dof, "p": p, "ok": p >= SRM_P,
             "expected": {v.name: float(e) for v, e in zip(variants, expected)},
             "observed": {v.name: int(o) for v, o in zip(variants, obs)}}
@@ -229,7 +233,7 @@ def report(per_user: Mapping[str, Mapping[str, UserTotals]], variants: Sequence[
         raise ValueError("no variants to report on")
     if not 0 < level < 1:
         raise ValueError(f"level {level} is not in (0, 1)")
-    z = float(stats.norm.ppf(0.5 + level / 2))
+    z = NormalDist().inv_cdf(0.5 + level / 2)
     arms = [_arm(per_user.get(v.name, {})) for v in variants]
     rows = []
     for n, (v, arm) in enumerate(zip(variants, arms)):
