@@ -170,6 +170,21 @@ def _advertised_url(text: str) -> str:
     return text.rstrip("/")
 
 
+def _experiment(get) -> tuple[tuple[Variant, ...], str, float]:
+    """The A/B variants, the experiment's name and the attribution window."""
+    try:
+        variants = parse_variants(get("STRATA_VARIANTS"), TERMS, LAYER_TERMS)
+    except ValueError as exc:
+        raise ConfigError(f"STRATA_VARIANTS: {exc}") from None
+    experiment = get("STRATA_EXPERIMENT")
+    if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", experiment):
+        raise ConfigError(f"STRATA_EXPERIMENT: {experiment!r} may only hold 1-64 letters, digits, '.', '_' and '-'")
+    window = parse_duration(get("STRATA_ATTRIBUTION_WINDOW"), "STRATA_ATTRIBUTION_WINDOW")
+    if not 1 <= window <= 7 * 86400:
+        raise ConfigError(f"STRATA_ATTRIBUTION_WINDOW: {window:g} s is outside 1 s – 7 days")
+    return variants, experiment, window
+
+
 def _signing_key(text: str) -> str:
     if text and not re.fullmatch(r"[\x21-\x7e]{32,}", text):
         raise ConfigError("STRATA_MODEL_SIGNING_KEY must be at least 32 printable ASCII characters without spaces "
@@ -254,16 +269,7 @@ class Settings:
             )
         except ValueError as exc:
             raise ConfigError(f"profile parameters: {exc}") from None
-        try:
-            variants = parse_variants(get("STRATA_VARIANTS"), TERMS, LAYER_TERMS)
-        except ValueError as exc:
-            raise ConfigError(f"STRATA_VARIANTS: {exc}") from None
-        experiment = get("STRATA_EXPERIMENT")
-        if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", experiment):
-            raise ConfigError(f"STRATA_EXPERIMENT: {experiment!r} may only hold 1-64 letters, digits, '.', '_' and '-'")
-        window = parse_duration(get("STRATA_ATTRIBUTION_WINDOW"), "STRATA_ATTRIBUTION_WINDOW")
-        if not 0 < window <= 7 * 86400:
-            raise ConfigError(f"STRATA_ATTRIBUTION_WINDOW: {window:g} s is outside 1 s – 7 days")
+        variants, experiment, window = _experiment(get)
 
         return cls(
             kafka_bootstrap=bootstrap,

@@ -43,6 +43,19 @@ def test_bad_setting_exits_2_naming_the_variable():
     assert "STRATA_WEB_PORT" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_a_worker_with_a_bad_variant_does_not_start():
+    result = strata("worker", env={"STRATA_VARIANTS": "control=;fresh=recency:2"})
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "STRATA_VARIANTS: variant 'fresh': unknown setting 'recency'; known: share, learning" in result.stderr
+
+
+def test_the_variants_are_read_whole():
+    s = Settings.from_env({"STRATA_VARIANTS": "control=learning:off;fresh=rec_0:2,share:3", "STRATA_ATTRIBUTION_WINDOW": "10m"})
+    assert [(v.name, v.share, v.learning, v.scale) for v in s.variants] == [
+        ("control", 1.0, False, ()), ("fresh", 3.0, True, (("rec_0", 2.0),))]
+    assert s.attribution_window_s == 600.0 and s.experiment == "strata-ab"
+
+
 def test_kafka_refuses_a_script_port_the_workers_would_not_use():
     result = strata("kafka", "status", env={"STRATA_KAFKA_PORT": "19999", "STRATA_KAFKA_BOOTSTRAP": "127.0.0.1:9092"})
     assert result.returncode == 2
@@ -72,6 +85,11 @@ def test_settings_parse_the_profile_parameters():
         {"STRATA_TOPIC_PREFIX": "bad prefix/"},
         {"STRATA_PARTITONS": "8"},
         {"STRATA_LOG_LEVEL": "loud"},
+        {"STRATA_VARIANTS": "control=;fresh=rec_0:x"},
+        {"STRATA_VARIANTS": "a=;a="},
+        {"STRATA_EXPERIMENT": "two words"},
+        {"STRATA_ATTRIBUTION_WINDOW": "0s"},
+        {"STRATA_MODEL_SIGNING_KEY": "short"},
     ],
 )
 def test_bad_settings_are_refused(env):
