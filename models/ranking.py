@@ -53,6 +53,7 @@ import numpy as np
 
 from models.als import fold_in_weights, gram
 from models.catalog import ROOT_UNKNOWN
+from models.events import EVENT_TYPES, Event
 from models.popularity import DAY, Popularity
 from models.profile import LAYERS, Profile, ProfileParams
 
@@ -1425,7 +1426,6 @@ def bench_ranking(
     threadpoolctl; None leaves BLAS alone) bounds the BLAS threads of the matvec:
     it is memory-bound, and a second thread mostly fights the rest of the worker.
     """
-    from models.events import Event
 
     rng = np.random.default_rng(seed)
     ids = tuple(f"i{n}" for n in range(n_items))
@@ -1454,8 +1454,8 @@ def bench_ranking(
         raise ValueError(f"ranker_kind must be 'learned' or 'fixed', got {ranker_kind!r}")
     build_s = time.perf_counter() - t0
 
-    betas = np.asarray([pp.beta[t] for t in ("view", "click", "fav", "cart", "purchase")])
-    types = ("view", "click", "fav", "cart", "purchase")
+    types = EVENT_TYPES
+    betas = np.asarray([pp.beta[t] for t in types])
     T0 = 1_700_000_000.0
     popularity = Popularity(RankParams().popularity_half_life_s)
     zipf = np.minimum(rng.zipf(1.3, popularity_events) - 1, n_items - 1)

@@ -31,7 +31,9 @@ from typing import Iterator
 
 import numpy as np
 
-TYPES: tuple[str, ...] = ("view", "click", "fav", "cart", "purchase")
+from models.events import EVENT_TYPES
+
+TYPES: tuple[str, ...] = EVENT_TYPES  # the funnels below are in this order
 # P(type) for an event on a new item, and on an item the user came back to
 FUNNEL_NEW = (0.88, 0.08, 0.02, 0.015, 0.005)
 FUNNEL_REPEAT = (0.55, 0.15, 0.08, 0.13, 0.09)
