@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,9 @@ from streams.config import ENV_DOC
 
 yaml = pytest.importorskip("yaml")
 
-K8S = Path(__file__).resolve().parents[2] / "deploy" / "k8s"
+ROOT = Path(__file__).resolve().parents[2]
+K8S = ROOT / "deploy" / "k8s"
+VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
 API_VERSIONS = {"ConfigMap": "v1", "Secret": "v1", "Service": "v1", "StatefulSet": "apps/v1", "Job": "batch/v1", "CronJob": "batch/v1"}
 NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
@@ -79,7 +82,6 @@ def test_every_container_is_complete_and_its_settings_exist():
         assert spec["containers"], d["__file__"]
         for c in spec["containers"]:
             assert c["name"] and c["image"], d["__file__"]
-            assert c["args"][0] in ("worker", "train", "topics"), c["args"]
             for var in c.get("env", []):
                 assert var["name"].startswith("POD_") or var["name"] in ENV_DOC, f"{d['__file__']}: {var['name']} is not a setting"
                 assert ("value" in var) != ("valueFrom" in var), var
@@ -93,15 +95,66 @@ def test_every_container_is_complete_and_its_settings_exist():
     assert {"name": "strata-api-token", "optional": True} in [ref.get("secretRef") for ref in worker["envFrom"]]
 
 
-def test_settings_in_the_manifests_parse():
+def containers() -> list[tuple[str, dict]]:
+    return [(d["__file__"], c) for d in DOCS if d["kind"] in ("StatefulSet", "Job", "CronJob") for c in pod_spec(d)["containers"]]
+
+
+def settings_of(container: dict):
+    """The container's settings as `Settings.from_env` reads them in pod strata-0 of namespace shop."""
     from streams.config import Settings
 
-    for d in DOCS:
-        if d["kind"] in ("StatefulSet", "Job", "CronJob"):
-            for c in pod_spec(d)["containers"]:
-                env = {k: v.replace("$(POD_NAME)", "strata-0").replace("$(POD_NAMESPACE)", "shop")
-                       for k, v in env_of(c).items() if k.startswith("STRATA_")}
-                Settings.from_env(env)
+    env = {k: v.replace("$(POD_NAME)", "strata-0").replace("$(POD_NAMESPACE)", "shop")
+           for k, v in env_of(container).items() if k.startswith("STRATA_")}
+    return Settings.from_env(env)
+
+
+def test_settings_in_the_manifests_parse_to_what_the_manifests_say():
+    from pathlib import PurePosixPath
+
+    cfg = config()
+    for where, c in containers():
+        s = settings_of(c)  # raises ConfigError on an unknown or bad setting
+        assert (s.kafka_bootstrap, s.topic_prefix, s.app_id, s.partitions) == (
+            cfg["STRATA_KAFKA_BOOTSTRAP"], cfg["STRATA_TOPIC_PREFIX"], cfg["STRATA_APP_ID"], int(cfg["STRATA_PARTITIONS"])), where
+        assert s.log_level == cfg["STRATA_LOG_LEVEL"] and s.security_protocol == cfg["STRATA_KAFKA_SECURITY_PROTOCOL"], where
+    (worker,) = pod_spec(one("StatefulSet"))["containers"]
+    s = settings_of(worker)
+    assert s.web_host == "0.0.0.0" and s.web_port == 6066
+    assert s.advertised_url == "http://strata-0.strata.shop.svc.cluster.local:6066"  # not derived from the wildcard bind
+    assert PurePosixPath(s.data_dir) == PurePosixPath("/var/lib/strata")
+
+
+def cli_args(argv: list[str]):
+    from streams.cli import build_parser
+
+    try:
+        return build_parser().parse_args(argv)
+    except SystemExit:
+        pytest.fail(f"`strata {' '.join(argv)}` is refused by the CLI's parser (streams.cli.build_parser)")
+
+
+def test_every_container_runs_a_command_the_cli_accepts():
+    """The image's ENTRYPOINT is `strata` (deploy/Dockerfile), so `args` is a strata command line."""
+    assert '\nENTRYPOINT ["strata"]\n' in (ROOT / "deploy" / "Dockerfile").read_text()
+    commands = {}
+    for where, c in containers():
+        assert "command" not in c, f"{where}: `command` would replace the image's strata entrypoint"
+        commands[where] = cli_args(c["args"])
+    assert commands["statefulset.yaml"].command == "worker"
+    assert commands["topics-job.yaml"].command == "topics" and not commands["topics-job.yaml"].check
+    assert commands["trainer-cronjob.yaml"].command == "train" and commands["trainer-cronjob.yaml"].every is None
+
+
+def test_every_container_runs_the_versioned_image_pulled_if_not_present():
+    """Not `strata:latest` (pulled on every start, and a different image on each node): the
+    pyproject version, which kustomization.yaml's images: entry can point at a registry."""
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    (entry,) = [i for i in kustomization.get("images", []) if i["name"] == "strata"]
+    assert str(entry["newTag"]) == VERSION
+    for where, c in containers():
+        name, _, tag = c["image"].rpartition(":")
+        assert name == "strata" and tag == VERSION, f"{where}: image {c['image']!r}, not strata:{VERSION}"
+        assert c["imagePullPolicy"] == "IfNotPresent", where
 
 
 def test_workers_are_a_statefulset_with_a_volume_at_the_data_dir():
