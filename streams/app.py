@@ -102,7 +102,6 @@ catalog_topic = _topic("catalog")
 deadletter_topic = _topic("deadletter", value_serializer="json")
 user_factors_topic = _topic("user-factors")
 activity_topic = _topic("activity")
-impressions_topic = _topic("impressions")
 attributions_topic = _topic("attributions")
 
 # user_id → msgpack-encoded models.profile.Profile; written in batches by streams.state.

@@ -9,7 +9,9 @@ under its user's A/B variant, and is published twice, keyed by its user:
 
 Publishing never holds up or fails a response: the records are handed to a task, at most
 `MAX_IN_FLIGHT` of them at once; past that, or when Kafka does not take them, they are dropped and
-counted (`strata_impressions_total{outcome}`).
+counted (`strata_impressions_total{outcome}`).  They go through their own producer, not the
+worker's: a list of 1,000 items is a record of ~100 KB, and on the shared producer a flood of
+them sat in the flush every micro-batch of the stream waits for before its offsets commit.
 """
 from __future__ import annotations
 
@@ -24,12 +26,53 @@ from models.ab import Variant, assign, variant_theta
 from models.events import Served
 from models.learned import LAYER_TERMS
 from models.terms import TERMS, theta0
-from streams.app import events_topic, impressions_topic, settings, shop_feed
+from streams.app import app, settings, shop_feed
 from streams.metrics import metrics
+from streams.topics import MAX_MESSAGE_BYTES
 
 MAX_IN_FLIGHT = 10_000
 
 _in_flight: set[asyncio.Task] = set()
+
+
+class Producer:
+    """The impressions' own Kafka producer, started at the first list served (again after a failed
+    start) and flushed when the worker stops."""
+
+    def __init__(self) -> None:
+        self._producer = None
+        self._starting: asyncio.Future | None = None
+
+    async def get(self):
+        if self._producer is None:
+            if self._starting is None:
+                self._starting = asyncio.ensure_future(self._start())
+            try:
+                await asyncio.shield(self._starting)
+            except Exception:
+                self._starting = None
+                raise
+        return self._producer
+
+    async def _start(self) -> None:
+        from aiokafka import AIOKafkaProducer
+
+        producer = AIOKafkaProducer(**settings.aiokafka_kwargs(), linger_ms=20, max_request_size=MAX_MESSAGE_BYTES)
+        await producer.start()
+        self._producer = producer
+
+    async def stop(self) -> None:
+        if self._producer is not None:
+            await self._producer.stop()  # sends what is pending first
+            self._producer = None
+
+
+producer = Producer()
+
+
+@app.on_before_shutdown.connect
+async def _flush_impressions(app, **kwargs) -> None:  # noqa: ARG001 - the signal's signature
+    await producer.stop()
 
 
 def new_rec_id() -> str:
@@ -78,8 +121,9 @@ async def _send(record: dict) -> None:
     served = Served(record["user_id"], record["rec_id"], record["ts"], record["variant"],
                     tuple(i["item_id"] for i in record["items"]))
     try:
-        sent = [await impressions_topic.send(key=key, value=orjson.dumps(record)),
-                await events_topic.send(key=key, value=served.to_json())]
+        kafka = await producer.get()
+        sent = [await kafka.send(settings.topic("impressions"), key=key, value=orjson.dumps(record)),
+                await kafka.send(settings.topic("events"), key=key, value=served.to_json())]
         for ack in sent:
             await ack
     except Exception:  # noqa: BLE001 - an impression lost is counted, never a response lost
