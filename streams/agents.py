@@ -286,7 +286,7 @@ async def _apply_partition(partition: int, records: list, tally: BatchTally) -> 
                 stamps.append(record.timestamp)
             if outcome is not None:
                 tally.attributed.append((outcome, parsed))
-                steps.add(step)
+            steps.add(step)
         else:
             metrics.duplicates += 1
         profile.seq = record.offset
@@ -361,8 +361,9 @@ class Learner:
     second).  A step ranks its user's candidates, ≈ 1 ms: a step for every event would cost more
     than the profile updates."""
 
-    def __init__(self, per_s: float) -> None:
+    def __init__(self, per_s: float, name: str) -> None:
         self.per_s = per_s
+        self.name = name  # its label in `strata_learning_steps_total{source}`
         self._tokens = per_s
         self._at = time.monotonic()
 
@@ -388,8 +389,8 @@ class Learner:
         it (`outcome` its Attribution), or went to another item after it (the latest list within
         `window`); none when the list's variant does not learn."""
         shown = outcome if type(outcome) is Attribution else passed_over(profile.served, event, window)
-        if shown is None or not _LEARNS.get(shown.variant, True):
-            return None
+        if shown is None or not _LEARNS.get(shown.variant, True) or profile.recent_items(1) == [event.item_id]:
+            return None  # (an event on the item in view teaches nothing: no slot spent on it)
         served_at = event.ts - shown.delay_s if type(shown) is Attribution else shown.ts
         return self._take(event, lambda ranker, long_term: list_feedback(
             ranker, profile, shown.items, served_at, event.item_id, event.type, event.ts, long_term))
@@ -399,7 +400,9 @@ class Learner:
         self._tokens -= 1.0
         try:
             ranker = served_ranker()
-            return step(ranker, read_user_vector(user_to_vector, event.user_id, ranker.model))
+            delta = step(ranker, read_user_vector(user_to_vector, event.user_id, ranker.model))
+            metrics.learning_steps[(self.name, "taken" if delta is not None else "none")] += 1
+            return delta
         except Exception:  # noqa: BLE001 - learning is optional; applying the event is not
             metrics.learning_failures += 1
             log.exception("no feedback step for an event of user %r", event.user_id[:40])
@@ -407,8 +410,8 @@ class Learner:
 
 
 _LEARNS = {v.name: v.learning for v in settings.variants}  # whether feedback on a variant's lists teaches θ
-learner = Learner(LEARN_PER_S)
-list_learner = Learner(LIST_LEARN_PER_S)
+learner = Learner(LEARN_PER_S, "next_event")
+list_learner = Learner(LIST_LEARN_PER_S, "served_list")
 
 
 class Pairing:

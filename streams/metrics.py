@@ -118,6 +118,7 @@ class Metrics:
         self.recommendations_from_standby = 0  # … of which this many for users of a standby partition
         self.recommendations_refused = 0  # requests answered 503: too many being ranked (streams.views.Admission)
         self.learning_failures = 0  # events whose feedback step for θ failed (streams.agents.Learner)
+        self.learning_steps = defaultdict(int)  # feedback steps asked for, by (learner, taken or none)
         self.update_latency = Histogram()
         self.loop_lag = Histogram(LOOP_LAG_BUCKETS_S)
         self.gc_pauses = Histogram(LOOP_LAG_BUCKETS_S)  # full (generation 2) garbage collections
@@ -141,6 +142,13 @@ class Metrics:
             actions.add_metric(labels, n)
         yield actions
         yield _counter("strata_ab_revenue", "Prices (context.price) of attributed purchases, by variant.", "variant", self.ab_revenue)
+        steps = CounterMetricFamily("strata_learning_steps", "Feedback steps of θ this worker asked for, by source "
+                                    "(next_event: the item a shopper went to next; served_list: acts on a served list, "
+                                    "or another item chosen after one) and outcome (taken, or none: no pair to learn from).",
+                                    labels=("source", "outcome"))
+        for labels, n in sorted(self.learning_steps.items()):
+            steps.add_metric(labels, n)
+        yield steps
         yield _counter("strata_attribution_unmatched", "Events with a rec_id that was not attributed, by reason (the event is "
                        "applied all the same).", "reason", self.attribution_unmatched)
 
