@@ -166,14 +166,14 @@ def _stream_result(rate: float, p99: float, loop_ms: float) -> dict:
 def test_several_stream_runs_give_their_median_range_and_runs_at_the_target():
     from streams.bench_stream import runs_line, summarise_runs
 
-    runs = [_stream_result(24_000, 40.0, 0.040), _stream_result(31_000, 98.0, 0.030), _stream_result(26_000, 35.0, 0.036)]
+    runs = [_stream_result(48_000, 40.0, 0.040), _stream_result(62_000, 98.0, 0.030), _stream_result(52_000, 35.0, 0.036)]
     summary = summarise_runs(runs)
     assert summary["runs"] == runs
-    assert summary["events_per_s"] == {"median": 26_000, "min": 24_000, "max": 31_000}
+    assert summary["events_per_s"] == {"median": 52_000, "min": 48_000, "max": 62_000}
     assert summary["p99_ms"] == {"median": 40.0, "min": 35.0, "max": 98.0}
     assert summary["event_loop_us_per_event"]["median"] == 36.0
     assert summary["runs_at_target"] == 2
-    assert "median 26,000 events/s (24,000 … 31,000), 2 of 3 at 25,000/s or more" in runs_line(summary)
+    assert "median 52,000 events/s (48,000 … 62,000), 2 of 3 at 50,000/s or more" in runs_line(summary)
 
 
 def test_runs_are_refused_for_benches_that_run_once():
