@@ -48,8 +48,14 @@ def broker_port_pair(start: int = 19500) -> int:
     raise RuntimeError(f"no two free consecutive ports in {start}-{start + 400} on 127.0.0.1")
 
 
+class WorkerDied(AssertionError):
+    """A worker process exited while a test waited on it: waiting longer cannot help."""
+
+
 def wait_until(condition: Callable[[], object], timeout: float, what: str, interval: float = 0.1):
-    """Poll `condition` until it returns something truthy; fail with `what` after `timeout` seconds."""
+    """Poll `condition` until it returns something truthy; fail with `what` after `timeout` seconds.
+    A condition's errors count as "not yet" (a worker restarting does not answer), except
+    `WorkerDied`, which fails at once with the worker's log."""
     deadline = time.monotonic() + timeout
     last_error: Exception | None = None
     while time.monotonic() < deadline:
@@ -57,6 +63,8 @@ def wait_until(condition: Callable[[], object], timeout: float, what: str, inter
             value = condition()
             if value:
                 return value
+        except WorkerDied:
+            raise
         except Exception as exc:  # noqa: BLE001 - remembered for the failure message
             last_error = exc
         time.sleep(interval)
@@ -102,13 +110,17 @@ class Worker:
         return time.monotonic() - started
 
     def _ready(self) -> bool:
-        if self.proc is not None and self.proc.poll() is not None:
-            raise AssertionError(f"worker exited with {self.proc.returncode}:\n{self.log_tail()}")
+        self.check_running()
         status, body = self.get("/healthz")
         return status == 200 and body.get("status") == "ok"
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+    def check_running(self) -> None:
+        """WorkerDied, with the log's tail, when the started process has exited."""
+        if self.proc is not None and self.proc.poll() is not None:
+            raise WorkerDied(f"worker exited with {self.proc.returncode}:\n{self.log_tail()}")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> None:
         if self.proc is None:
@@ -154,8 +166,10 @@ class Worker:
         return status, json.loads(raw)
 
     def metric(self, name: str) -> float:
-        """Sum of a Prometheus metric over its labels."""
+        """Sum of a Prometheus metric over its labels (WorkerDied when the worker has exited)."""
         status, text = self.get("/metrics")
+        if status != 200:
+            self.check_running()
         assert status == 200, text
         return sum(
             float(line.rsplit(" ", 1)[1])

@@ -2,6 +2,8 @@
 with the rule-by-rule checks on every input — the same event, or the same reason."""
 from __future__ import annotations
 
+import pytest
+
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -70,3 +72,12 @@ def test_valid_events_are_accepted_as_given(obj):
     event = parse_event(obj, NOW)
     assert (event.event_id, event.user_id, event.item_id, event.type) == (obj["event_id"], obj["user_id"], obj["item_id"], obj["type"])
     assert event.ts == obj["ts"] and type(event.ts) is float and event.category_id == obj.get("category_id")
+
+
+@pytest.mark.parametrize("ts", [-1, -0.5, -1e-9, float("-inf")])
+def test_a_time_before_1970_is_refused(ts):
+    from models.events import InvalidEvent, parse_event
+
+    with pytest.raises(InvalidEvent) as info:
+        parse_event({"event_id": "e", "user_id": "u", "item_id": "i", "type": "view", "ts": ts}, 1e9)
+    assert info.value.reason == "bad_ts"

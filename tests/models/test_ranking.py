@@ -349,7 +349,7 @@ def test_top_indices_is_exact(seed, n, decimals, inf_share, nan_share, size):
 
 
 def test_with_the_real_factor_model():
-    factors = pytest.importorskip("models.factors")
+    from models import factors
     stand_in = _model()
     model = factors.FactorModel(7, stand_in.item_ids, stand_in.Y, {"als": {"alpha": 3.0, "regularization": 0.2}})
     ranker = Ranker(model, CATALOG.category_of, CATALOG.root_of, RP)
