@@ -282,6 +282,8 @@ def test_a_worker_and_the_trainer_refuse_an_events_topic_with_another_partition_
     trained = subprocess.run([sys.executable, "-m", "streams", "train", "--factors", "2", "--iterations", "1"],
                              env=child, capture_output=True, text=True, timeout=60)
     assert trained.returncode == 2 and "has 6 partitions, STRATA_PARTITIONS says 4" in trained.stderr, trained.stderr
+    checked = subprocess.run([sys.executable, "-m", "streams", "topics", "--check"], env=child, capture_output=True, text=True, timeout=60)
+    assert checked.returncode != 0 and "6 partitions" in checked.stderr and "Traceback" not in checked.stderr, checked.stderr
 
 
 def serves(worker, version: int, pinned: int | None) -> bool:
