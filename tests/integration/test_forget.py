@@ -164,3 +164,27 @@ def _has_key(settings, topic: str, key: bytes) -> bool:
         return last_value(settings, topic, key) is not None
     except KeyError:
         return False
+
+
+def test_a_forget_between_a_users_events_in_one_fetched_batch(kafka, tmp_path):
+    """Events, a forget and more events of one user, all on the topic before the worker starts, so
+    that its first fetch (up to STRATA_BATCH_SIZE records) takes them together: the profile holds
+    the events after the forget and nothing before, and the other user is untouched."""
+    from models.events import Event, Forget
+
+    env = isolated_env(kafka, "forgetbatch")
+    worker = Worker(env, tmp_path / "data")
+    settings = worker.settings
+    before = [Event(f"b{i}", "u1", f"old{i}", "view", 1_710_000_000.0 + i) for i in range(20)]
+    after = [Event(f"a{i}", "u1", f"new{i}", "cart", 1_710_000_100.0 + i) for i in range(3)]
+    other = [Event(f"o{i}", "u2", f"old{i}", "view", 1_710_000_000.0 + i) for i in range(5)]
+    produce_raw(settings, [(e.user_id.encode(), e.to_json()) for e in before + other]
+                + [(b"u1", Forget("u1", time.time()).to_json())] + [(b"u1", e.to_json()) for e in after])
+    worker.start()
+    try:
+        wait_until(lambda: group_caught_up(settings), 60, "the events applied")
+        status, body = worker.get("/users/u1/profile")
+        assert status == 200 and body["events"] == 3 and set(body["layers"]["item"]) == {"new0", "new1", "new2"}, body
+        assert worker.get("/users/u2/profile")[1]["events"] == 5
+    finally:
+        worker.stop()
