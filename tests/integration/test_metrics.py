@@ -137,6 +137,10 @@ def test_metrics_count_what_was_sent_and_rejected_and_kafka_lag_shows_the_group(
             status, body = worker.get(path)
             assert status == 400 and isinstance(body, dict) and fragment in body["error"], (path, status, body)
         assert worker.get("/users/u1/recommendations?k=3&explain=true&exclude_purchased=0")[0] == 200
+        # the list served goes onto the events topic too (a Served record, for attribution)
+        wait_until(lambda: worker.metric("strata_ab_impressions_total") == 1, 30, "the served list applied")
+        wait_until(lambda: group_caught_up(settings), 60, "the served list committed")
+        served = 1
 
         # Kafka's own tool: every events partition of the group, committed at the end, lag 0.
         kafka_env = {**env, "STRATA_KAFKA_BOOTSTRAP": settings.kafka_bootstrap}
@@ -144,7 +148,7 @@ def test_metrics_count_what_was_sent_and_rejected_and_kafka_lag_shows_the_group(
         assert result.returncode == 0, result.stderr
         rows = lag_rows(result.stdout, settings.topic("events"))
         assert sorted(rows) == list(range(PARTITIONS)), result.stdout
-        assert sum(end for _, end, _ in rows.values()) == len(events) + len(bad)
+        assert sum(end for _, end, _ in rows.values()) == len(events) + len(bad) + served
         assert all(lag == 0 and cur == end for cur, end, lag in rows.values()), result.stdout
     finally:
         worker.stop()
@@ -156,4 +160,4 @@ def test_metrics_count_what_was_sent_and_rejected_and_kafka_lag_shows_the_group(
     assert result.returncode == 0, result.stderr
     rows = lag_rows(result.stdout, settings.topic("events"))
     assert sum(lag for _, _, lag in rows.values()) == len(more), result.stdout
-    assert sum(end for _, end, _ in rows.values()) == len(events) + len(bad) + len(more)
+    assert sum(end for _, end, _ in rows.values()) == len(events) + len(bad) + served + len(more)
