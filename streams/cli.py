@@ -386,6 +386,19 @@ async def _with_broker(settings: Settings, coro):
 
 
 # -- parser -------------------------------------------------------------------
+def settings_help() -> str:
+    """Every STRATA_* setting with its default and meaning, wrapped for a terminal."""
+    import textwrap
+
+    from streams.config import ENV_DOC
+
+    lines = []
+    for name, (default, meaning) in ENV_DOC.items():
+        lines.append(f"  {name}={default}" if default else f"  {name} (unset)")
+        lines += textwrap.wrap(meaning, 96, initial_indent="      ", subsequent_indent="      ")
+    return "\n".join(lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from models.loaders import FORMATS
     from streams import kafka_local
@@ -395,7 +408,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     kafka_local.register(sub)
 
-    p = sub.add_parser("worker", help="run the Faust worker (agents, tables, HTTP views)")
+    p = sub.add_parser("worker", help="run the Faust worker (agents, tables, HTTP views)",
+                       description="Run the Faust worker: the profile agent, the tables, the feeds and the HTTP views.\n"
+                                   "It takes no arguments; its settings are environment variables (below).",
+                       epilog=settings_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser("replay", help="publish a log's catalog and events onto the topics")

@@ -103,3 +103,11 @@ def test_readme_documents_every_setting():
         assert f"`{name}`" in readme, name
         if default:
             assert f"`{default}`" in readme, (name, default)
+
+
+def test_worker_help_lists_every_setting_with_its_default():
+    result = strata("worker", "--help")
+    assert result.returncode == 0
+    for name in ENV_DOC:
+        assert name in result.stdout, name
+    assert "STRATA_KAFKA_BOOTSTRAP=127.0.0.1:9092" in result.stdout
