@@ -628,8 +628,19 @@ cmd_lag() {
   exec 8>&- 9>&-
   local secure=()
   [[ "$SECURITY" == sasl_ssl ]] && secure=(--command-config "$TLS/client.properties")
-  tool_java org.apache.kafka.tools.consumer.group.ConsumerGroupCommand \
-    --bootstrap-server "$BOOTSTRAP" ${secure[@]+"${secure[@]}"} --describe --group "$group" "$@"
+  local out rc=0
+  out=$(tool_java org.apache.kafka.tools.consumer.group.ConsumerGroupCommand \
+    --bootstrap-server "$BOOTSTRAP" ${secure[@]+"${secure[@]}"} --describe --group "$group" "$@" 2>&1) || rc=$?
+  # The tool reports a failure as "Error: ..." with a Java stack trace, and exits 0.
+  if grep -q "GroupIdNotFoundException" <<<"$out"; then
+    die "no consumer group '$group' on $BOOTSTRAP (no worker with STRATA_APP_ID=$group has committed offsets there)"
+  fi
+  if grep -q "^Error: " <<<"$out"; then
+    grep "^Error: " <<<"$out" | head -3 >&2
+    exit 1
+  fi
+  printf '%s\n' "$out"
+  return "$rc"
 }
 
 cmd_reset() {

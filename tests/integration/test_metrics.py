@@ -150,6 +150,9 @@ def test_metrics_count_what_was_sent_and_rejected_and_kafka_lag_shows_the_group(
         assert sorted(rows) == list(range(PARTITIONS)), result.stdout
         assert sum(end for _, end, _ in rows.values()) == len(events) + len(bad) + served
         assert all(lag == 0 and cur == end for cur, end, lag in rows.values()), result.stdout
+        unknown = strata(kafka_env, "kafka", "lag", "no-such-group")
+        assert unknown.returncode == 1 and "no consumer group 'no-such-group'" in unknown.stderr, unknown
+        assert "Exception" not in unknown.stderr + unknown.stdout
     finally:
         worker.stop()
 
