@@ -546,5 +546,7 @@ async def _recommend(user_id: str, options: dict) -> dict:
     body["model_version"] = ranker.version
     body["rec_id"] = impressions.new_rec_id()
     body["variant"] = variant.name
+    if category is not None and not body["items"]:
+        body["note"] = f"no item of category {category!r} is known (neither a category nor a root of the catalog with items)"
     impressions.publish(impressions.impression(body["rec_id"], user_id, body, options, variant.name))
     return body

@@ -119,8 +119,10 @@ def test_new_user_gets_popular_items_and_category_filter_holds(trained):
     category = item_category[body["items"][0]["item_id"]]
     for user in ("someone-new", "u1"):
         status, body = worker.get(f"/users/{user}/recommendations?k=5&category={category}")
-        assert status == 200 and body["items"]
+        assert status == 200 and body["items"] and "note" not in body
         assert {item_category[i["item_id"]] for i in body["items"]} == {category}
+    status, body = worker.get("/users/u1/recommendations?k=5&category=no-such-category")
+    assert status == 200 and body["items"] == [] and "no item of category 'no-such-category'" in body["note"]
 
 
 @pytest.mark.parametrize("query", ["k=0", "k=1001", "k=ten", "category=%00bad"])
