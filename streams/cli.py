@@ -250,6 +250,7 @@ def cmd_forget(args, settings: Settings) -> int:
     from models.events import InvalidEvent
     from streams.replay import send_forget
 
+    known = _has_profile(settings, args.user)
     try:
         partition, offset = asyncio.run(_with_broker(settings, send_forget(settings, args.user)))
     except InvalidEvent as exc:
@@ -259,7 +260,19 @@ def cmd_forget(args, settings: Settings) -> int:
         "user deletes the profile and user vector (tombstones through the changelogs), the next `strata train` "
         "drops the user's earlier events; the raw events stay on the events topic until its retention ends"
     )
+    if known is False:
+        print(f"note: the workers held no profile for {args.user!r} (a mistyped id?); the record was sent all the same",
+              file=sys.stderr)
     return 0
+
+
+def _has_profile(settings: Settings, user: str) -> bool | None:
+    """Whether the running workers hold a profile for `user`; None when no worker answers."""
+    try:
+        status, _ = http_get(settings, f"/users/{urllib.parse.quote(user, safe='')}/profile", timeout=5.0)
+    except CommandError:
+        return None
+    return status == 200 if status in (200, 404) else None
 
 
 def cmd_model(args, settings: Settings) -> int:

@@ -104,6 +104,10 @@ def test_forget_removes_the_user_everywhere(kafka, tmp_path):
         done = subprocess.run([sys.executable, "-m", "streams", "forget", user], env=cli_env, capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stderr
         assert "retention" in done.stdout  # says plainly that the raw events stay on the topic
+        assert "no profile" not in done.stderr
+        typo = subprocess.run([sys.executable, "-m", "streams", "forget", user + "-typo"], env=cli_env, capture_output=True,
+                              text=True, timeout=60)
+        assert typo.returncode == 0 and f"held no profile for '{user}-typo'" in typo.stderr, typo
 
         wait_until(lambda: worker.get(f"/users/{user}/profile")[0] == 404, 30, "the profile to be gone")
         # counted once before the forget, then kept by the writes: the tombstone takes one off
