@@ -130,6 +130,7 @@ class BatchRoute:
         self.filters: dict[str, Callable[[object], bool]] = {}
         self.recovered_records = 0
         self.standby_records = 0  # applied to standby partitions (see streams.views: served from there)
+        self.global_records = 0  # applied to global tables (the catalog), which Faust keeps as standbys
         # Called with the table and whether the partition is a standby, after each batch applied.
         self.on_recovered: list[Callable[[object, bool], None]] = []
         # Called (under the lock) when partitions are revoked or assigned: derived local state
@@ -368,7 +369,9 @@ class BatchingConsumer(_AIOKafkaConsumer):
         offsets[tp] = last
         self._read_offset[tp] = last
         standby = offsets is recovery.standby_offsets
-        if standby:
+        if isinstance(table, faust.GlobalTable):  # Faust keeps a global table as a standby of every partition
+            self.route.global_records += len(records)
+        elif standby:
             self.route.standby_records += len(records)
         else:
             self.route.recovered_records += len(records)

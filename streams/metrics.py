@@ -26,6 +26,7 @@ GAUGE_HELP = {
     "model_items": "Items with factors in the served model.",
     "changelog_records_recovered": "Profile and user-vector changelog records this process restored in batches since it started.",
     "standby_records_applied": "Changelog records this process applied to the standby copies of other workers' table partitions since it started.",
+    "catalog_records_applied": "Catalog records (the catalog topic is the global catalog table's changelog) this process applied in batches since it started.",
     "standby_lag": "Changelog records a standby copy of a profile partition trails the partition's end by, at the last fetch.",
     "stale_batches_refetched": "Fetched event batches whose records of some partition would have left a gap after the applied ones (a fetch that came back across a seek or rebalance); those partitions were sought back and fetched again.",
     "ranker_weight": "The ranker's learned weight θ of each term of the score (models.terms), as every worker holds it.",

@@ -268,6 +268,7 @@ async def prometheus(view: web.View, request: web.Request) -> web.Response:
     metrics.gauges["model_items"] = len(model) if model is not None else 0
     metrics.gauges["changelog_records_recovered"] = events_route.recovered_records
     metrics.gauges["standby_records_applied"] = events_route.standby_records
+    metrics.gauges["catalog_records_applied"] = events_route.global_records
     lags = {p: standby_lag(app, user_to_profile, p) for p in range(user_to_profile.partitions)}
     metrics.gauges["standby_lag"] = ("partition", {str(p): lag for p, lag in lags.items() if lag is not None})
     metrics.gauges["stale_batches_refetched"] = events_route.stale_batches

@@ -109,6 +109,8 @@ def test_metrics_count_what_was_sent_and_rejected_and_kafka_lag_shows_the_group(
 
         assert m["strata_profiles_stored"] == len({e["user_id"] for e in events})
         assert m["strata_model_version"] == 0  # nothing trained yet
+        # no standby copies (STRATA_STANDBY_REPLICAS=0): the catalog is counted as what it is
+        assert m["strata_standby_records_applied"] == 0 and m["strata_catalog_records_applied"] == len(catalog_records)
 
         # What the activity records say about the shop: co-visitation rows, and θ by term.
         wait_until(lambda: worker.metric("strata_covisit_items") > 0, 30, "co-visitation from the activity topic")
