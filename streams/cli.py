@@ -12,22 +12,13 @@ import importlib.util
 import json
 import logging
 import sys
-import urllib.error
 import urllib.parse
-import urllib.request
 
 from models.als_params import ALSParams
+from streams.client import CommandError, http_get
 from streams.config import ConfigError, Settings, parse_duration
 
 ALS_DEFAULTS = ALSParams()
-
-
-class CommandError(Exception):
-    """A failure to report in one line, with the exit status to use."""
-
-    def __init__(self, message: str, status: int = 1) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 def _positive_int(text: str) -> int:
@@ -83,20 +74,6 @@ def cmd_replay(args, settings: Settings) -> int:
     summary = asyncio.run(_with_broker(settings, publish(settings, catalog, source.events(), rate=args.rate, total=args.limit)))
     print(summary.line())
     return 0
-
-
-def http_get(settings: Settings, path: str, query: dict | None = None, timeout: float = 10.0) -> tuple[int, dict]:
-    url = settings.web_url + path + ("?" + urllib.parse.urlencode(query) if query else "")
-    try:
-        with urllib.request.urlopen(urllib.request.Request(url, headers=settings.auth_headers()), timeout=timeout) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        try:
-            return exc.code, json.loads(exc.read())
-        except ValueError:
-            return exc.code, {"error": exc.reason}
-    except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
-        raise CommandError(f"no Strata worker answers at {settings.web_url} ({getattr(exc, 'reason', exc)}); start one with `strata worker`") from None
 
 
 def cmd_profile(args, settings: Settings) -> int:

@@ -22,7 +22,7 @@ def _fmt_layer(weights: dict[str, float], n: int = 3) -> str:
 
 
 def _show(settings: Settings, users: list[str], header: str) -> None:
-    from streams.cli import http_get
+    from streams.client import http_get
 
     print(f"\n── {header} " + "─" * max(0, 60 - len(header)))
     for user in users:
@@ -38,7 +38,7 @@ def _show(settings: Settings, users: list[str], header: str) -> None:
 
 
 def _wait_ready(settings: Settings, proc: subprocess.Popen, log_path: str, timeout: float = 60.0) -> None:
-    from streams.cli import CommandError, http_get
+    from streams.client import CommandError, http_get
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -55,7 +55,7 @@ def _wait_ready(settings: Settings, proc: subprocess.Popen, log_path: str, timeo
 
 
 def _wait_for(condition, timeout: float, what: str) -> None:
-    from streams.cli import CommandError
+    from streams.client import CommandError
 
     deadline = time.monotonic() + timeout
     while not condition():
@@ -81,7 +81,7 @@ def _handled(settings: Settings) -> dict[str, float]:
 def _train_and_recommend(settings: Settings, users: list[str]) -> None:
     """One `strata train` run, then the watched users' recommendations once the worker has swapped the model in."""
     from models.als import ALSParams
-    from streams.cli import http_get
+    from streams.client import http_get
     from streams.trainer import train_once
 
     print("\n── training ALS on the events topic " + "─" * 26)
@@ -108,7 +108,7 @@ def _train_and_recommend(settings: Settings, users: list[str]) -> None:
 def run_demo(args, settings: Settings) -> int:
     from models.loaders import open_log
     from streams import kafka_local
-    from streams.cli import http_get
+    from streams.client import http_get
     from streams.replay import publish
 
     started = time.monotonic()
