@@ -11,6 +11,7 @@ import orjson
 
 from models.attribution import Attribution, attribute, passed_over, remember
 from models.events import MAX_ID_LEN, Forget, InvalidEvent, Served, parse_keyed_message
+from models.factors import parse_user_vector
 from models.learned import feedback, list_feedback
 from models.profile import Profile, TooLate, encode_profiles
 from streams.app import (
@@ -33,7 +34,6 @@ from streams.deadletter import deadletter_record
 from streams.feeds import ActivitySums, ThetaSteps, activity_message
 from streams.metrics import metrics
 from streams.state import PartitionBatch, partition_of, read_user_vector
-from streams.trainer import parse_user_vector
 
 log = logging.getLogger(__name__)
 # A fetched batch can hold tens of thousands of events (STRATA_BATCH_SIZE: the bigger the batch,

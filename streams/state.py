@@ -20,6 +20,7 @@ from faust.types import TP
 from rocksdict import WriteBatch
 
 from models.catalog import InvalidCatalogRecord, parse_record
+from models.factors import parse_user_vector
 from models.profile import Profile
 from streams.batching import key_index as key_index_of
 from streams.batching import aiokafka_producer, local_dbs, lookup, partition_db, producer_client
@@ -218,8 +219,6 @@ def read_profile(table, user_id: str) -> Profile | None:
 
 def read_user_vector(table, user_id: str, model) -> "np.ndarray | None":
     """The batch job's vector x_u of a user (streams.trainer), when it fits the item factors served."""
-    from streams.trainer import parse_user_vector
-
     raw = read_value(table, user_id.encode())
     if raw is None or model is None:
         return None

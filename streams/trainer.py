@@ -17,12 +17,11 @@ from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-import msgpack
 import numpy as np
 
 from models.als import ALSParams, EncodedEvents, EventColumns, confidence_matrix, fit, merge_encoded
 from models.events import Event, Forget, InvalidEvent, parse_keyed_message
-from models.factors import FactorModel, to_messages
+from models.factors import FactorModel, to_messages, user_vector_message
 from streams.config import ConfigError, Settings
 from streams.state import home_partition
 from streams.topics import ensure_topics, keyed_topic_problems, partitions_of, topic_specs
@@ -153,31 +152,6 @@ def gc_paused():
     finally:
         if was_enabled:
             gc.enable()
-
-
-def user_vector_message(version: int, vector: np.ndarray) -> bytes:
-    return msgpack.packb([version, np.asarray(vector, dtype="<f4").tobytes()], use_bin_type=True)
-
-
-MAX_USER_VECTOR_BYTES = 65_536 * 4
-
-
-def parse_user_vector(value: bytes) -> tuple[int, np.ndarray]:
-    """(version, vector) of a user-factors message; ValueError unless it is [int, float32 bytes]
-    of at most 65,536 finite values."""
-    try:
-        obj = msgpack.unpackb(value, raw=False)
-    except Exception as exc:  # noqa: BLE001 - msgpack raises several unrelated types on garbage
-        raise ValueError(f"not msgpack ({type(exc).__name__})") from None
-    if not (isinstance(obj, list) and len(obj) == 2 and type(obj[0]) is int and isinstance(obj[1], bytes)):
-        raise ValueError("a user vector must be [version, float32 bytes]")
-    version, raw = obj
-    if not raw or len(raw) % 4 or len(raw) > MAX_USER_VECTOR_BYTES:
-        raise ValueError(f"{len(raw)} bytes are not 1-65,536 float32 values")
-    vector = np.frombuffer(raw, dtype="<f4")
-    if not np.isfinite(vector).all():
-        raise ValueError("the vector holds non-finite values")
-    return version, vector
 
 
 async def train_once(settings: Settings, params: ALSParams, progress=print) -> TrainReport:

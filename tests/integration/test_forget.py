@@ -22,7 +22,8 @@ from models.events import parse_event
 from models.loaders import open_log
 from models.profile import build_profiles
 from streams.topics import topic_specs
-from streams.trainer import read_snapshot, user_vector_message
+from models.factors import user_vector_message
+from streams.trainer import read_snapshot
 from tests.integration.harness import (
     Worker,
     assert_all_profiles_match,
