@@ -614,7 +614,7 @@ def run(args, settings: Settings) -> int:
         else:
             say(runs_line(result))
     elif args.what == "serve" and args.in_process:
-        from models.ranking import bench_ranking
+        from streams.bench_ranking import bench_ranking
 
         dims = args.dims or 64
         result = bench_ranking(n_items=args.items, dims=dims, requests=args.requests or 500, batch=args.concurrency)

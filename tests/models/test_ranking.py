@@ -18,7 +18,6 @@ from models.ranking import (
     Ranker,
     Recommendations,
     _top_indices,
-    bench_ranking,
     blend_user_vector,
     layer_weights,
 )
@@ -528,12 +527,6 @@ def test_a_ranker_that_keeps_its_pools_answers_as_a_fresh_one(events, learned, c
             pop.learn(item, CATALOG.category_of(item), 2.0, T0)
         answer = _recommend(kept, profile, popularity=pop, category=category, explain=True)
         assert answer.to_dict() == _recommend(_ranker(params=params), profile, popularity=pop, category=category, explain=True).to_dict()
-
-
-def test_timing_smoke():
-    result = bench_ranking(n_items=20_000, dims=32, requests=30, popularity_events=5_000)
-    print("bench_ranking (20k items x 32):", result)
-    assert set(result["latency_ms"]) >= {"p50", "p95", "p99"}
 
 
 @settings(max_examples=60, deadline=None)

@@ -196,3 +196,10 @@ def test_the_loop_lag_of_a_phase_names_the_bucket_of_its_longest_wait():
     result = {"events_per_s": 30_000, "workers": 1, "ratio": 0.1, "raw_consume_per_s": 300_000,
               "latency_ms": {"offered_rate": 2000, "p50": 8, "p95": 20, "p99": 30}, "loop_lag_ms": lag}
     assert summary_line(result).endswith("event loop held during the backlog: p99 " + f"{lag['p99']} ms, longest ≤ 1000 ms")
+
+
+def test_the_in_process_ranking_bench_reports_its_percentiles():
+    from streams.bench_ranking import bench_ranking
+
+    result = bench_ranking(n_items=20_000, dims=32, requests=30, popularity_events=5_000)
+    assert result["requests"] == 30 and 0 < result["latency_ms"]["p50"] <= result["latency_ms"]["p99"]
