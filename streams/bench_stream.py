@@ -32,7 +32,7 @@ import uuid
 from dataclasses import replace
 from pathlib import Path
 
-from streams.bench import BenchError, BenchWorker, cpu_per_unit, forget_topics, free_port, summed, thread_cpu
+from streams.bench import BenchError, BenchWorker, cpu_per_unit, forget_topics, free_port, machine_info, summed, thread_cpu
 from streams.config import Settings
 from streams.metrics import LOOP_LAG_BUCKETS_S
 
@@ -257,8 +257,6 @@ def run_bench(base: Settings, events: int = 300_000, workers: int = 1, rate: flo
         if not keep:
             shutil.rmtree(root, ignore_errors=True)
             forget_topics(settings)
-
-    from streams.bench import machine_info
 
     return {
         "events": len(backlog),
