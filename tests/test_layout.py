@@ -1,0 +1,56 @@
+"""The house's rules, checked on the source: `models/` never imports `streams/`, and no two modules
+import each other, directly or around a loop, at the top of a file or inside a function."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("models", "streams")
+
+
+def _imports() -> dict[str, set[str]]:
+    """module → the project's modules it imports anywhere in its source."""
+    modules = {f"{pkg}.{path.stem}": path for pkg in PACKAGES for path in (ROOT / pkg).glob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                deps |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+            elif isinstance(node, ast.Import):
+                deps |= {a.name for a in node.names}
+        graph[name] = {d for d in deps if d in modules and d != name}
+    return graph
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def visit(node: str, path: list[str]) -> list[str] | None:
+        state[node] = 1
+        for dep in sorted(graph[node]):
+            if state.get(dep) == 1:
+                return path[path.index(dep):] + [dep]
+            if dep not in state and (found := visit(dep, path + [dep])):
+                return found
+        state[node] = 2
+        return None
+
+    for start in sorted(graph):
+        if start not in state and (found := visit(start, [start])):
+            return found
+    return None
+
+
+def test_models_never_import_streams():
+    graph = _imports()
+    assert not {(m, d) for m, deps in graph.items() if m.startswith("models.") for d in deps if d.startswith("streams.")}
+
+
+def test_there_is_no_import_cycle():
+    assert _cycle(_imports()) is None, " → ".join(_cycle(_imports()) or [])
+
+
+def test_the_check_finds_a_cycle():
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == ["a", "b", "c", "a"]
