@@ -347,23 +347,27 @@ class FixedLayersModel(Recommender):
 
 # -- baselines -------------------------------------------------------------------------
 class PopularityModel(Recommender):
-    """Recent popularity: the same decayed, β-weighted counts as Strata's overall layer."""
+    """`pop`, recent popularity in its textbook form: every event counts 1, decayed with the
+    half-life, pop(j, T) = Σ_{events on j} 2^(−(T − ts)/H) (SPEC §6's reference); with
+    `beta_weighted`, each event counts its behaviour weight β instead (Strata's overall layer)."""
 
-    def __init__(self, world: World, half_life_s: float = DAY) -> None:
+    def __init__(self, world: World, half_life_s: float = DAY, beta_weighted: bool = False) -> None:
         super().__init__(world)
         self.state = LiveState(world, half_life_s)
         self.half_life_s = half_life_s
+        self.beta_weighted = beta_weighted
 
     def learn_one(self, event: Event) -> None:
         domain, _ = self.world.layers_for(event)
-        self.state.popularity.learn(event.item_id, domain, self.world.profile_params.beta[event.type], event.ts)
+        weight = self.world.profile_params.beta[event.type] if self.beta_weighted else 1.0
+        self.state.popularity.learn(event.item_id, domain, weight, event.ts)
 
     def rank(self, user_id: str, k: int, now: float) -> Ranking:
         items, ranks = self.state.popularity.top_ranked(k)
         return items, ranks
 
     def describe(self) -> dict:
-        return {"half_life_s": self.half_life_s}
+        return {"half_life_s": self.half_life_s, "beta_weighted": self.beta_weighted}
 
 
 class ALSModel(Recommender):

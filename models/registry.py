@@ -19,7 +19,7 @@ STRATA_NAMES: tuple[str, ...] = ("strata", *STRATA_LAYERS, "strata-prior", "stra
 #: baselines that have an unseen form
 WITH_UNSEEN: tuple[str, ...] = ("pop", "cooc", "cooc-pairs", "sknn", "als-once", "als-periodic", "als-foldin", "river-mf")
 BASELINE_NAMES: tuple[str, ...] = (
-    "pop", "recent", "repeat", "repeat-β", "cooc", "cooc-pairs", "sknn", "als-once", "als-periodic", "als-foldin", "river-mf",
+    "pop", "pop-β", "recent", "repeat", "repeat-β", "cooc", "cooc-pairs", "sknn", "als-once", "als-periodic", "als-foldin", "river-mf",
 )
 MODEL_NAMES: tuple[str, ...] = (*STRATA_NAMES, *BASELINE_NAMES, *(unseen_name(n) for n in WITH_UNSEEN))
 
@@ -30,6 +30,7 @@ def _makers(world: World, trainer: BatchTrainer, rp: RankParams, seed: int) -> d
         "strata-prior": lambda: StrataModel(world, trainer, rp, learning=False),
         "strata-fixed": lambda: FixedLayersModel(world, trainer, rp),
         "pop": lambda: PopularityModel(world, rp.popularity_half_life_s),
+        "pop-β": lambda: PopularityModel(world, rp.popularity_half_life_s, beta_weighted=True),
         "als-once": lambda: ALSModel(world, trainer, "once"),
         "als-periodic": lambda: ALSModel(world, trainer, "periodic"),
         "als-foldin": lambda: ALSModel(world, trainer, "foldin"),
