@@ -299,7 +299,7 @@ def bench_ingest_http(settings: Settings, *, url: str, events: int, batch: int, 
     """Synthetic events (fresh ids each run) posted to a running worker, `batch` a request."""
     import orjson
 
-    from models.loaders import open_log
+    from models.logs.loaders import open_log
 
     base = url.rstrip("/")
     status, health = _get_json(base + "/healthz", settings.auth_headers())
@@ -344,7 +344,7 @@ def _fit_seconds(user_codes, item_codes, type_codes, ts, shape, params) -> dict:
 def bench_train_log(path: str, fmt: str, params) -> dict:
     from models.als import encode_events
     from models.events import parse_event
-    from models.loaders import open_log
+    from models.logs.loaders import open_log
 
     t0 = time.perf_counter()
     source = open_log(path, fmt)
@@ -363,10 +363,10 @@ def bench_profile_size(path: str, fmt: str, params) -> dict:
 
     from models.catalog import Catalog
     from models.events import parse_event
-    from models.loaders import open_log
+    from models.logs.loaders import open_log
     from models.profile import build_profiles
 
-    from models.loaders import LoaderError
+    from models.logs.loaders import LoaderError
 
     try:
         source = open_log(path, fmt)
@@ -389,7 +389,7 @@ def bench_profile_size(path: str, fmt: str, params) -> dict:
 
 def bench_train_synthetic(users: int, items: int, events: int, params, seed: int = 0) -> dict:
     """ALS on the synthetic generator's stream (numpy chunks, no dicts): users × items × events."""
-    from models.synthetic import SyntheticConfig, build_world, iter_chunks
+    from models.logs.synthetic import SyntheticConfig, build_world, iter_chunks
 
     config = SyntheticConfig(users=users, items=items, events=events, seed=seed)
     t0 = time.perf_counter()
@@ -409,7 +409,7 @@ def bench_train_synthetic(users: int, items: int, events: int, params, seed: int
 def bench_snapshot_read(settings: Settings, events: int, users: int, items: int) -> dict:
     """Produce `events` synthetic events to a throwaway topic prefix, then time `strata train`'s
     snapshot read (streams.trainer.read_snapshot) of them."""
-    from models.loaders import open_log
+    from models.logs.loaders import open_log
     from streams.replay import publish
     from streams.trainer import read_snapshot
 
@@ -510,7 +510,7 @@ class BenchWorker:
 def bench_recovery(settings: Settings, users: int, events: int, partitions: int, keep: bool = False) -> dict:
     """Replay `events` synthetic events of `users` users into a fresh worker, stop it, delete its data
     dir, start it again and time until /healthz is ok and every profile is back (from the changelog)."""
-    from models.loaders import open_log
+    from models.logs.loaders import open_log
     from streams.replay import publish
 
     tag = f"bench-recovery-{uuid.uuid4().hex[:8]}"

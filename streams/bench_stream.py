@@ -165,7 +165,7 @@ async def _produce_at_rate(settings: Settings, topic: str, events: list[dict], r
 def run_bench(base: Settings, events: int = 300_000, workers: int = 1, rate: float = 2000.0,
               latency_events: int | None = None, users: int = 20_000, items: int = 5_000,
               progress=print, keep: bool = False) -> dict:
-    from models.loaders import open_log
+    from models.logs.loaders import open_log
     from streams.replay import publish
     from streams.topics import topic_specs
 

@@ -62,7 +62,7 @@ def cmd_worker(args, settings: Settings) -> int:
 
 
 def cmd_replay(args, settings: Settings) -> int:
-    from models.loaders import LoaderError, open_log
+    from models.logs.loaders import LoaderError, open_log
     from streams.replay import publish
 
     try:
@@ -152,11 +152,11 @@ def cmd_bench(args, settings: Settings) -> int:
 
 
 def cmd_evaluate(args, settings: Settings) -> int:
-    from models import evaluation as ev
+    from models.evaluation import prequential as ev
     from models.als import ALSParams
     from models.events import EVENT_TYPES
-    from models.loaders import LoaderError, open_log
-    from models.registry import MODEL_NAMES
+    from models.logs.loaders import LoaderError, open_log
+    from models.evaluation.registry import MODEL_NAMES
 
     models = MODEL_NAMES if args.models == "all" else tuple(m.strip() for m in args.models.split(",") if m.strip())
     unknown = [m for m in models if m not in MODEL_NAMES]
@@ -391,7 +391,7 @@ def settings_help() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from models.loaders import FORMATS
+    from models.logs.loaders import FORMATS
     from streams import kafka_local
 
     parser = argparse.ArgumentParser(prog="strata", description="Streaming three-layer interest profiles on Kafka.")
@@ -494,7 +494,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tune", action="store_true", help="tune the hand-weighted scorer on the first half of the log and add 'strata-fixed-tuned'")
     p.add_argument("--target-sample", type=_fraction, default=1.0, help="share of the targets scored (default 1; a fixed sample by event-id hash)")
     p.add_argument("--tune-sample", type=_fraction, default=1.0, help="share of the tuning window's targets scored (default 1; by event-id hash)")
-    p.add_argument("--tune-knobs", help="tune only these knobs (comma-separated; default all of models.evaluation.TUNING_GRID)")
+    p.add_argument("--tune-knobs", help="tune only these knobs (comma-separated; default all of models.evaluation.prequential.TUNING_GRID)")
     p.add_argument("--factors", type=_positive_int, default=ALS_DEFAULTS.factors, help=f"ALS factors (default {ALS_DEFAULTS.factors})")
     p.add_argument("--iterations", type=_positive_int, default=ALS_DEFAULTS.iterations, help=f"ALS iterations (default {ALS_DEFAULTS.iterations})")
     p.add_argument("--limit", type=_positive_int, help="read at most N events of the log")

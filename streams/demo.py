@@ -106,7 +106,7 @@ def _train_and_recommend(settings: Settings, users: list[str]) -> None:
 
 
 def run_demo(args, settings: Settings) -> int:
-    from models.loaders import open_log
+    from models.logs.loaders import open_log
     from streams import kafka_local
     from streams.client import http_get
     from streams.replay import publish

@@ -143,7 +143,7 @@ async def simulate(settings: Settings, urls: list[str], users: int, items: int, 
     import time
 
     from models.simulated_shop import SimulatedShop
-    from models.synthetic import SyntheticConfig, generate
+    from models.logs.synthetic import SyntheticConfig, generate
     from streams.replay import publish
 
     config = SyntheticConfig(users=users, items=items, events=history, seed=seed,

@@ -11,7 +11,8 @@ PACKAGES = ("models", "streams")
 
 def _imports() -> dict[str, set[str]]:
     """module → the project's modules it imports anywhere in its source."""
-    modules = {f"{pkg}.{path.stem}": path for pkg in PACKAGES for path in (ROOT / pkg).glob("*.py")}
+    modules = {".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"): path
+               for pkg in PACKAGES for path in (ROOT / pkg).rglob("*.py")}
     graph: dict[str, set[str]] = {}
     for name, path in modules.items():
         deps = set()

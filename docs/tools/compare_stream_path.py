@@ -121,7 +121,7 @@ def main() -> None:
     args = parser.parse_args()
     if not (args.old / "models").is_dir():
         parser.error(f"{args.old} has no models/ package")
-    from models.loaders import open_log
+    from models.logs.loaders import open_log
 
     source = open_log(f"users=20000,items=5000,events={args.events}", "synthetic", seed=7)
     catalog_records, events = list(source.catalog()), list(source.events())

@@ -103,7 +103,7 @@ def main() -> int:
     args = parser.parse_args()
 
     from models.als import ALSParams
-    from models.loaders import open_log
+    from models.logs.loaders import open_log
     from streams.replay import publish
     from streams.trainer import train_once
 

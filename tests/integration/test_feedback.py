@@ -16,7 +16,7 @@ import orjson
 import pytest
 
 from models.events import Event
-from models.synthetic import SyntheticConfig, generate
+from models.logs.synthetic import SyntheticConfig, generate
 from models.terms import THETA0
 from tests.integration.harness import Worker, isolated_env, produce_raw, publish, read_topic, wait_until
 

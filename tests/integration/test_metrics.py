@@ -14,7 +14,7 @@ from collections import Counter
 
 import pytest
 
-from models.loaders import open_log
+from models.logs.loaders import open_log
 from models.terms import TERMS
 from tests.integration.harness import Worker, group_caught_up, isolated_env, produce_raw, publish, read_topic, wait_until
 

@@ -8,7 +8,7 @@ import pytest
 
 from models.catalog import Catalog
 from models.events import parse_event
-from models.loaders import open_log
+from models.logs.loaders import open_log
 from models.profile import build_profiles
 from tests.conftest import data_file
 from tests.integration.harness import Worker, assert_profile_matches, isolated_env, produce_raw, publish, read_topic, wait_until

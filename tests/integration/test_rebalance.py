@@ -11,7 +11,7 @@ import pytest
 
 from models.catalog import Catalog
 from models.events import parse_event
-from models.loaders import open_log
+from models.logs.loaders import open_log
 from models.profile import build_profiles
 from tests.integration.harness import (
     BackgroundReplay,

@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from models.loaders import open_log
+from models.logs.loaders import open_log
 from tests.integration.harness import Worker, isolated_env, publish, wait_until
 
 pytestmark = pytest.mark.integration

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from models.loaders import open_log
+from models.logs.loaders import open_log
 from streams import kafka_local
 from tests.conftest import TEST_KAFKA_PORT
 from tests.integration.harness import Worker, isolated_env, wait_until

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from models.loaders import open_log
+from models.logs.loaders import open_log
 from streams import kafka_local
 from streams.config import Settings
 from tests.integration.harness import broker_port_pair, isolated_env, publish, wait_until

@@ -1,4 +1,4 @@
-"""The textbook baselines of models.baselines: hand-computed cases and the shared contract.
+"""The textbook baselines of models.evaluation.baselines: hand-computed cases and the shared contract.
 
 Every expected ranking and score below is worked out by hand in the comments,
 not by re-running the model's formula.
@@ -13,8 +13,8 @@ import pytest
 from models.catalog import Catalog
 from models.events import Event
 from models.popularity import DAY
-from models.recommenders import Recommender, World
-from models.baselines import (
+from models.evaluation.recommenders import Recommender, World
+from models.evaluation.baselines import (
     BASELINE_MAKERS, EXTRA_MAKERS, CovisitModel, DecayedRepeatModel, RecentModel, SKNNModel, Unseen, unseen_name, with_unseen,
 )
 

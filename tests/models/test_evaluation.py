@@ -7,11 +7,11 @@ import math
 import pytest
 
 from models.catalog import Catalog
-from models.evaluation import Dataset, Protocol, evaluate, format_rank_params, format_table, parse_rank_params, prequential
+from models.evaluation.prequential import Dataset, Protocol, evaluate, format_rank_params, format_table, parse_rank_params, prequential
 from models.events import Event
 from models.ranking import RankParams
-from models.recommenders import BatchTrainer, Recommender, World
-from models.registry import MODEL_NAMES, build_models
+from models.evaluation.recommenders import BatchTrainer, Recommender, World
+from models.evaluation.registry import MODEL_NAMES, build_models
 from tests.models.test_recommenders import ALS, CATALOG, T0, small_log
 
 
@@ -238,7 +238,7 @@ def test_cli_end_to_end(capsys, tmp_path):
 
 
 def test_tuning_never_looks_at_the_second_half():
-    from models.evaluation import tune
+    from models.evaluation.prequential import tune
 
     events = small_log(300)
     mid = events[0].ts + (events[-1].ts - events[0].ts) / 2

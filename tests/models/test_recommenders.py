@@ -9,8 +9,8 @@ from models.als import ALSParams
 from models.catalog import Catalog
 from models.events import Event
 from models.popularity import DAY
-from models.recommenders import BatchTrainer, Recommender, World
-from models.registry import MODEL_NAMES, build_models
+from models.evaluation.recommenders import BatchTrainer, Recommender, World
+from models.evaluation.registry import MODEL_NAMES, build_models
 
 T0 = 1_600_000_000.0
 CATS = {f"c{n}": ("r0" if n < 3 else "r1") for n in range(6)}

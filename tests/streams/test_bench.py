@@ -48,7 +48,7 @@ def test_train_bench_on_a_tiny_synthetic_log_reports_fit_seconds(tmp_path):
 def test_profile_size_bench_measures_what_the_workers_store():
     from models.catalog import Catalog
     from models.events import parse_event
-    from models.loaders import open_log
+    from models.logs.loaders import open_log
     from models.profile import ProfileParams, build_profiles
     from streams.bench import bench_profile_size
 

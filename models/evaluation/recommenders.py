@@ -10,7 +10,7 @@ Strata's models drive the code the stream workers run — `Profile.learn`,
 `Popularity.learn`, `models.als` (fit, fold-in through `FactorModel`) — and the
 learned ranker of `models.blend` / `models.terms`.
 
-Besides the textbook baselines of `models.baselines`:
+Besides the textbook baselines of `models.evaluation.baselines`:
 
 - `pop`: recent popularity (the `Popularity` of the overall layer, β-weighted);
 - `als-once` / `als-periodic` / `als-foldin`: implicit ALS on the SPEC §3

@@ -1,6 +1,6 @@
 """Every model of `strata evaluate` by name: Strata's forms and every baseline in every form.
 
-The "unseen" form of a baseline (`X-unseen`, `models.baselines.Unseen`) leaves out every
+The "unseen" form of a baseline (`X-unseen`, `models.evaluation.baselines.Unseen`) leaves out every
 item the user touched; SPEC §6 counts the best of all forms.  `recent` and `repeat` have
 none: without the user's own items both are the popular fill, which `pop-unseen` is.
 """
@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Callable, Iterable
 
-from models.baselines import BASELINE_MAKERS, EXTRA_MAKERS, Unseen, unseen_name
+from models.evaluation.baselines import BASELINE_MAKERS, EXTRA_MAKERS, Unseen, unseen_name
 from models.ranking import RankParams
-from models.recommenders import (
+from models.evaluation.recommenders import (
     ALSModel, BatchTrainer, FixedLayersModel, PopularityModel, Recommender, RiverMFModel, StrataModel, World,
 )
 

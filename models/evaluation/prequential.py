@@ -32,9 +32,9 @@ from models.events import EVENT_TYPES, Event, InvalidEvent, parse_event
 from models.popularity import DAY
 from models.profile import ProfileParams
 from models.ranking import RankParams
-from models.ranking_metrics import RankingScore, ndcg_at_k, paired_bootstrap
-from models.recommenders import BatchTrainer, FixedLayersModel, Recommender, World
-from models.registry import build_models
+from models.evaluation.metrics import RankingScore, ndcg_at_k, paired_bootstrap
+from models.evaluation.recommenders import BatchTrainer, FixedLayersModel, Recommender, World
+from models.evaluation.registry import build_models
 from models import als
 
 EXCLUDE = ("in-view", "none", "purchased", "seen")
@@ -144,7 +144,7 @@ class Dataset:
 
 
 def load_dataset(source) -> Dataset:
-    """Read a `models.loaders.LogSource` whole: valid events sorted by time, and its catalog."""
+    """Read a `models.logs.loaders.LogSource` whole: valid events sorted by time, and its catalog."""
     catalog = Catalog.from_records(source.catalog())
     now = time.time()
     events: list[Event] = []

@@ -36,7 +36,7 @@ import numpy as np
 
 from models.events import Event
 from models.popularity import DAY
-from models.recommenders import BatchTrainer, LiveState, Ranking, Recommender, World, _fill, _top_k
+from models.evaluation.recommenders import BatchTrainer, LiveState, Ranking, Recommender, World, _fill, _top_k
 
 UNSEEN_SUFFIX = "-unseen"
 
