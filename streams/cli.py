@@ -138,8 +138,8 @@ def cmd_recommend(args, settings: Settings) -> int:
 
 
 def cmd_bench(args, settings: Settings) -> int:
-    from streams.bench import BenchError
-    from streams.bench_cli import run
+    from streams.benchmarks.common import BenchError
+    from streams.benchmarks.run import run
 
     if args.runs > 1 and args.what != "stream":
         raise CommandError(f"--runs is for `bench stream`; `bench {args.what}` runs once", 2)

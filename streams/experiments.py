@@ -163,7 +163,7 @@ async def _applied(settings: Settings, urls: list[str]) -> float:
     """Events the workers have applied, dropped as duplicates or dead-lettered, summed."""
     import aiohttp
 
-    from streams.bench import parse_metrics
+    from streams.benchmarks.common import parse_metrics
 
     names = ("strata_events_processed_total", "strata_events_duplicate_total", "strata_events_deadlettered_total")
     total = 0.0

@@ -55,3 +55,15 @@ def test_there_is_no_import_cycle():
 
 def test_the_check_finds_a_cycle():
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == ["a", "b", "c", "a"]
+
+
+def test_a_worker_imports_no_benchmark_and_no_evaluator():
+    graph = _imports()
+    worker = {"streams.worker", "streams.agents", "streams.views", "streams.impressions", "streams.ingest", "streams.dashboard"}
+    seen, todo = set(), list(worker)
+    while todo:
+        module = todo.pop()
+        if module not in seen:
+            seen.add(module)
+            todo += graph.get(module, ())
+    assert not {m for m in seen if m.startswith(("streams.benchmarks", "models.evaluation", "models.logs"))}

@@ -27,8 +27,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from streams.bench import BenchWorker, forget_topics, free_port, machine_info  # noqa: E402
-from streams.bench_stream import LOOP_LAG, _buckets, _produce_at_rate, percentiles_from_histogram  # noqa: E402
+from streams.benchmarks.common import BenchWorker, forget_topics, free_port, machine_info  # noqa: E402
+from streams.benchmarks.stream import LOOP_LAG, _buckets, _produce_at_rate, percentiles_from_histogram  # noqa: E402
 from streams.config import Settings  # noqa: E402
 
 USERS, ITEMS, BACKLOG = 20_000, 5_000, 60_000

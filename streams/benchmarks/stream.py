@@ -32,7 +32,7 @@ import uuid
 from dataclasses import replace
 from pathlib import Path
 
-from streams.bench import BenchError, BenchWorker, cpu_per_unit, forget_topics, free_port, machine_info, summed, thread_cpu
+from streams.benchmarks.common import BenchError, BenchWorker, cpu_per_unit, forget_topics, free_port, machine_info, summed, thread_cpu
 from streams.config import Settings
 from streams.metrics import LOOP_LAG_BUCKETS_S
 
