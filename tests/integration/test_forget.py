@@ -187,7 +187,8 @@ def test_a_forget_between_a_users_events_in_one_fetched_batch(kafka, tmp_path):
                 + [(b"u1", Forget("u1", time.time()).to_json())] + [(b"u1", e.to_json()) for e in after])
     worker.start()
     try:
-        wait_until(lambda: worker.metric("strata_events_processed_total") >= len(after) + len(other), 120, "the events applied")
+        wait_until(lambda: worker.metric("strata_events_processed_total") >= len(before) + len(after) + len(other), 120,
+                   "every event applied")
         status, body = worker.get("/users/u1/profile")
         assert status == 200 and body["events"] == 3 and set(body["layers"]["item"]) == {"new0", "new1", "new2"}, body
         assert worker.get("/users/u2/profile")[1]["events"] == 5
