@@ -172,9 +172,9 @@ def _has_key(settings, topic: str, key: bytes) -> bool:
 
 
 def test_a_forget_between_a_users_events_in_one_fetched_batch(kafka, tmp_path):
-    """Events, a forget and more events of one user, all on the topic before the worker starts, so
-    that its first fetch (up to STRATA_BATCH_SIZE records) takes them together: the profile holds
-    the events after the forget and nothing before, and the other user is untouched."""
+    """Events, a forget and more events of one user, produced at once to an idle worker, so that
+    its next fetch takes them together: the profile holds the events after the forget and
+    nothing before, and the other user is untouched."""
     from models.events import Event, Forget
 
     env = isolated_env(kafka, "forgetbatch")
@@ -183,10 +183,10 @@ def test_a_forget_between_a_users_events_in_one_fetched_batch(kafka, tmp_path):
     before = [Event(f"b{i}", "u1", f"old{i}", "view", 1_710_000_000.0 + i) for i in range(20)]
     after = [Event(f"a{i}", "u1", f"new{i}", "cart", 1_710_000_100.0 + i) for i in range(3)]
     other = [Event(f"o{i}", "u2", f"old{i}", "view", 1_710_000_000.0 + i) for i in range(5)]
-    produce_raw(settings, [(e.user_id.encode(), e.to_json()) for e in before + other]
-                + [(b"u1", Forget("u1", time.time()).to_json())] + [(b"u1", e.to_json()) for e in after])
     worker.start()
     try:
+        produce_raw(settings, [(e.user_id.encode(), e.to_json()) for e in before + other]
+                    + [(b"u1", Forget("u1", time.time()).to_json())] + [(b"u1", e.to_json()) for e in after])
         wait_until(lambda: worker.metric("strata_events_processed_total") >= len(before) + len(after) + len(other), 120,
                    "every event applied")
         status, body = worker.get("/users/u1/profile")
