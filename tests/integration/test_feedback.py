@@ -167,7 +167,9 @@ def test_a_simulated_shop_learns_and_the_learning_variant_wins(kafka, tmp_path_f
         worker.stop()
     control, learned = run["variants"]["control"], run["variants"]["learned"]
     assert learned["acted_per_list_by_quarter"][3] > control["acted_per_list_by_quarter"][3]
-    assert theta["own"] < THETA0["own"] and theta["same_cat"] > THETA0["same_cat"]  # towards the hidden preference
+    # towards the hidden preference, whose strongest part is "not what I touched before": the
+    # shopper's own items fall (how the category terms move varies from run to run)
+    assert theta["own"] < THETA0["own"] - 0.5 and theta["own_w"] < THETA0["own_w"], theta
     click = next(v for v in report["variants"] if v["name"] == "learned")["diff"]["click"]
     assert click["low"] > 0, click
 
