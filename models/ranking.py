@@ -44,7 +44,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 import numpy as np
@@ -1385,6 +1385,49 @@ _POOLS_KEPT = 4096  # located pools per ranker (≈ 10 KB each at 50 items)
 _GROUP_ROWS = np.arange(_GROUPS)
 
 
+# -- as text (STRATA_RANK_PARAMS, strata evaluate --rank-params) -------------------------
+def parse_rank_params(text: str | None, base: RankParams | None = None) -> RankParams:
+    """`RankParams` from "name=value,…" (tuples as a/b/c), e.g. "item_own_weight=3,base_weights=0.6/0.2/0.2"."""
+    base = base or RankParams()
+    if not text:
+        return base
+    fields = RankParams.__dataclass_fields__
+    changes: dict = {}
+    for part in text.split(","):
+        name, sep, value = part.partition("=")
+        name = name.strip()
+        if not sep or name not in fields or name in ("alpha", "regularization", "layers"):
+            tunable = ", ".join(n for n in fields if n not in ("alpha", "regularization", "layers"))
+            raise ValueError(f"bad rank parameter {part!r}; use name=value with name one of {tunable}")
+        current = getattr(base, name)
+        try:
+            if value.strip().lower() == "none" and name == "repeat_prior":
+                changes[name] = None
+            elif isinstance(current, bool):
+                changes[name] = value.strip().lower() in ("1", "true", "yes")
+            elif isinstance(current, tuple):
+                changes[name] = tuple(float(x) for x in value.split("/"))
+            elif isinstance(current, int) and not isinstance(current, bool):
+                changes[name] = int(value)
+            else:
+                changes[name] = float(value)
+        except ValueError:
+            raise ValueError(f"bad value for rank parameter {name}: {value!r}") from None
+    return replace(base, **changes)
+
+
+def format_rank_params(params: RankParams, base: RankParams | None = None) -> str:
+    """The inverse of `parse_rank_params`: the fields that differ from `base`."""
+    base = base or RankParams()
+    parts = []
+    for name in params.__dataclass_fields__:
+        v = getattr(params, name)
+        if v != getattr(base, name):
+            text = "none" if v is None else str(int(v)) if isinstance(v, bool) else "/".join(f"{x:g}" for x in v) if isinstance(v, tuple) else f"{v:g}"
+            parts.append(f"{name}={text}")
+    return ",".join(parts)
+
+
 __all__ = [
     "LAYERS",
     "RankParams",
@@ -1394,6 +1437,8 @@ __all__ = [
     "ShopRates",
     "Recommendations",
     "blend_user_vector",
+    "format_rank_params",
+    "parse_rank_params",
     "layer_weights",
     "repeat_propensity",
 ]

@@ -11,7 +11,6 @@ import faust
 
 from models.catalog import Catalog
 from models.learned import LearnedRanker
-from models.ranking import RankParams
 from streams.batching import ExternalChangelogGlobalTable
 from streams.batching import install as install_batch_route
 from streams.config import Settings
@@ -181,7 +180,7 @@ events_route.on_rebalance.append(profile_counts.clear)
 # (A standby's writes are not counted: it turns active only through a rebalance, which clears.)
 events_route.on_recovered.append(lambda table, standby: profile_counts.clear() if table is user_to_profile and not standby else None)
 
-rank_params = RankParams()
+rank_params = settings.rank_params
 # Derived state every worker holds in full, rebuilt from its topic on start (see streams.feeds).
 # Records refused where no one can await the send (the feeds, the catalog's changelog batches).
 deadletters = DeadLetterQueue(lambda value: deadletter_topic.send(value=value))

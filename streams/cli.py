@@ -153,6 +153,7 @@ def cmd_bench(args, settings: Settings) -> int:
 
 def cmd_evaluate(args, settings: Settings) -> int:
     from models.evaluation import prequential as ev
+    from models.ranking import format_rank_params, parse_rank_params
     from models.als import ALSParams
     from models.events import EVENT_TYPES
     from models.logs.loaders import LoaderError, open_log
@@ -173,7 +174,7 @@ def cmd_evaluate(args, settings: Settings) -> int:
         protocol = ev.Protocol(k=args.k, targets=targets, next_new=args.targets == "next-new" or args.next_new,
                                warmup=args.warmup, until=args.until, cut=args.cut,
                                refit_every_s=args.refit_every, exclude=exclude, target_sample=args.target_sample)
-        rank_params = ev.parse_rank_params(args.rank_params)
+        rank_params = parse_rank_params(args.rank_params)
         als_params = ALSParams(factors=args.factors, iterations=args.iterations, seed=args.seed)
         if not args.tune_sample > 0:
             raise ValueError("--tune-sample must be greater than 0")
@@ -196,10 +197,10 @@ def cmd_evaluate(args, settings: Settings) -> int:
                                target_sample=args.tune_sample, knobs=knobs, log=lambda line: print(line, file=sys.stderr))
         extra = {"strata-fixed-tuned": tuned}
         tuning = {"window": "warm-up: the first 1/4 of the events in time order, tested: the second 1/4", "target_sample": args.tune_sample, "knobs": knobs or list(ev.TUNING_GRID), "trail": trail,
-                  "rank_params": ev.format_rank_params(tuned)}
+                  "rank_params": format_rank_params(tuned)}
     result = ev.evaluate(dataset, models, protocol, rank_params=rank_params, als_params=als_params,
                          seed=args.seed, progress=progress, extra=extra)
-    result["parameters"] = {"rank_params": ev.format_rank_params(rank_params) or "defaults",
+    result["parameters"] = {"rank_params": format_rank_params(rank_params) or "defaults",
                             "command": "strata " + " ".join(sys.argv[1:]) if sys.argv else None}
     if tuning is not None:
         result["tuning"] = tuning

@@ -17,6 +17,7 @@ from models.ab import EXPERIMENT, Variant, parse_variants
 from models.attribution import ATTRIBUTION_WINDOW_S
 from models.events import EVENT_TYPES
 from models.learned import LAYER_TERMS
+from models.ranking import RankParams, parse_rank_params
 from models.terms import TERMS
 from models.profile import DEFAULT_BETA, DEFAULT_CAPS, DEFAULT_HALF_LIFE_S, LAYERS, ProfileParams
 
@@ -68,6 +69,11 @@ ENV_DOC: dict[str, tuple[str, str]] = {
         "",
         "when set (32+ printable characters), `strata train` signs each item-factor version (HMAC-SHA256) and workers refuse "
         "versions without a valid signature: a producer on the factor topic without the key cannot change what is recommended",
+    ),
+    "STRATA_RANK_PARAMS": (
+        "",
+        "the ranker's parameters as name=value,… (e.g. what `strata evaluate --tune` printed: "
+        "popularity_half_life_s=43200); unset, the defaults",
     ),
     "STRATA_VARIANTS": (
         "control=",
@@ -217,6 +223,7 @@ class Settings:
     api_token: str = field(default="", repr=False)
     ssl_cafile: str = ""
     model_signing_key: str = field(default="", repr=False)
+    rank_params: RankParams = field(default_factory=RankParams)
     variants: tuple[Variant, ...] = (Variant("control"),)
     experiment: str = EXPERIMENT
     attribution_window_s: float = ATTRIBUTION_WINDOW_S
@@ -270,6 +277,10 @@ class Settings:
         except ValueError as exc:
             raise ConfigError(f"profile parameters: {exc}") from None
         variants, experiment, window = _experiment(get)
+        try:
+            rank_params = parse_rank_params(get("STRATA_RANK_PARAMS"))
+        except ValueError as exc:
+            raise ConfigError(f"STRATA_RANK_PARAMS: {exc}") from None
 
         return cls(
             kafka_bootstrap=bootstrap,
@@ -298,6 +309,7 @@ class Settings:
             variants=variants,
             experiment=experiment,
             attribution_window_s=window,
+            rank_params=rank_params,
         )
 
     def topic(self, name: str) -> str:

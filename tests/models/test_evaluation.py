@@ -7,9 +7,9 @@ import math
 import pytest
 
 from models.catalog import Catalog
-from models.evaluation.prequential import Dataset, Protocol, evaluate, format_rank_params, format_table, parse_rank_params, prequential
+from models.evaluation.prequential import Dataset, Protocol, evaluate, format_table, prequential
+from models.ranking import RankParams, format_rank_params, parse_rank_params
 from models.events import Event
-from models.ranking import RankParams
 from models.evaluation.recommenders import BatchTrainer, Recommender, World
 from models.evaluation.registry import MODEL_NAMES, build_models
 from tests.models.test_recommenders import ALS, CATALOG, T0, small_log

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from models.ranking import RankParams
 from streams.config import ENV_DOC, ConfigError, Settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -47,6 +48,12 @@ def test_a_worker_with_a_bad_variant_does_not_start():
     result = strata("worker", env={"STRATA_VARIANTS": "control=;fresh=recency:2"})
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "STRATA_VARIANTS: variant 'fresh': unknown setting 'recency'; known: share, learning" in result.stderr
+
+
+def test_the_rank_params_reach_the_settings():
+    s = Settings.from_env({"STRATA_RANK_PARAMS": "popularity_half_life_s=43200"})
+    assert s.rank_params.popularity_half_life_s == 43_200.0
+    assert Settings.from_env({}).rank_params == RankParams()
 
 
 def test_the_variants_are_read_whole():
@@ -90,6 +97,8 @@ def test_settings_parse_the_profile_parameters():
         {"STRATA_EXPERIMENT": "two words"},
         {"STRATA_ATTRIBUTION_WINDOW": "0s"},
         {"STRATA_MODEL_SIGNING_KEY": "short"},
+        {"STRATA_RANK_PARAMS": "no_such_knob=1"},
+        {"STRATA_RANK_PARAMS": "popularity_half_life_s=-5"},
     ],
 )
 def test_bad_settings_are_refused(env):
