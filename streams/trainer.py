@@ -91,10 +91,16 @@ def _read_in_process(settings: Settings, stops: dict[int, int]) -> tuple[Encoded
     return asyncio.run(_read_partitions(settings, stops))
 
 
+SNAPSHOT_STALL_S = 30.0  # a snapshot read that gets no record this long, with records left, has lost its broker
+
+
 async def _read_partitions(settings: Settings, stops: dict[int, int]) -> tuple[EncodedEvents, int]:
     """Events of the given partitions of the events topic, from their earliest offsets up to
-    `stops` (partition → end offset), as training columns; and the number skipped as invalid."""
+    `stops` (partition → end offset), as training columns; and the number skipped as invalid.
+    KafkaTimeoutError when no record comes for `SNAPSHOT_STALL_S` (a consumer waits for a broker
+    that went away forever; `strata train --every` then retries at its next run)."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka.errors import KafkaTimeoutError
 
     topic = topic_specs(settings)["events"].name
     columns, skipped = EventColumns(), 0
@@ -110,9 +116,15 @@ async def _read_partitions(settings: Settings, stops: dict[int, int]) -> tuple[E
         now = time.time()
         add, forget = columns.add, columns.forget
         homes: dict[bytes, int] = {}  # user key → its partition (murmur2 once per user, not per event)
+        progress_at = time.monotonic()
         with gc_paused():
             while remaining:
                 batches = await consumer.getmany(*remaining, timeout_ms=1000, max_records=50_000)
+                if batches:
+                    progress_at = time.monotonic()
+                elif time.monotonic() - progress_at > SNAPSHOT_STALL_S:
+                    raise KafkaTimeoutError(f"the snapshot read got no record for {SNAPSHOT_STALL_S:.0f} s with "
+                                            f"{len(remaining)} partition(s) unread: is the broker up?")
                 for tp, records in batches.items():
                     stop = end[tp]
                     for record in records:
