@@ -201,7 +201,7 @@ class BatchingConsumer(_AIOKafkaConsumer):
             while not (consumer_should_stop() or fetcher_should_stop()):
                 self.diag.set_flag(CONSUMER_FETCHING)
                 if prefetch is None:  # the epoch before the fetch: a seek during it makes its records suspect
-                    prefetch = (route.epoch, asyncio.ensure_future(self._wait_next_records(1.0)))
+                    prefetch = (route.epoch, asyncio.ensure_future(self.next_records(1.0)))
                 epoch, fetch = prefetch
                 prefetch = None
                 try:
@@ -240,7 +240,11 @@ class BatchingConsumer(_AIOKafkaConsumer):
 
     async def _fetch_after(self, read: asyncio.Future):
         await read
-        return await self._wait_next_records(1.0)
+        return await self.next_records(1.0)
+
+    async def next_records(self, timeout: float):
+        """One fetch: (records by partition, the active partitions), Faust's `_wait_next_records`."""
+        return await self._wait_next_records(timeout)
 
     async def _drain_fetched(self, records, active, epoch: int) -> None:
         """One fetch's records: the route's as one batch, every other topic's as Faust would."""

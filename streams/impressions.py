@@ -40,11 +40,11 @@ class Producer:
     start) and flushed when the worker stops."""
 
     def __init__(self) -> None:
-        self._producer = None
+        self._kafka = None
         self._starting: asyncio.Future | None = None
 
     async def get(self):
-        if self._producer is None:
+        if self._kafka is None:
             if self._starting is None:
                 self._starting = asyncio.ensure_future(self._start())
             try:
@@ -52,19 +52,19 @@ class Producer:
             except Exception:
                 self._starting = None
                 raise
-        return self._producer
+        return self._kafka
 
     async def _start(self) -> None:
         from aiokafka import AIOKafkaProducer
 
         producer = AIOKafkaProducer(**settings.aiokafka_kwargs(), linger_ms=20, max_request_size=MAX_MESSAGE_BYTES)
         await producer.start()
-        self._producer = producer
+        self._kafka = producer
 
     async def stop(self) -> None:
-        if self._producer is not None:
-            await self._producer.stop()  # sends what is pending first
-            self._producer = None
+        if self._kafka is not None:
+            await self._kafka.stop()  # sends what is pending first
+            self._kafka = None
 
 
 producer = Producer()

@@ -67,3 +67,19 @@ def test_a_worker_imports_no_benchmark_and_no_evaluator():
             seen.add(module)
             todo += graph.get(module, ())
     assert not {m for m in seen if m.startswith(("streams.benchmarks", "models.evaluation", "models.logs"))}
+
+
+def test_only_the_seam_reaches_into_faust_and_aiokafka():
+    """Private names of other objects (`x._name`, `from faust… import _name`) appear in
+    `streams/batching.py` only, the one module that knows Faust's and aiokafka's insides."""
+    found = []
+    for path in sorted((ROOT / "streams").rglob("*.py")):
+        if path.name == "batching.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__")
+                    and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))):
+                found.append(f"{path.name}:{node.lineno} .{node.attr}")
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in ("faust", "aiokafka", "mode"):
+                found += [f"{path.name}:{node.lineno} {a.name}" for a in node.names if a.name.startswith("_")]
+    assert not found, found

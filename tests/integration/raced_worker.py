@@ -21,12 +21,12 @@ from streams.cli import main
 
 
 def force_races(at: set[int]) -> None:
-    wait_next_records = batching.BatchingConsumer._wait_next_records
+    next_records = batching.BatchingConsumer.next_records
     fetched = 0
 
     async def raced(self, timeout):
         nonlocal fetched
-        records, active = await wait_next_records(self, timeout)
+        records, active = await next_records(self, timeout)
         ours = [tp for tp, recs in records.items() if tp.topic == self.route.topic and recs]
         if ours:
             fetched += 1
@@ -36,7 +36,7 @@ def force_races(at: set[int]) -> None:
                 raise KeyError(TP(ours[0].topic, ours[0].partition))
         return records, active
 
-    batching.BatchingConsumer._wait_next_records = raced
+    batching.BatchingConsumer.next_records = raced
 
 
 if __name__ == "__main__":
