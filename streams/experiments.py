@@ -69,29 +69,30 @@ class FeedbackTotals:
             totals = users[user] = UserTotals()
         return totals
 
-    def impression(self, value: bytes) -> None:
+    def _new(self, value: bytes, fields: tuple[str, ...], seen: set) -> dict | None:
+        """The decoded record, unless it lacks one of `fields` (counted as unreadable) or its first
+        field's value was read before (a copy: the topics are written at least once)."""
         try:
             record = orjson.loads(value)
-            rec_id, user, variant = record["rec_id"], record["user_id"], record["variant"]
+            key = [record[name] for name in fields][0]
         except (orjson.JSONDecodeError, KeyError, TypeError):
             self.unreadable += 1
-            return
-        if rec_id in self._lists:
-            return
-        self._lists.add(rec_id)
-        self._user(variant, user).impressions += 1
+            return None
+        if key in seen:
+            return None
+        seen.add(key)
+        return record
+
+    def impression(self, value: bytes) -> None:
+        record = self._new(value, ("rec_id", "user_id", "variant"), self._lists)
+        if record is not None:
+            self._user(record["variant"], record["user_id"]).impressions += 1
 
     def attribution(self, value: bytes) -> None:
-        try:
-            record = orjson.loads(value)
-            event_id, user, variant, type_ = record["event_id"], record["user_id"], record["variant"], record["type"]
-        except (orjson.JSONDecodeError, KeyError, TypeError):
-            self.unreadable += 1
+        record = self._new(value, ("event_id", "user_id", "variant", "type"), self._events)
+        if record is None:
             return
-        if event_id in self._events:
-            return
-        self._events.add(event_id)
-        totals = self._user(variant, user)
+        totals, type_ = self._user(record["variant"], record["user_id"]), record["type"]
         totals.actions[type_] = totals.actions.get(type_, 0) + 1
         if type_ == "purchase" and isinstance(record.get("price"), (int, float)):
             totals.revenue += record["price"]
