@@ -9,13 +9,25 @@ against `STRATA_VARIANTS`' shares.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
+import random
+import time
+import uuid
 from typing import Callable
 
+import aiohttp
 import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from tqdm import tqdm
 
 from models.ab import UserTotals, report
+from models.events import Event
+from models.logs.synthetic import SyntheticConfig, generate
+from models.simulated_shop import SimulatedShop
+from streams.benchmarks.common import parse_metrics
 from streams.config import Settings
+from streams.replay import new_producer, publish
 from streams.topics import partitions_of, topic_specs
 
 log = logging.getLogger(__name__)
@@ -26,8 +38,6 @@ Totals = dict[str, dict[str, UserTotals]]  # variant → user → totals
 async def read_whole(settings: Settings, topic: str, handle: Callable[[bytes], None]) -> int:
     """Every record of `topic` now on the broker (up to the end offsets read at the start) to
     `handle`, its value only; the number of records."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
     tps = [TopicPartition(topic, p) for p in await partitions_of(settings, topic)]
     if not tps:
         return 0
@@ -141,12 +151,6 @@ async def simulate(settings: Settings, urls: list[str], users: int, items: int, 
     """A synthetic shop's history replayed, then `lists` recommendation lists asked for random
     shoppers, each acted on by `models.simulated_shop` with clicks (and carts) that carry the
     list's `rec_id`.  What each variant's shoppers did, by quarter of the run."""
-    import time
-
-    from models.simulated_shop import SimulatedShop
-    from models.logs.synthetic import SyntheticConfig, generate
-    from streams.replay import publish
-
     config = SyntheticConfig(users=users, items=items, events=history, seed=seed,
                              start_ts=time.time() - HISTORY_SPAN_S - 3600.0, duration_s=HISTORY_SPAN_S)
     catalog, events = generate(config)
@@ -162,10 +166,6 @@ async def simulate(settings: Settings, urls: list[str], users: int, items: int, 
 
 async def _applied(settings: Settings, urls: list[str]) -> float:
     """Events the workers have applied, dropped as duplicates or dead-lettered, summed."""
-    import aiohttp
-
-    from streams.benchmarks.common import parse_metrics
-
     names = ("strata_events_processed_total", "strata_events_duplicate_total", "strata_events_deadlettered_total")
     total = 0.0
     async with aiohttp.ClientSession(headers=settings.auth_headers()) as session:
@@ -177,9 +177,6 @@ async def _applied(settings: Settings, urls: list[str]) -> float:
 
 
 async def _wait_applied(settings: Settings, urls: list[str], target: float, timeout: float = 900.0) -> None:
-    import asyncio
-    import time
-
     deadline = time.monotonic() + timeout
     while await _applied(settings, urls) < target:
         if time.monotonic() > deadline:
@@ -190,17 +187,6 @@ async def _wait_applied(settings: Settings, urls: list[str], target: float, time
 async def _serve_and_act(settings: Settings, urls: list[str], shop, shoppers: list[str], lists: int, concurrency: int,
                          seed: int, progress: bool) -> dict:
     """`lists` lists for random shoppers, `concurrency` at a time; the shoppers' acts go to the events topic."""
-    import asyncio
-    import random
-    import time
-    import uuid
-
-    import aiohttp
-    from tqdm import tqdm
-
-    from models.events import Event
-    from streams.replay import new_producer
-
     rng = random.Random(seed)
     tally = SimulationTally(lists)
     events_topic = topic_specs(settings)["events"].name
