@@ -36,9 +36,9 @@ from typing import Iterable, NamedTuple, Sequence
 import numpy as np
 import scipy.sparse as sp
 
-from models.als_params import ALSParams
-from models.events import EVENT_TYPES, Event
-from models.profile import ProfileParams
+from strata.models.als_params import ALSParams
+from strata.models.events import EVENT_TYPES, Event
+from strata.models.profile import ProfileParams
 
 TYPE_CODE = {t: i for i, t in enumerate(EVENT_TYPES)}
 

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from typing import NamedTuple, Sequence
 
-from models.events import Event, Served
+from strata.models.events import Event, Served
 
 ATTRIBUTION_WINDOW_S = 1800.0  # default of STRATA_ATTRIBUTION_WINDOW
 MAX_SERVED = 16  # lists kept per user

@@ -16,11 +16,11 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from models.covisit import CoVisits
-from models.factors import FactorModel
-from models.popularity import Popularity
-from models.profile import Profile, ProfileParams
-from models.terms import LONG_WINDOW, SESSION_S, SHORT_WINDOW, T, TERMS, normalised, recency_onehot
+from strata.models.covisit import CoVisits
+from strata.models.factors import FactorModel
+from strata.models.popularity import Popularity
+from strata.models.profile import Profile, ProfileParams
+from strata.models.terms import LONG_WINDOW, SESSION_S, SHORT_WINDOW, T, TERMS, normalised, recency_onehot
 
 #: the weights a_i of the recent items in the two co-visitation terms (most recent first)
 SHORT_WEIGHTS = tuple(2.0 ** -n for n in range(SHORT_WINDOW))

@@ -40,7 +40,7 @@ from typing import Mapping
 import msgpack
 import numpy as np
 
-from models.als import fold_in_weights, gram
+from strata.models.als import fold_in_weights, gram
 
 FORMAT = 1
 DTYPE = np.dtype("<f4")

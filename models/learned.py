@@ -25,15 +25,15 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from models.blend import PoolSizes, TermRanker, UserState
-from models.covisit import CoVisits
-from models.factors import FactorModel
-from models.popularity import Popularity
-from models.profile import Profile, ProfileParams
-from models.ranking import (
+from strata.models.blend import PoolSizes, TermRanker, UserState
+from strata.models.covisit import CoVisits
+from strata.models.factors import FactorModel
+from strata.models.popularity import Popularity
+from strata.models.profile import Profile, ProfileParams
+from strata.models.ranking import (
     DEFAULT_ALPHA, DEFAULT_REGULARIZATION, RankParams, RankRequest, Recommendations, fold_param, blend_user_vector,
 )
-from models.terms import LONG_WINDOW, T, TERMS, TermWeights
+from strata.models.terms import LONG_WINDOW, T, TERMS, TermWeights
 
 LAYER_TERMS: dict[str, tuple[str, ...]] = {
     "item": ("own", "own_w", "rec_0", "rec_1", "rec_2_3", "rec_4_7", "rec_8p", "fresh", "cv_short", "cv_long", "factor"),

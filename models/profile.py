@@ -34,7 +34,7 @@ from typing import Collection, Iterable, Mapping, Sequence
 import msgpack
 import numpy as np
 
-from models.events import EVENT_TYPES, Event, InvalidEvent, Served
+from strata.models.events import EVENT_TYPES, Event, InvalidEvent, Served
 
 LAYERS: tuple[str, ...] = ("item", "domain", "overall")
 DAY = 86_400.0

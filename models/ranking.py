@@ -49,10 +49,10 @@ from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
-from models.als import fold_in_weights, gram
-from models.catalog import ROOT_UNKNOWN
-from models.popularity import DAY, Popularity
-from models.profile import LAYERS, Profile, ProfileParams
+from strata.models.als import fold_in_weights, gram
+from strata.models.catalog import ROOT_UNKNOWN
+from strata.models.popularity import DAY, Popularity
+from strata.models.profile import LAYERS, Profile, ProfileParams
 
 _MEMO_CAP = 1 << 20
 DEFAULT_ALPHA = 10.0  # fold-in fallbacks when neither RankParams nor the model say (= models.als defaults)

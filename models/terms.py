@@ -40,7 +40,7 @@ import zlib
 
 import numpy as np
 
-from models.profile import KEEP_RECENT
+from strata.models.profile import KEEP_RECENT
 
 TERMS: tuple[str, ...] = (
     "own", "own_w", "rec_0", "rec_1", "rec_2_3", "rec_4_7", "rec_8p", "fresh",

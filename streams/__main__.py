@@ -1,5 +1,5 @@
 import sys
 
-from streams.cli import main
+from strata.streams.cli import main
 
 sys.exit(main())

@@ -9,12 +9,12 @@ from collections import OrderedDict
 import numpy as np
 import orjson
 
-from models.attribution import Attribution, attribute, passed_over, remember
-from models.events import MAX_ID_LEN, Forget, InvalidEvent, Served, parse_keyed_message
-from models.factors import parse_user_vector
-from models.learned import feedback, list_feedback
-from models.profile import Profile, TooLate, encode_profiles
-from streams.app import (
+from strata.models.attribution import Attribution, attribute, passed_over, remember
+from strata.models.events import MAX_ID_LEN, Forget, InvalidEvent, Served, parse_keyed_message
+from strata.models.factors import parse_user_vector
+from strata.models.learned import feedback, list_feedback
+from strata.models.profile import Profile, TooLate, encode_profiles
+from strata.streams.app import (
     activity_topic,
     app,
     attributions_topic,
@@ -29,11 +29,11 @@ from streams.app import (
     user_to_profile,
     user_to_vector,
 )
-from streams.batching import LoopTurn
-from streams.deadletter import deadletter_record
-from streams.feeds import ActivitySums, ThetaSteps, activity_message
-from streams.metrics import metrics
-from streams.state import PartitionBatch, partition_of, read_user_vector
+from strata.streams.batching import LoopTurn
+from strata.streams.deadletter import deadletter_record
+from strata.streams.feeds import ActivitySums, ThetaSteps, activity_message
+from strata.streams.metrics import metrics
+from strata.streams.state import PartitionBatch, partition_of, read_user_vector
 
 log = logging.getLogger(__name__)
 # A fetched batch can hold tens of thousands of events (STRATA_BATCH_SIZE: the bigger the batch,

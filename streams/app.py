@@ -9,15 +9,15 @@ import logging as _logging
 
 import faust
 
-from models.catalog import Catalog
-from models.learned import LearnedRanker
-from streams.batching import ExternalChangelogGlobalTable
-from streams.batching import install as install_batch_route
-from streams.config import Settings
-from streams.deadletter import DeadLetterQueue
-from streams.feeds import EndOffsets, FactorFeed, ShopFeed
-from streams.state import CatalogTableView, KeyCounts, catalog_problem
-from streams.topics import MAX_MESSAGE_BYTES, topic_specs
+from strata.models.catalog import Catalog
+from strata.models.learned import LearnedRanker
+from strata.streams.batching import ExternalChangelogGlobalTable
+from strata.streams.batching import install as install_batch_route
+from strata.streams.config import Settings
+from strata.streams.deadletter import DeadLetterQueue
+from strata.streams.feeds import EndOffsets, FactorFeed, ShopFeed
+from strata.streams.state import CatalogTableView, KeyCounts, catalog_problem
+from strata.streams.topics import MAX_MESSAGE_BYTES, topic_specs
 
 settings = Settings.from_env()
 _specs = topic_specs(settings)
@@ -34,7 +34,7 @@ app = faust.App(
     web_host=settings.web_host,
     web_port=settings.web_port,
     autodiscover=False,
-    origin="streams",
+    origin="strata.streams",
     # A worker is ready within seconds: short sessions, no rebalance delay.
     broker_session_timeout=10.0,
     broker_heartbeat_interval=1.0,

@@ -1,4 +1,4 @@
-"""The `strata` command line (also `python -m streams`).
+"""The `strata` command line (also `python -m strata.streams`).
 
 Every command takes its connection settings from the environment (see
 `streams.config`); a bad argument or setting prints what is wrong and exits
@@ -14,9 +14,9 @@ import logging
 import sys
 import urllib.parse
 
-from models.als_params import ALSParams
-from streams.client import CommandError, http_get
-from streams.config import ConfigError, Settings, parse_duration
+from strata.models.als_params import ALSParams
+from strata.streams.client import CommandError, http_get
+from strata.streams.config import ConfigError, Settings, parse_duration
 
 ALS_DEFAULTS = ALSParams()
 
@@ -50,8 +50,8 @@ def _duration(text: str) -> float:
 
 # -- commands -----------------------------------------------------------------
 def cmd_worker(args, settings: Settings) -> int:
-    from streams.topics import ensure_topics
-    from streams.worker import run_worker
+    from strata.streams.topics import ensure_topics
+    from strata.streams.worker import run_worker
 
     kafka_log.install()  # a broker that cannot be used is one line, not a traceback …
     try:
@@ -62,8 +62,8 @@ def cmd_worker(args, settings: Settings) -> int:
 
 
 def cmd_replay(args, settings: Settings) -> int:
-    from models.logs.loaders import LoaderError, open_log
-    from streams.replay import publish
+    from strata.models.logs.loaders import LoaderError, open_log
+    from strata.streams.replay import publish
 
     try:
         source = open_log(args.events, args.format, catalog_path=args.catalog, limit=args.limit, seed=args.seed)
@@ -89,8 +89,8 @@ def cmd_train(args, settings: Settings) -> int:
 
     from aiokafka.errors import KafkaError
 
-    from models.als import ALSParams
-    from streams.trainer import NothingToTrain, train_once
+    from strata.models.als import ALSParams
+    from strata.streams.trainer import NothingToTrain, train_once
 
     try:
         params = ALSParams(factors=args.factors, regularization=args.regularization, alpha=args.alpha, iterations=args.iterations, seed=args.seed)
@@ -138,8 +138,8 @@ def cmd_recommend(args, settings: Settings) -> int:
 
 
 def cmd_bench(args, settings: Settings) -> int:
-    from streams.benchmarks.common import BenchError
-    from streams.benchmarks.run import run
+    from strata.streams.benchmarks.common import BenchError
+    from strata.streams.benchmarks.run import run
 
     if args.runs > 1 and args.what != "stream":
         raise CommandError(f"--runs is for `bench stream`; `bench {args.what}` runs once", 2)
@@ -152,12 +152,12 @@ def cmd_bench(args, settings: Settings) -> int:
 
 
 def cmd_evaluate(args, settings: Settings) -> int:
-    from models.evaluation import prequential as ev
-    from models.ranking import format_rank_params, parse_rank_params
-    from models.als import ALSParams
-    from models.events import EVENT_TYPES
-    from models.logs.loaders import LoaderError, open_log
-    from models.evaluation.registry import MODEL_NAMES
+    from strata.models.evaluation import prequential as ev
+    from strata.models.ranking import format_rank_params, parse_rank_params
+    from strata.models.als import ALSParams
+    from strata.models.events import EVENT_TYPES
+    from strata.models.logs.loaders import LoaderError, open_log
+    from strata.models.evaluation.registry import MODEL_NAMES
 
     models = MODEL_NAMES if args.models == "all" else tuple(m.strip() for m in args.models.split(",") if m.strip())
     unknown = [m for m in models if m not in MODEL_NAMES]
@@ -226,8 +226,8 @@ def _fraction(text: str) -> float:
 
 
 def cmd_forget(args, settings: Settings) -> int:
-    from models.events import InvalidEvent
-    from streams.replay import send_forget
+    from strata.models.events import InvalidEvent
+    from strata.streams.replay import send_forget
 
     known = _has_profile(settings, args.user)
     try:
@@ -268,8 +268,8 @@ def cmd_model(args, settings: Settings) -> int:
         return 0
     if (args.action == "pin") != (args.version is not None):
         raise CommandError("`strata model pin` takes a VERSION; `unpin` and `status` take none", 2)
-    from models.factors import CorruptFactors
-    from streams.replay import send_pin
+    from strata.models.factors import CorruptFactors
+    from strata.streams.replay import send_pin
 
     try:
         offset = asyncio.run(_with_broker(settings, send_pin(settings, args.version)))
@@ -284,8 +284,8 @@ def cmd_model(args, settings: Settings) -> int:
 def cmd_ab(args, settings: Settings) -> int:
     """`strata ab report`: the A/B comparison from the topics; `strata ab simulate`: a simulated shop
     that acts on the running workers' lists (the feedback figure of SPEC §7)."""
-    from models.ab import format_report
-    from streams.experiments import ab_report, simulate
+    from strata.models.ab import format_report
+    from strata.streams.experiments import ab_report, simulate
 
     if args.action == "simulate":
         import aiohttp
@@ -316,7 +316,7 @@ def cmd_ab(args, settings: Settings) -> int:
 
 
 def cmd_topics(args, settings: Settings) -> int:
-    from streams.topics import check_topics
+    from strata.streams.topics import check_topics
 
     problems = asyncio.run(_with_broker(settings, check_topics(settings, create=not args.check)))
     if problems:
@@ -326,7 +326,7 @@ def cmd_topics(args, settings: Settings) -> int:
 
 
 def cmd_demo(args, settings: Settings) -> int:
-    from streams.demo import run_demo
+    from strata.streams.demo import run_demo
 
     return run_demo(args, settings)
 
@@ -382,7 +382,7 @@ def settings_help() -> str:
     """Every STRATA_* setting with its default and meaning, wrapped for a terminal."""
     import textwrap
 
-    from streams.config import ENV_DOC
+    from strata.streams.config import ENV_DOC
 
     lines = []
     for name, (default, meaning) in ENV_DOC.items():
@@ -392,8 +392,8 @@ def settings_help() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from models.logs.loaders import FORMATS
-    from streams import kafka_local
+    from strata.models.logs.loaders import FORMATS
+    from strata.streams import kafka_local
 
     parser = argparse.ArgumentParser(prog="strata", description="Streaming three-layer interest profiles on Kafka.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -7,7 +7,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-from streams.config import Settings
+from strata.streams.config import Settings
 
 
 class CommandError(Exception):

@@ -13,13 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
-from models.ab import EXPERIMENT, Variant, parse_variants
-from models.attribution import ATTRIBUTION_WINDOW_S
-from models.events import EVENT_TYPES
-from models.learned import LAYER_TERMS
-from models.ranking import RankParams, parse_rank_params
-from models.terms import TERMS
-from models.profile import DEFAULT_BETA, DEFAULT_CAPS, DEFAULT_HALF_LIFE_S, LAYERS, ProfileParams
+from strata.models.ab import EXPERIMENT, Variant, parse_variants
+from strata.models.attribution import ATTRIBUTION_WINDOW_S
+from strata.models.events import EVENT_TYPES
+from strata.models.learned import LAYER_TERMS
+from strata.models.ranking import RankParams, parse_rank_params
+from strata.models.terms import TERMS
+from strata.models.profile import DEFAULT_BETA, DEFAULT_CAPS, DEFAULT_HALF_LIFE_S, LAYERS, ProfileParams
 
 
 class ConfigError(ValueError):

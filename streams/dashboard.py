@@ -12,9 +12,9 @@ from importlib import resources
 
 from faust import web
 
-from streams.app import app, factor_feed, settings
-from streams.metrics import metrics
-from streams.views import consumer_lag
+from strata.streams.app import app, factor_feed, settings
+from strata.streams.metrics import metrics
+from strata.streams.views import consumer_lag
 
 SAMPLE_EVERY_S = 5.0
 SAMPLES = 120  # ten minutes
@@ -82,7 +82,7 @@ def variant_rates() -> list[dict]:
 
 @functools.cache
 def _page() -> str:
-    return resources.files("streams").joinpath("dashboard.html").read_text(encoding="utf-8")
+    return resources.files("strata.streams").joinpath("dashboard.html").read_text(encoding="utf-8")
 
 
 @app.page("/ui")

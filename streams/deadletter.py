@@ -20,7 +20,7 @@ from typing import Awaitable, Callable
 
 import mode
 
-from streams.metrics import metrics
+from strata.streams.metrics import metrics
 
 log = logging.getLogger(__name__)
 

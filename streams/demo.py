@@ -10,7 +10,7 @@ import threading
 import time
 import urllib.parse
 
-from streams.config import Settings
+from strata.streams.config import Settings
 
 WATCHED = 3
 DEMO_SPAN_S = 6 * 86_400
@@ -22,7 +22,7 @@ def _fmt_layer(weights: dict[str, float], n: int = 3) -> str:
 
 
 def _show(settings: Settings, users: list[str], header: str) -> None:
-    from streams.client import http_get
+    from strata.streams.client import http_get
 
     print(f"\n── {header} " + "─" * max(0, 60 - len(header)))
     for user in users:
@@ -38,7 +38,7 @@ def _show(settings: Settings, users: list[str], header: str) -> None:
 
 
 def _wait_ready(settings: Settings, proc: subprocess.Popen, log_path: str, timeout: float = 60.0) -> None:
-    from streams.client import CommandError, http_get
+    from strata.streams.client import CommandError, http_get
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -55,7 +55,7 @@ def _wait_ready(settings: Settings, proc: subprocess.Popen, log_path: str, timeo
 
 
 def _wait_for(condition, timeout: float, what: str) -> None:
-    from streams.client import CommandError
+    from strata.streams.client import CommandError
 
     deadline = time.monotonic() + timeout
     while not condition():
@@ -80,9 +80,9 @@ def _handled(settings: Settings) -> dict[str, float]:
 
 def _train_and_recommend(settings: Settings, users: list[str]) -> None:
     """One `strata train` run, then the watched users' recommendations once the worker has swapped the model in."""
-    from models.als import ALSParams
-    from streams.client import http_get
-    from streams.trainer import train_once
+    from strata.models.als import ALSParams
+    from strata.streams.client import http_get
+    from strata.streams.trainer import train_once
 
     print("\n── training ALS on the events topic " + "─" * 26)
     report = asyncio.run(train_once(settings, ALSParams(), progress=lambda line: print("  " + line)))
@@ -106,10 +106,10 @@ def _train_and_recommend(settings: Settings, users: list[str]) -> None:
 
 
 def run_demo(args, settings: Settings) -> int:
-    from models.logs.loaders import open_log
-    from streams import kafka_local
-    from streams.client import http_get
-    from streams.replay import publish
+    from strata.models.logs.loaders import open_log
+    from strata.streams import kafka_local
+    from strata.streams.client import http_get
+    from strata.streams.replay import publish
 
     started = time.monotonic()
     kafka_local.run("start", port=kafka_local.bootstrap_address(settings.kafka_bootstrap)[1])
@@ -119,7 +119,7 @@ def run_demo(args, settings: Settings) -> int:
     log_path = str(log_dir / "demo-worker.log")
     print(f"starting a worker (log: {log_path}) …")
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "streams", "worker"], stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
+        proc = subprocess.Popen([sys.executable, "-m", "strata.streams", "worker"], stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
     try:
         _wait_ready(settings, proc, log_path)
         print(f"worker ready at {settings.web_url} after {time.monotonic() - started:.1f}s")

@@ -21,14 +21,14 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from tqdm import tqdm
 
-from models.ab import UserTotals, report
-from models.events import Event
-from models.logs.synthetic import SyntheticConfig, generate
-from models.simulated_shop import SimulatedShop
-from streams.benchmarks.common import parse_metrics
-from streams.config import Settings
-from streams.replay import new_producer, publish
-from streams.topics import partitions_of, topic_specs
+from strata.models.ab import UserTotals, report
+from strata.models.events import Event
+from strata.models.logs.synthetic import SyntheticConfig, generate
+from strata.models.simulated_shop import SimulatedShop
+from strata.streams.benchmarks.common import parse_metrics
+from strata.streams.config import Settings
+from strata.streams.replay import new_producer, publish
+from strata.streams.topics import partitions_of, topic_specs
 
 log = logging.getLogger(__name__)
 

@@ -20,16 +20,16 @@ import mode
 import msgpack
 import numpy as np
 
-from models.events import MAX_FUTURE_S, MAX_ID_LEN
-from models.factors import PIN_KEY, FactorAssembler, FactorLimits, FactorModel, parse_pin
-from models.clock import ShopClock
-from models.covisit import CoVisits
-from models.popularity import Popularity
-from models.terms import TERMS, TERMS_ID, TermWeights
-from streams.config import Settings
-from streams.deadletter import DeadLetterQueue, RejectedRecord, reason_of
-from streams.metrics import metrics
-from streams.topics import partitions_of, topic_specs
+from strata.models.events import MAX_FUTURE_S, MAX_ID_LEN
+from strata.models.factors import PIN_KEY, FactorAssembler, FactorLimits, FactorModel, parse_pin
+from strata.models.clock import ShopClock
+from strata.models.covisit import CoVisits
+from strata.models.popularity import Popularity
+from strata.models.terms import TERMS, TERMS_ID, TermWeights
+from strata.streams.config import Settings
+from strata.streams.deadletter import DeadLetterQueue, RejectedRecord, reason_of
+from strata.streams.metrics import metrics
+from strata.streams.topics import partitions_of, topic_specs
 
 log = logging.getLogger(__name__)
 

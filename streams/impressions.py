@@ -22,13 +22,13 @@ import uuid
 import numpy as np
 import orjson
 
-from models.ab import Variant, assign, variant_theta
-from models.events import Served
-from models.learned import LAYER_TERMS
-from models.terms import TERMS, theta0
-from streams.app import app, settings, shop_feed
-from streams.metrics import metrics
-from streams.topics import MAX_MESSAGE_BYTES
+from strata.models.ab import Variant, assign, variant_theta
+from strata.models.events import Served
+from strata.models.learned import LAYER_TERMS
+from strata.models.terms import TERMS, theta0
+from strata.streams.app import app, settings, shop_feed
+from strata.streams.metrics import metrics
+from strata.streams.topics import MAX_MESSAGE_BYTES
 
 MAX_IN_FLIGHT = 10_000
 

@@ -16,9 +16,9 @@ import orjson
 from aiohttp.web import HTTPRequestEntityTooLarge
 from faust import web
 
-from models.events import event_problems, parse_event
-from streams.app import app, events_topic
-from streams.metrics import metrics
+from strata.models.events import event_problems, parse_event
+from strata.streams.app import app, events_topic
+from strata.streams.metrics import metrics
 
 MAX_BODY_BYTES = 1 << 20
 MAX_BATCH = 1_000

@@ -17,7 +17,7 @@ import threading
 from pathlib import Path
 from typing import IO, Mapping
 
-from streams.config import Settings
+from strata.streams.config import Settings
 
 # The repository checkout holds the script; with `pip install -e .` this file
 # stays in the checkout, so the path resolves there too.

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 
 import orjson
 
-from models.events import InvalidEvent, parse_event
-from streams.config import Settings
-from streams.state import catalog_key
-from streams.topics import MAX_MESSAGE_BYTES, ensure_topics, topic_specs
+from strata.models.events import InvalidEvent, parse_event
+from strata.streams.config import Settings
+from strata.streams.state import catalog_key
+from strata.streams.topics import MAX_MESSAGE_BYTES, ensure_topics, topic_specs
 
 
 @dataclass
@@ -107,7 +107,7 @@ async def send_forget(settings: Settings, user_id: str) -> tuple[int, int]:
     sent, so the worker applies it in order (a table delete from outside would race with a
     batch in flight).  The raw events stay on the events topic until its retention runs out.
     """
-    from models.events import Forget, parse_message
+    from strata.models.events import Forget, parse_message
 
     record = Forget(user_id, time.time())
     parse_message(record.to_json(), time.time())  # the worker's own check: a bad id fails here, not there
@@ -123,7 +123,7 @@ async def send_forget(settings: Settings, user_id: str) -> tuple[int, int]:
 
 async def send_pin(settings: Settings, version: int | None) -> int:
     """Put a pin record (None: unpin) on the item-factor topic; returns its offset."""
-    from models.factors import pin_message
+    from strata.models.factors import pin_message
 
     key, value = pin_message(version)  # a bad version fails here, not in every worker
     await ensure_topics(settings)

@@ -19,11 +19,11 @@ from aiokafka.partitioner import murmur2
 from faust.types import TP
 from rocksdict import WriteBatch
 
-from models.catalog import InvalidCatalogRecord, parse_record
-from models.factors import parse_user_vector
-from models.profile import Profile
-from streams.batching import key_index as key_index_of
-from streams.batching import aiokafka_producer, local_dbs, lookup, partition_db, producer_client
+from strata.models.catalog import InvalidCatalogRecord, parse_record
+from strata.models.factors import parse_user_vector
+from strata.models.profile import Profile
+from strata.streams.batching import key_index as key_index_of
+from strata.streams.batching import aiokafka_producer, local_dbs, lookup, partition_db, producer_client
 
 
 class KeyCounts:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from streams.config import Settings
+from strata.streams.config import Settings
 
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024  # a 1 MiB context must reach the dead-letter path, not bounce at the broker
 

@@ -19,12 +19,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from models.als import ALSParams, EncodedEvents, EventColumns, confidence_matrix, fit, merge_encoded
-from models.events import Event, Forget, InvalidEvent, parse_keyed_message
-from models.factors import FactorModel, to_messages, user_vector_message
-from streams.config import ConfigError, Settings
-from streams.state import home_partition
-from streams.topics import ensure_topics, keyed_topic_problems, partitions_of, topic_specs
+from strata.models.als import ALSParams, EncodedEvents, EventColumns, confidence_matrix, fit, merge_encoded
+from strata.models.events import Event, Forget, InvalidEvent, parse_keyed_message
+from strata.models.factors import FactorModel, to_messages, user_vector_message
+from strata.streams.config import ConfigError, Settings
+from strata.streams.state import home_partition
+from strata.streams.topics import ensure_topics, keyed_topic_problems, partitions_of, topic_specs
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +167,7 @@ def gc_paused():
 
 
 async def train_once(settings: Settings, params: ALSParams, progress=print) -> TrainReport:
-    from streams.replay import new_producer
+    from strata.streams.replay import new_producer
 
     report = TrainReport()
     await ensure_topics(settings)

@@ -18,17 +18,17 @@ from concurrent.futures import ThreadPoolExecutor
 from aiohttp import web as aiohttp_web
 from faust import web
 
-from models.learned import LearnedRanker as Ranker
-from models.profile import LAYERS
-from models.ranking import RankRequest, Recommendations
-from streams.app import (
+from strata.models.learned import LearnedRanker as Ranker
+from strata.models.profile import LAYERS
+from strata.models.ranking import RankRequest, Recommendations
+from strata.streams.app import (
     app, catalog, catalog_table, end_offsets, events_route, factor_feed, profile_counts, served_ranker, settings,
     shop_feed, user_to_profile, user_to_vector,
 )
-from streams import impressions
-from streams.batching import committed_offset, started_consumer
-from streams.metrics import metrics
-from streams.state import (
+from strata.streams import impressions
+from strata.streams.batching import committed_offset, started_consumer
+from strata.streams.metrics import metrics
+from strata.streams.state import (
     count_keys, partition_of, read_profile, read_user_vector, read_value, standby_lag, track_changelogs,
 )
 

@@ -34,7 +34,7 @@ def _time_full_collections(phase: str, info: dict) -> None:
     if phase == "start":
         _full_collection_began[:] = [time.perf_counter()]
     elif _full_collection_began:
-        from streams.metrics import metrics
+        from strata.streams.metrics import metrics
 
         metrics.gc_pauses.observe(time.perf_counter() - _full_collection_began.pop())
 
@@ -43,9 +43,9 @@ def build_worker(settings):
     """The Faust worker with our services, logging at `settings.log_level` (not started)."""
     import faust
 
-    from streams import agents, dashboard, ingest, views  # noqa: F401  (registers agents and views)
-    from streams.app import app, deadletters, end_offsets, factor_feed, shop_feed
-    from streams.feeds import EventLoopWatch
+    from strata.streams import agents, dashboard, ingest, views  # noqa: F401  (registers agents and views)
+    from strata.streams.app import app, deadletters, end_offsets, factor_feed, shop_feed
+    from strata.streams.feeds import EventLoopWatch
 
     # Bind (STRATA_WEB_HOST) and advertised URL are two settings: the group learns each worker's
     # canonical URL from its assignment metadata and table_route forwards requests there.
@@ -62,8 +62,8 @@ def build_worker(settings):
 def run_worker(settings) -> int:
     """Run the worker; the source topics must exist with our partition count (`streams.topics.
     ensure_topics`, before the group forms: Faust creates only its own changelog topics)."""
-    from streams.config import ConfigError
-    from streams.topics import keyed_topic_problems
+    from strata.streams.config import ConfigError
+    from strata.streams.topics import keyed_topic_problems
 
     problems = asyncio.run(keyed_topic_problems(settings))
     if problems:

@@ -29,7 +29,7 @@ def kafka_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def kafka(kafka_dir) -> str:
     """Bootstrap address of a real single-node Kafka, started for this session and stopped after it."""
-    from streams import kafka_local
+    from strata.streams import kafka_local
 
     env = {"STRATA_KAFKA_DIR": str(kafka_dir)}
     kafka_local.run("start", port=TEST_KAFKA_PORT, env=env)

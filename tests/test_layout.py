@@ -1,5 +1,6 @@
-"""The house's rules, checked on the source: `models/` never imports `streams/`, and no two modules
-import each other, directly or around a loop, at the top of a file or inside a function."""
+"""The house's rules, checked on the source: the project is imported through one namespace
+(`strata.models`, `strata.streams`), `models/` never imports `streams/`, and no two modules import
+each other, directly or around a loop, at the top of a file or inside a function."""
 from __future__ import annotations
 
 import ast
@@ -11,7 +12,7 @@ PACKAGES = ("models", "streams")
 
 def _imports() -> dict[str, set[str]]:
     """module → the project's modules it imports anywhere in its source."""
-    modules = {".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"): path
+    modules = {"strata." + ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"): path
                for pkg in PACKAGES for path in (ROOT / pkg).rglob("*.py")}
     graph: dict[str, set[str]] = {}
     for name, path in modules.items():
@@ -44,9 +45,23 @@ def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
+def test_the_project_is_imported_through_its_namespace_only():
+    """`import models` would find the checkout's directory only when the working directory is on
+    the path, and load a second copy of every module beside `strata.models`'s."""
+    found = []
+    for path in sorted(ROOT.rglob("*.py")):
+        if ".venv" in path.parts or "build" in path.parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
+            found += [f"{path.relative_to(ROOT)}:{node.lineno} {n}" for n in names if n.split(".")[0] in PACKAGES]
+    assert not found, found
+
+
 def test_models_never_import_streams():
     graph = _imports()
-    assert not {(m, d) for m, deps in graph.items() if m.startswith("models.") for d in deps if d.startswith("streams.")}
+    assert not {(m, d) for m, deps in graph.items() if m.startswith("strata.models") for d in deps if d.startswith("strata.streams")}
 
 
 def test_there_is_no_import_cycle():
@@ -59,14 +74,15 @@ def test_the_check_finds_a_cycle():
 
 def test_a_worker_imports_no_benchmark_and_no_evaluator():
     graph = _imports()
-    worker = {"streams.worker", "streams.agents", "streams.views", "streams.impressions", "streams.ingest", "streams.dashboard"}
+    worker = {f"strata.streams.{m}" for m in ("worker", "agents", "views", "impressions", "ingest", "dashboard")}
     seen, todo = set(), list(worker)
     while todo:
         module = todo.pop()
         if module not in seen:
             seen.add(module)
             todo += graph.get(module, ())
-    assert not {m for m in seen if m.startswith(("streams.benchmarks", "models.evaluation", "models.logs"))}
+    assert len(seen) > len(worker)  # the walk follows imports
+    assert not {m for m in seen if m.startswith(("strata.streams.benchmarks", "strata.models.evaluation", "strata.models.logs"))}
 
 
 def test_only_the_seam_reaches_into_faust_and_aiokafka():

@@ -29,8 +29,8 @@ HERE = Path(__file__).resolve().parents[2]
 def load_old(checkout: Path, into: Path):
     package = into / "oldmodels"
     shutil.copytree(checkout / "models", package)
-    for path in package.glob("*.py"):
-        text = re.sub(r"\b(from|import) models(\.| )", r"\1 oldmodels\2", path.read_text())
+    for path in package.rglob("*.py"):
+        text = re.sub(r"\b(from|import) (strata\.)?models(\.| )", r"\1 oldmodels\3", path.read_text())
         path.write_text(text)
     sys.path.insert(0, str(into))
     import oldmodels  # noqa: F401
@@ -82,7 +82,7 @@ def main() -> int:
     threadpool_limits(1)  # as a worker runs
     sys.path.insert(0, str(HERE))
     with tempfile.TemporaryDirectory() as tmp:
-        worlds = {"old": build(load_old(args.old, Path(tmp))), "new": build("models")}
+        worlds = {"old": build(load_old(args.old, Path(tmp))), "new": build("strata.models")}
         spent = {"old": 0.0, "new": 0.0}
         for r in range(args.rounds):
             for b in range(0, 400, 16):

@@ -33,7 +33,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from compare_ranking import load_old  # noqa: E402
-from streams.worker import tune_garbage_collector  # noqa: E402
+from strata.streams.worker import tune_garbage_collector  # noqa: E402
 
 Record = namedtuple("Record", "key value offset")
 PARTITIONS = 8
@@ -121,7 +121,7 @@ def main() -> None:
     args = parser.parse_args()
     if not (args.old / "models").is_dir():
         parser.error(f"{args.old} has no models/ package")
-    from models.logs.loaders import open_log
+    from strata.models.logs.loaders import open_log
 
     source = open_log(f"users=20000,items=5000,events={args.events}", "synthetic", seed=7)
     catalog_records, events = list(source.catalog()), list(source.events())
@@ -132,7 +132,7 @@ def main() -> None:
         rows = []
         for r in range(args.rounds):
             # Fetch by fetch, in alternating order, so that both see the same moments of the machine.
-            sides = {"old": HotPath(old, catalog_records), "new": HotPath("models", catalog_records)}
+            sides = {"old": HotPath(old, catalog_records), "new": HotPath("strata.models", catalog_records)}
             cpu = {"old": 0.0, "new": 0.0}
             for i, batch in enumerate(batches):
                 for name in ("old", "new") if (i + r) % 2 == 0 else ("new", "old"):

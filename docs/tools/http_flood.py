@@ -27,9 +27,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from streams.benchmarks.common import BenchWorker, forget_topics, free_port, machine_info  # noqa: E402
-from streams.benchmarks.stream import LOOP_LAG, _buckets, _produce_at_rate, percentiles_from_histogram  # noqa: E402
-from streams.config import Settings  # noqa: E402
+from strata.streams.benchmarks.common import BenchWorker, forget_topics, free_port, machine_info  # noqa: E402
+from strata.streams.benchmarks.stream import LOOP_LAG, _buckets, _produce_at_rate, percentiles_from_histogram  # noqa: E402
+from strata.streams.config import Settings  # noqa: E402
 
 USERS, ITEMS, BACKLOG = 20_000, 5_000, 60_000
 
@@ -102,10 +102,10 @@ def main() -> int:
     parser.add_argument("--json", metavar="OUT")
     args = parser.parse_args()
 
-    from models.als import ALSParams
-    from models.logs.loaders import open_log
-    from streams.replay import publish
-    from streams.trainer import train_once
+    from strata.models.als import ALSParams
+    from strata.models.logs.loaders import open_log
+    from strata.streams.replay import publish
+    from strata.streams.trainer import train_once
 
     base = Settings.from_env()
     app_id = f"flood-{uuid.uuid4().hex[:8]}"

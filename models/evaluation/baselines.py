@@ -34,9 +34,9 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from models.events import Event
-from models.popularity import DAY
-from models.evaluation.recommenders import BatchTrainer, LiveState, Ranking, Recommender, World, _fill, _top_k
+from strata.models.events import Event
+from strata.models.popularity import DAY
+from strata.models.evaluation.recommenders import BatchTrainer, LiveState, Ranking, Recommender, World, _fill, _top_k
 
 UNSEEN_SUFFIX = "-unseen"
 

@@ -27,15 +27,15 @@ import zlib
 from dataclasses import dataclass, field, replace
 from typing import Callable, Mapping, Sequence
 
-from models.catalog import Catalog
-from models.events import EVENT_TYPES, Event, InvalidEvent, parse_event
-from models.popularity import DAY
-from models.profile import ProfileParams
-from models.ranking import RankParams
-from models.evaluation.metrics import RankingScore, ndcg_at_k, paired_bootstrap
-from models.evaluation.recommenders import BatchTrainer, FixedLayersModel, Recommender, World
-from models.evaluation.registry import build_models
-from models import als
+from strata.models.catalog import Catalog
+from strata.models.events import EVENT_TYPES, Event, InvalidEvent, parse_event
+from strata.models.popularity import DAY
+from strata.models.profile import ProfileParams
+from strata.models.ranking import RankParams
+from strata.models.evaluation.metrics import RankingScore, ndcg_at_k, paired_bootstrap
+from strata.models.evaluation.recommenders import BatchTrainer, FixedLayersModel, Recommender, World
+from strata.models.evaluation.registry import build_models
+from strata.models import als
 
 EXCLUDE = ("in-view", "none", "purchased", "seen")
 ACTIVITY_BUCKETS: tuple[tuple[int, int | None], ...] = ((1, 4), (5, 19), (20, 99), (100, None))

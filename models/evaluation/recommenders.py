@@ -36,16 +36,16 @@ from typing import Iterable
 
 import numpy as np
 
-from models import als
-from models.catalog import Catalog
-from models.events import Event
-from models.factors import FactorModel
-from models.popularity import DAY, Popularity
-from models.profile import Profile, ProfileParams
-from models.learned import LAYER_TERMS, LearnedRanker, layer_mask, user_state
-from models.covisit import CoVisits
-from models.ranking import SHARE_BUCKET_NAMES, Ranker, RankParams, ShopRates, blend_user_vector
-from models.terms import LONG_WINDOW, TERMS, LearnParams, TermWeights
+from strata.models import als
+from strata.models.catalog import Catalog
+from strata.models.events import Event
+from strata.models.factors import FactorModel
+from strata.models.popularity import DAY, Popularity
+from strata.models.profile import Profile, ProfileParams
+from strata.models.learned import LAYER_TERMS, LearnedRanker, layer_mask, user_state
+from strata.models.covisit import CoVisits
+from strata.models.ranking import SHARE_BUCKET_NAMES, Ranker, RankParams, ShopRates, blend_user_vector
+from strata.models.terms import LONG_WINDOW, TERMS, LearnParams, TermWeights
 
 
 # -- what every model may know besides the events ---------------------------------

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Callable, Iterable
 
-from models.evaluation.baselines import BASELINE_MAKERS, EXTRA_MAKERS, Unseen, unseen_name
-from models.ranking import RankParams
-from models.evaluation.recommenders import (
+from strata.models.evaluation.baselines import BASELINE_MAKERS, EXTRA_MAKERS, Unseen, unseen_name
+from strata.models.ranking import RankParams
+from strata.models.evaluation.recommenders import (
     ALSModel, BatchTrainer, FixedLayersModel, PopularityModel, Recommender, RiverMFModel, StrataModel, World,
 )
 

@@ -525,7 +525,7 @@ class LogSource:
             yield obj
 
     def _events_synthetic(self) -> Iterator[dict]:
-        from models.logs.synthetic import generate
+        from strata.models.logs.synthetic import generate
 
         _, events = generate(self.synthetic_config)
         return _take(events, self.limit) if self.limit is not None else events
@@ -628,7 +628,7 @@ class LogSource:
             yield {"item_id": item, "category_id": category}
 
     def _catalog_synthetic(self) -> Iterator[dict]:
-        from models.logs.synthetic import generate
+        from strata.models.logs.synthetic import generate
 
         records, _ = generate(self.synthetic_config)
         return iter(records)
@@ -802,7 +802,7 @@ def _resolve_dir_or_file(path: Path, fmt: str, main: str) -> tuple[Path, Path]:
 
 
 def _parse_synthetic_spec(spec: str, seed: int):
-    from models.logs.synthetic import SyntheticConfig
+    from strata.models.logs.synthetic import SyntheticConfig
 
     fields = SyntheticConfig.__dataclass_fields__
     values: dict[str, Any] = {"seed": seed}

@@ -31,7 +31,7 @@ from typing import Iterator
 
 import numpy as np
 
-from models.events import EVENT_TYPES
+from strata.models.events import EVENT_TYPES
 
 TYPES: tuple[str, ...] = EVENT_TYPES  # the funnels below are in this order
 # P(type) for an event on a new item, and on an item the user came back to

@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from streams.config import Settings
-from streams.topics import delete_app_topics
+from strata.streams.config import Settings
+from strata.streams.topics import delete_app_topics
 
 LIBRARIES = ("faust-streaming", "aiokafka", "rocksdict", "numpy", "scipy", "implicit", "aiohttp", "orjson", "msgpack")
 
@@ -299,7 +299,7 @@ def bench_ingest_http(settings: Settings, *, url: str, events: int, batch: int, 
     """Synthetic events (fresh ids each run) posted to a running worker, `batch` a request."""
     import orjson
 
-    from models.logs.loaders import open_log
+    from strata.models.logs.loaders import open_log
 
     base = url.rstrip("/")
     status, health = _get_json(base + "/healthz", settings.auth_headers())
@@ -330,8 +330,8 @@ def bench_ingest_http(settings: Settings, *, url: str, events: int, batch: int, 
 
 
 def _fit_seconds(user_codes, item_codes, type_codes, ts, shape, params) -> dict:
-    from models.als import confidence_matrix, fit
-    from models.profile import ProfileParams
+    from strata.models.als import confidence_matrix, fit
+    from strata.models.profile import ProfileParams
 
     t0 = time.perf_counter()
     Cui = confidence_matrix(user_codes, item_codes, type_codes, ts, params=ProfileParams(), as_of=float(ts.max()), alpha=params.alpha, shape=shape)
@@ -342,9 +342,9 @@ def _fit_seconds(user_codes, item_codes, type_codes, ts, shape, params) -> dict:
 
 
 def bench_train_log(path: str, fmt: str, params) -> dict:
-    from models.als import encode_events
-    from models.events import parse_event
-    from models.logs.loaders import open_log
+    from strata.models.als import encode_events
+    from strata.models.events import parse_event
+    from strata.models.logs.loaders import open_log
 
     t0 = time.perf_counter()
     source = open_log(path, fmt)
@@ -361,12 +361,12 @@ def bench_profile_size(path: str, fmt: str, params) -> dict:
     built in-process with models/ exactly as the workers store them."""
     import numpy as np
 
-    from models.catalog import Catalog
-    from models.events import parse_event
-    from models.logs.loaders import open_log
-    from models.profile import build_profiles
+    from strata.models.catalog import Catalog
+    from strata.models.events import parse_event
+    from strata.models.logs.loaders import open_log
+    from strata.models.profile import build_profiles
 
-    from models.logs.loaders import LoaderError
+    from strata.models.logs.loaders import LoaderError
 
     try:
         source = open_log(path, fmt)
@@ -389,7 +389,7 @@ def bench_profile_size(path: str, fmt: str, params) -> dict:
 
 def bench_train_synthetic(users: int, items: int, events: int, params, seed: int = 0) -> dict:
     """ALS on the synthetic generator's stream (numpy chunks, no dicts): users × items × events."""
-    from models.logs.synthetic import SyntheticConfig, build_world, iter_chunks
+    from strata.models.logs.synthetic import SyntheticConfig, build_world, iter_chunks
 
     config = SyntheticConfig(users=users, items=items, events=events, seed=seed)
     t0 = time.perf_counter()
@@ -409,9 +409,9 @@ def bench_train_synthetic(users: int, items: int, events: int, params, seed: int
 def bench_snapshot_read(settings: Settings, events: int, users: int, items: int) -> dict:
     """Produce `events` synthetic events to a throwaway topic prefix, then time `strata train`'s
     snapshot read (streams.trainer.read_snapshot) of them."""
-    from models.logs.loaders import open_log
-    from streams.replay import publish
-    from streams.trainer import read_snapshot
+    from strata.models.logs.loaders import open_log
+    from strata.streams.replay import publish
+    from strata.streams.trainer import read_snapshot
 
     tag = f"bench-snap-{uuid.uuid4().hex[:8]}"
     env = {"STRATA_KAFKA_BOOTSTRAP": settings.kafka_bootstrap, "STRATA_APP_ID": tag, "STRATA_TOPIC_PREFIX": f"{tag}.",
@@ -444,7 +444,7 @@ class BenchWorker:
     def start(self) -> None:
         child = {k: v for k, v in os.environ.items() if not k.startswith("STRATA_")} | self.env
         self.log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "streams", "worker"], env=child, stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen([sys.executable, "-m", "strata.streams", "worker"], env=child, stdout=self.log, stderr=subprocess.STDOUT)
 
     def get(self, path: str) -> tuple[int, object]:
         try:
@@ -510,8 +510,8 @@ class BenchWorker:
 def bench_recovery(settings: Settings, users: int, events: int, partitions: int, keep: bool = False) -> dict:
     """Replay `events` synthetic events of `users` users into a fresh worker, stop it, delete its data
     dir, start it again and time until /healthz is ok and every profile is back (from the changelog)."""
-    from models.logs.loaders import open_log
-    from streams.replay import publish
+    from strata.models.logs.loaders import open_log
+    from strata.streams.replay import publish
 
     tag = f"bench-recovery-{uuid.uuid4().hex[:8]}"
     root = Path(tempfile.mkdtemp(prefix="strata-bench-recovery-"))

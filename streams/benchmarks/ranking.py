@@ -8,14 +8,14 @@ from typing import Any
 
 import numpy as np
 
-from models.covisit import CoVisits
-from models.events import EVENT_TYPES, Event
-from models.factors import FactorModel
-from models.learned import LearnedRanker
-from models.popularity import DAY, Popularity
-from models.profile import Profile, ProfileParams
-from models.ranking import DEFAULT_ALPHA, DEFAULT_REGULARIZATION, RankParams, RankRequest, Ranker
-from models.terms import TermWeights
+from strata.models.covisit import CoVisits
+from strata.models.events import EVENT_TYPES, Event
+from strata.models.factors import FactorModel
+from strata.models.learned import LearnedRanker
+from strata.models.popularity import DAY, Popularity
+from strata.models.profile import Profile, ProfileParams
+from strata.models.ranking import DEFAULT_ALPHA, DEFAULT_REGULARIZATION, RankParams, RankRequest, Ranker
+from strata.models.terms import TermWeights
 
 
 def bench_ranking(

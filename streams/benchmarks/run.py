@@ -6,14 +6,14 @@ import json
 import sys
 from pathlib import Path
 
-from models.als_params import ALSParams
-from streams.benchmarks.common import (
+from strata.models.als_params import ALSParams
+from strata.streams.benchmarks.common import (
     BenchError, bench_ingest_http, bench_profile_size, bench_recovery, bench_serve_http, bench_snapshot_read,
     bench_train_log, bench_train_synthetic, cpu_line, machine_info,
 )
-from streams.benchmarks.ranking import bench_ranking
-from streams.benchmarks.stream import run_bench, runs_line, summarise_runs, summary_line
-from streams.config import Settings
+from strata.streams.benchmarks.ranking import bench_ranking
+from strata.streams.benchmarks.stream import run_bench, runs_line, summarise_runs, summary_line
+from strata.streams.config import Settings
 
 
 def say(line: str) -> None:

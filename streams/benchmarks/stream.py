@@ -32,9 +32,9 @@ import uuid
 from dataclasses import replace
 from pathlib import Path
 
-from streams.benchmarks.common import BenchError, BenchWorker, cpu_per_unit, forget_topics, free_port, machine_info, summed, thread_cpu
-from streams.config import Settings
-from streams.metrics import LOOP_LAG_BUCKETS_S
+from strata.streams.benchmarks.common import BenchError, BenchWorker, cpu_per_unit, forget_topics, free_port, machine_info, summed, thread_cpu
+from strata.streams.config import Settings
+from strata.streams.metrics import LOOP_LAG_BUCKETS_S
 
 TARGET_EVENTS_PER_S = 50_000  # SPEC §7: the median over five runs
 LOOP_LAG = "strata_event_loop_lag_seconds"
@@ -111,7 +111,7 @@ async def _raw_consume(settings: Settings, topic: str, expected: int) -> tuple[i
     import orjson
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    from streams.topics import partitions_of
+    from strata.streams.topics import partitions_of
 
     consumer = AIOKafkaConsumer(
         **settings.aiokafka_kwargs(), group_id=None, enable_auto_commit=False, auto_offset_reset="earliest",
@@ -165,9 +165,9 @@ async def _produce_at_rate(settings: Settings, topic: str, events: list[dict], r
 def run_bench(base: Settings, events: int = 300_000, workers: int = 1, rate: float = 2000.0,
               latency_events: int | None = None, users: int = 20_000, items: int = 5_000,
               progress=print, keep: bool = False) -> dict:
-    from models.logs.loaders import open_log
-    from streams.replay import publish
-    from streams.topics import topic_specs
+    from strata.models.logs.loaders import open_log
+    from strata.streams.replay import publish
+    from strata.streams.topics import topic_specs
 
     app_id = f"bench-{uuid.uuid4().hex[:8]}"
     env = {

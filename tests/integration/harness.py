@@ -15,7 +15,7 @@ import uuid
 from pathlib import Path
 from typing import Callable
 
-from streams.config import Settings
+from strata.streams.config import Settings
 
 READY_TIMEOUT_S = 30.0
 
@@ -87,7 +87,7 @@ class Worker:
     """One `strata worker` process with its own data dir and web port."""
 
     def __init__(self, env: dict[str, str], data_dir: Path, port: int | None = None,
-                 command: tuple[str, ...] = ("-m", "streams", "worker")) -> None:
+                 command: tuple[str, ...] = ("-m", "strata.streams", "worker")) -> None:
         self.command = command  # the arguments to Python that run the worker
         self.env = {**env, "STRATA_DATA_DIR": str(data_dir), "STRATA_WEB_PORT": str(port or free_port())}
         self.settings = Settings.from_env(self.env)
@@ -179,14 +179,14 @@ class Worker:
 
 
 def publish(settings: Settings, catalog, events) -> "ReplaySummary":  # noqa: F821
-    from streams.replay import publish as _publish
+    from strata.streams.replay import publish as _publish
 
     return asyncio.run(_publish(settings, list(catalog), events, progress=False))
 
 
 async def _produce_raw(settings: Settings, messages: list[tuple]) -> None:
-    from streams.replay import new_producer
-    from streams.topics import ensure_topics, topic_specs
+    from strata.streams.replay import new_producer
+    from strata.streams.topics import ensure_topics, topic_specs
 
     await ensure_topics(settings)
     topic = topic_specs(settings)["events"].name
@@ -230,7 +230,7 @@ def read_topic(settings: Settings, topic: str, expected: int, timeout: float = 3
 
 def assert_profile_matches(body: dict, reference, params, rel: float = 1e-9) -> None:
     """The profile view equals the in-process `models/` profile to `rel` relative tolerance."""
-    from models.profile import LAYERS
+    from strata.models.profile import LAYERS
 
     assert body["as_of"] == reference.last_ts, (body["as_of"], reference.last_ts)
     for layer in LAYERS:
@@ -245,7 +245,7 @@ async def _group_lag(settings: Settings) -> dict[int, int]:
     from aiokafka import AIOKafkaConsumer, TopicPartition
     from aiokafka.admin import AIOKafkaAdminClient
 
-    from streams.topics import partitions_of, topic_specs
+    from strata.streams.topics import partitions_of, topic_specs
 
     topic = topic_specs(settings)["events"].name
     tps = [TopicPartition(topic, p) for p in await partitions_of(settings, topic)]
@@ -314,7 +314,7 @@ class BackgroundReplay:
         self._thread = threading.Thread(target=self._run, args=(settings, events, rate), daemon=True)
 
     def _run(self, settings, events, rate) -> None:
-        from streams.replay import publish as _publish
+        from strata.streams.replay import publish as _publish
 
         try:
             self.summary = asyncio.run(_publish(settings, [], events, rate=rate, progress=False))

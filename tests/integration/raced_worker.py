@@ -16,8 +16,8 @@ import sys
 
 from faust.types import TP
 
-from streams import batching
-from streams.cli import main
+from strata.streams import batching
+from strata.streams.cli import main
 
 
 def force_races(at: set[int]) -> None:

@@ -9,9 +9,9 @@ import time
 import orjson
 import pytest
 
-from models.catalog import Catalog
-from models.events import parse_event
-from models.profile import build_profiles
+from strata.models.catalog import Catalog
+from strata.models.events import parse_event
+from strata.models.profile import build_profiles
 from tests.integration.harness import Worker, assert_profile_matches, isolated_env, produce_raw, read_topic, wait_until
 
 pytestmark = pytest.mark.integration

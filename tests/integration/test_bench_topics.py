@@ -5,8 +5,8 @@ import asyncio
 
 import pytest
 
-from streams.config import Settings
-from streams.topics import delete_app_topics, ensure_topics
+from strata.streams.config import Settings
+from strata.streams.topics import delete_app_topics, ensure_topics
 from tests.integration.harness import isolated_env, wait_until
 
 pytestmark = pytest.mark.integration

@@ -9,11 +9,11 @@ import time
 
 import pytest
 
-from models.catalog import Catalog
-from models.events import parse_event
-from models.logs.loaders import open_log
-from models.profile import build_profiles
-from streams import kafka_local
+from strata.models.catalog import Catalog
+from strata.models.events import parse_event
+from strata.models.logs.loaders import open_log
+from strata.models.profile import build_profiles
+from strata.streams import kafka_local
 from tests.integration.harness import (
     Worker,
     broker_port_pair,

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from models.logs.loaders import open_log
+from strata.models.logs.loaders import open_log
 from tests.integration.harness import Worker, isolated_env, produce_raw, publish, shop_state_caught_up, wait_until
 
 pytestmark = pytest.mark.integration

@@ -13,10 +13,10 @@ import time
 
 import pytest
 
-from models.catalog import Catalog
-from models.events import parse_event
-from models.logs.loaders import open_log
-from models.profile import build_profiles
+from strata.models.catalog import Catalog
+from strata.models.events import parse_event
+from strata.models.logs.loaders import open_log
+from strata.models.profile import build_profiles
 from tests.integration.harness import (
     BackgroundReplay,
     Worker,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from models.logs.loaders import open_log
+from strata.models.logs.loaders import open_log
 from tests.integration.harness import Worker, group_caught_up, isolated_env, publish, wait_until
 
 pytestmark = pytest.mark.integration

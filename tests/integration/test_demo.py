@@ -17,7 +17,7 @@ EVENTS = 1_500
 
 def _demo(env: dict[str, str]) -> str:
     child = {k: v for k, v in os.environ.items() if not k.startswith("STRATA_")} | env
-    done = subprocess.run([sys.executable, "-m", "streams", "demo", "--users", "40", "--events", str(EVENTS), "--rate", "50000"],
+    done = subprocess.run([sys.executable, "-m", "strata.streams", "demo", "--users", "40", "--events", str(EVENTS), "--rate", "50000"],
                           env=child, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done.stdout

@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from models.events import parse_event
+from strata.models.events import parse_event
 from tests.integration.harness import Worker, isolated_env, publish, wait_until
 
 pytestmark = pytest.mark.integration
@@ -96,8 +96,8 @@ def other_shoppers(rng: random.Random, users: int = 60, each: int = 40) -> list[
 async def _send_acknowledged(settings, events: list[dict]) -> float:
     """Produce `events` keyed by user (as `strata replay` does) and return the monotonic time at
     which the broker acknowledged the last of them."""
-    from streams.replay import new_producer
-    from streams.topics import ensure_topics
+    from strata.streams.replay import new_producer
+    from strata.streams.topics import ensure_topics
 
     await ensure_topics(settings)
     producer = new_producer(settings)

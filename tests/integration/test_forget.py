@@ -17,13 +17,13 @@ import time
 import numpy as np
 import pytest
 
-from models.catalog import Catalog
-from models.events import parse_event
-from models.logs.loaders import open_log
-from models.profile import build_profiles
-from streams.topics import topic_specs
-from models.factors import user_vector_message
-from streams.trainer import read_snapshot
+from strata.models.catalog import Catalog
+from strata.models.events import parse_event
+from strata.models.logs.loaders import open_log
+from strata.models.profile import build_profiles
+from strata.streams.topics import topic_specs
+from strata.models.factors import user_vector_message
+from strata.streams.trainer import read_snapshot
 from tests.integration.harness import (
     Worker,
     assert_all_profiles_match,
@@ -41,7 +41,7 @@ pytestmark = pytest.mark.integration
 async def _read_to_end(settings, topic: str) -> list:
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    from streams.topics import partitions_of
+    from strata.streams.topics import partitions_of
 
     consumer = AIOKafkaConsumer(**settings.aiokafka_kwargs(), group_id=None, enable_auto_commit=False)
     await consumer.start()
@@ -102,11 +102,11 @@ def test_forget_removes_the_user_everywhere(kafka, tmp_path):
 
         cli_env = {k: v for k, v in os.environ.items() if not k.startswith("STRATA_")}
         cli_env.update(worker.env)
-        done = subprocess.run([sys.executable, "-m", "streams", "forget", user], env=cli_env, capture_output=True, text=True, timeout=60)
+        done = subprocess.run([sys.executable, "-m", "strata.streams", "forget", user], env=cli_env, capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stderr
         assert "retention" in done.stdout  # says plainly that the raw events stay on the topic
         assert "no profile" not in done.stderr
-        typo = subprocess.run([sys.executable, "-m", "streams", "forget", user + "-typo"], env=cli_env, capture_output=True,
+        typo = subprocess.run([sys.executable, "-m", "strata.streams", "forget", user + "-typo"], env=cli_env, capture_output=True,
                               text=True, timeout=60)
         assert typo.returncode == 0 and f"held no profile for '{user}-typo'" in typo.stderr, typo
 
@@ -154,7 +154,7 @@ def test_forget_removes_the_user_everywhere(kafka, tmp_path):
 
 
 async def _send(settings, topic: str, key: bytes, value: bytes) -> None:
-    from streams.replay import new_producer
+    from strata.streams.replay import new_producer
 
     producer = new_producer(settings)
     await producer.start()
@@ -175,7 +175,7 @@ def test_a_forget_between_a_users_events_in_one_fetched_batch(kafka, tmp_path):
     """Events, a forget and more events of one user, produced at once to an idle worker, so that
     its next fetch takes them together: the profile holds the events after the forget and
     nothing before, and the other user is untouched."""
-    from models.events import Event, Forget
+    from strata.models.events import Event, Forget
 
     env = isolated_env(kafka, "forgetbatch")
     worker = Worker(env, tmp_path / "data")

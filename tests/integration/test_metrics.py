@@ -14,8 +14,8 @@ from collections import Counter
 
 import pytest
 
-from models.logs.loaders import open_log
-from models.terms import TERMS
+from strata.models.logs.loaders import open_log
+from strata.models.terms import TERMS
 from tests.integration.harness import Worker, group_caught_up, isolated_env, produce_raw, publish, read_topic, wait_until
 
 pytestmark = pytest.mark.integration
@@ -51,7 +51,7 @@ def bad_messages(now: float) -> tuple[list[tuple[bytes | None, bytes]], Counter]
 def strata(env: dict, *args: str) -> subprocess.CompletedProcess:
     child = {k: v for k, v in os.environ.items() if not k.startswith("STRATA_")}
     child.update(env)
-    return subprocess.run([sys.executable, "-m", "streams", *args], env=child, capture_output=True, text=True, timeout=180)
+    return subprocess.run([sys.executable, "-m", "strata.streams", *args], env=child, capture_output=True, text=True, timeout=180)
 
 
 def lag_rows(output: str, topic: str) -> dict[int, tuple[int, int, int]]:

@@ -23,9 +23,9 @@ import numpy as np
 import orjson
 import pytest
 
-from models.factors import FactorModel, to_messages
-from streams.state import home_partition
-from streams.topics import topic_specs
+from strata.models.factors import FactorModel, to_messages
+from strata.streams.state import home_partition
+from strata.streams.topics import topic_specs
 from tests.integration.harness import Worker, isolated_env, read_topic, wait_until
 
 pytestmark = pytest.mark.integration
@@ -44,8 +44,8 @@ def normal(user: str, first: int, n: int) -> list[tuple]:
 
 
 async def _produce(settings, topic_key: str, messages) -> None:
-    from streams.replay import new_producer
-    from streams.topics import ensure_topics
+    from strata.streams.replay import new_producer
+    from strata.streams.topics import ensure_topics
 
     await ensure_topics(settings)
     producer = new_producer(settings)
@@ -132,7 +132,7 @@ def poisoned(kafka, tmp_path_factory):
 def strata(worker, *args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("STRATA_")}
     env.update(worker.env)
-    return subprocess.run([sys.executable, "-m", "streams", *args], env=env, capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", "strata.streams", *args], env=env, capture_output=True, text=True, timeout=120)
 
 
 def dead_letters(worker, expected: int) -> list[dict]:
@@ -276,13 +276,13 @@ def test_a_worker_and_the_trainer_refuse_an_events_topic_with_another_partition_
     produce(raised, "events", [])  # creates the topics with 6 partitions, as if the count was raised
     child = {k: v for k, v in os.environ.items() if not k.startswith("STRATA_")}
     child.update(env, STRATA_DATA_DIR=str(tmp_path / "data"))
-    done = subprocess.run([sys.executable, "-m", "streams", "worker"], env=child, capture_output=True, text=True, timeout=60)
+    done = subprocess.run([sys.executable, "-m", "strata.streams", "worker"], env=child, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2, done.stdout + done.stderr
     assert "has 6 partitions, STRATA_PARTITIONS says 4" in done.stderr
-    trained = subprocess.run([sys.executable, "-m", "streams", "train", "--factors", "2", "--iterations", "1"],
+    trained = subprocess.run([sys.executable, "-m", "strata.streams", "train", "--factors", "2", "--iterations", "1"],
                              env=child, capture_output=True, text=True, timeout=60)
     assert trained.returncode == 2 and "has 6 partitions, STRATA_PARTITIONS says 4" in trained.stderr, trained.stderr
-    checked = subprocess.run([sys.executable, "-m", "streams", "topics", "--check"], env=child, capture_output=True, text=True, timeout=60)
+    checked = subprocess.run([sys.executable, "-m", "strata.streams", "topics", "--check"], env=child, capture_output=True, text=True, timeout=60)
     assert checked.returncode != 0 and "6 partitions" in checked.stderr and "Traceback" not in checked.stderr, checked.stderr
 
 

@@ -6,10 +6,10 @@ import time
 
 import pytest
 
-from models.catalog import Catalog
-from models.events import parse_event
-from models.logs.loaders import open_log
-from models.profile import build_profiles
+from strata.models.catalog import Catalog
+from strata.models.events import parse_event
+from strata.models.logs.loaders import open_log
+from strata.models.profile import build_profiles
 from tests.conftest import data_file
 from tests.integration.harness import Worker, assert_profile_matches, isolated_env, produce_raw, publish, read_topic, wait_until
 

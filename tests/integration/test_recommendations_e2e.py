@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from models.logs.loaders import open_log
+from strata.models.logs.loaders import open_log
 from tests.integration.harness import Worker, isolated_env, publish, wait_until
 
 pytestmark = pytest.mark.integration
@@ -20,7 +20,7 @@ def strata(worker: Worker, *args: str) -> subprocess.CompletedProcess:
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("STRATA_")}
     env.update(worker.env)
-    return subprocess.run([sys.executable, "-m", "streams", *args], env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-m", "strata.streams", *args], env=env, capture_output=True, text=True, timeout=300)
 
 
 def model_version(worker: Worker):
@@ -229,8 +229,8 @@ def test_swap_under_load_never_fails_nor_goes_back(trained):
 def test_corrupt_factors_are_refused_and_the_last_version_survives_a_restart(trained):
     import numpy as np
 
-    from models.factors import FactorModel, to_messages
-    from streams.replay import new_producer
+    from strata.models.factors import FactorModel, to_messages
+    from strata.streams.replay import new_producer
 
     worker, _, _ = trained
     serving = model_version(worker)

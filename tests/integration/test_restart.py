@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from models.logs.loaders import open_log
+from strata.models.logs.loaders import open_log
 from tests.integration.harness import READY_TIMEOUT_S, Worker, all_profiles, isolated_env, publish, wait_until
 
 pytestmark = pytest.mark.integration

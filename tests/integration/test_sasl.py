@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from models.logs.loaders import open_log
-from streams import kafka_local
+from strata.models.logs.loaders import open_log
+from strata.streams import kafka_local
 from tests.conftest import TEST_KAFKA_PORT
 from tests.integration.harness import Worker, isolated_env, wait_until
 
@@ -38,7 +38,7 @@ def secure_broker(tmp_path_factory):
 
 def _strata(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     child = {k: v for k, v in os.environ.items() if not k.startswith("STRATA_")} | env
-    return subprocess.run([sys.executable, "-m", "streams", *args], env=child, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "strata.streams", *args], env=child, capture_output=True, text=True, timeout=timeout)
 
 
 def test_worker_replay_and_train_work_through_sasl_ssl(secure_broker, tmp_path):

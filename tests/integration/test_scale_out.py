@@ -17,10 +17,10 @@ import time
 
 import pytest
 
-from models.catalog import Catalog
-from models.events import parse_event
-from models.logs.loaders import open_log
-from models.profile import build_profiles
+from strata.models.catalog import Catalog
+from strata.models.events import parse_event
+from strata.models.logs.loaders import open_log
+from strata.models.profile import build_profiles
 from tests.integration.harness import (
     Worker,
     assert_all_profiles_match,
@@ -104,7 +104,7 @@ def train(worker: Worker) -> None:
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("STRATA_")}
     env.update(worker.env)
-    result = subprocess.run([sys.executable, "-m", "streams", "train", "--factors", "8", "--iterations", "3"],
+    result = subprocess.run([sys.executable, "-m", "strata.streams", "train", "--factors", "8", "--iterations", "3"],
                             env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
 

@@ -10,9 +10,9 @@ import sys
 
 import pytest
 
-from models.logs.loaders import open_log
-from streams import kafka_local
-from streams.config import Settings
+from strata.models.logs.loaders import open_log
+from strata.streams import kafka_local
+from strata.streams.config import Settings
 from tests.integration.harness import broker_port_pair, isolated_env, publish, wait_until
 
 pytestmark = pytest.mark.integration
@@ -35,7 +35,7 @@ def test_train_every_survives_a_broker_restart(tmp_path):
         child_env.update(env, PYTHONUNBUFFERED="1")
         with open(out_path, "wb") as out:
             trainer = subprocess.Popen(
-                [sys.executable, "-m", "streams", "train", "--every", "1s", "--factors", "4", "--iterations", "2"],
+                [sys.executable, "-m", "strata.streams", "train", "--every", "1s", "--factors", "4", "--iterations", "2"],
                 env=child_env, stdout=out, stderr=subprocess.STDOUT,
             )
 

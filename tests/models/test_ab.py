@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from models.ab import (
+from strata.models.ab import (
     SRM_P, UserTotals, Variant, assign, format_report, parse_variants, report, sample_ratio, variant_theta,
 )
-from models.learned import LAYER_TERMS
-from models.terms import TERMS, theta0
+from strata.models.learned import LAYER_TERMS
+from strata.models.terms import TERMS, theta0
 
 USERS = [f"u{n}" for n in range(10_000)]
 

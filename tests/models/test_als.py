@@ -8,7 +8,7 @@ import pytest
 import scipy.sparse as sp
 from hypothesis import given, settings, strategies as st
 
-from models.als import (
+from strata.models.als import (
     ALSParams,
     EventColumns,
     confidence_matrix,
@@ -20,9 +20,9 @@ from models.als import (
     item_weights_from_events,
     merge_encoded,
 )
-from models.catalog import Catalog
-from models.events import EVENT_TYPES, Event
-from models.profile import ProfileParams, build_profiles
+from strata.models.catalog import Catalog
+from strata.models.events import EVENT_TYPES, Event
+from strata.models.profile import ProfileParams, build_profiles
 
 T0 = 1_500_000_000.0
 NO_CAP = ProfileParams(caps={"item": 10**6, "domain": 10**6, "overall": 10**6}, dedup_horizon_s=365 * 86_400.0)  # events in any order

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from hypothesis import given, settings, strategies as st
 
-from models.attribution import EXPIRED, MAX_SERVED, NOT_IN_LIST, UNKNOWN, attribute, passed_over, remember
-from models.events import Event, Served
-from models.profile import Profile, ProfileParams
+from strata.models.attribution import EXPIRED, MAX_SERVED, NOT_IN_LIST, UNKNOWN, attribute, passed_over, remember
+from strata.models.events import Event, Served
+from strata.models.profile import Profile, ProfileParams
 
 W = 1800.0
 

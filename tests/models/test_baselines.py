@@ -10,11 +10,11 @@ import random
 
 import pytest
 
-from models.catalog import Catalog
-from models.events import Event
-from models.popularity import DAY
-from models.evaluation.recommenders import Recommender, World
-from models.evaluation.baselines import (
+from strata.models.catalog import Catalog
+from strata.models.events import Event
+from strata.models.popularity import DAY
+from strata.models.evaluation.recommenders import Recommender, World
+from strata.models.evaluation.baselines import (
     BASELINE_MAKERS, EXTRA_MAKERS, CovisitModel, DecayedRepeatModel, RecentModel, SKNNModel, Unseen, unseen_name, with_unseen,
 )
 

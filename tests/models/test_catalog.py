@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from collections import UserDict
 
-from models.catalog import ROOT_UNKNOWN, Catalog
+from strata.models.catalog import ROOT_UNKNOWN, Catalog
 
 
 class LiveParents(UserDict):

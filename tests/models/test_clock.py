@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from models.clock import ShopClock
+from strata.models.clock import ShopClock
 
 
 def test_one_far_ahead_event_does_not_move_the_clock_but_depth_of_them_do():

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from models.events import MAX_SERVED_ITEMS, Event, Forget, InvalidEvent, Served, parse_keyed_message, parse_message
+from strata.models.events import MAX_SERVED_ITEMS, Event, Forget, InvalidEvent, Served, parse_keyed_message, parse_message
 
 NOW = 1_700_000_000.0
 

@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from models.covisit import CoVisits
+from strata.models.covisit import CoVisits
 
 H = 14 * 86_400.0
 

@@ -6,12 +6,12 @@ import math
 
 import pytest
 
-from models.catalog import Catalog
-from models.evaluation.prequential import Dataset, Protocol, evaluate, format_table, prequential
-from models.ranking import RankParams, format_rank_params, parse_rank_params
-from models.events import Event
-from models.evaluation.recommenders import BatchTrainer, Recommender, World
-from models.evaluation.registry import MODEL_NAMES, build_models
+from strata.models.catalog import Catalog
+from strata.models.evaluation.prequential import Dataset, Protocol, evaluate, format_table, prequential
+from strata.models.ranking import RankParams, format_rank_params, parse_rank_params
+from strata.models.events import Event
+from strata.models.evaluation.recommenders import BatchTrainer, Recommender, World
+from strata.models.evaluation.registry import MODEL_NAMES, build_models
 from tests.models.test_recommenders import ALS, CATALOG, T0, small_log
 
 
@@ -186,7 +186,7 @@ def test_rank_params_round_trip():
 
 # -- the command line ------------------------------------------------------------------
 def run_cli(capsys, *args):
-    from streams.cli import main
+    from strata.streams.cli import main
 
     try:
         code = main(["evaluate", *args])
@@ -238,7 +238,7 @@ def test_cli_end_to_end(capsys, tmp_path):
 
 
 def test_tuning_never_looks_at_the_second_half():
-    from models.evaluation.prequential import tune
+    from strata.models.evaluation.prequential import tune
 
     events = small_log(300)
     mid = events[0].ts + (events[-1].ts - events[0].ts) / 2

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from models.events import EVENT_TYPES, MAX_FUTURE_S, MAX_ID_LEN, InvalidEvent, _checked_event, parse_event
+from strata.models.events import EVENT_TYPES, MAX_FUTURE_S, MAX_ID_LEN, InvalidEvent, _checked_event, parse_event
 
 NOW = 1_700_000_000.0
 
@@ -76,7 +76,7 @@ def test_valid_events_are_accepted_as_given(obj):
 
 @pytest.mark.parametrize("ts", [-1, -0.5, -1e-9, float("-inf")])
 def test_a_time_before_1970_is_refused(ts):
-    from models.events import InvalidEvent, parse_event
+    from strata.models.events import InvalidEvent, parse_event
 
     with pytest.raises(InvalidEvent) as info:
         parse_event({"event_id": "e", "user_id": "u", "item_id": "i", "type": "view", "ts": ts}, 1e9)

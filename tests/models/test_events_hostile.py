@@ -7,7 +7,7 @@ import json
 import orjson
 from hypothesis import given, settings, strategies as st
 
-from models.events import Event, Forget, InvalidEvent, Served, parse_keyed_message
+from strata.models.events import Event, Forget, InvalidEvent, Served, parse_keyed_message
 
 NOW = 1_700_000_000.0
 GOOD = {"event_id": "e1", "user_id": "u1", "item_id": "i1", "type": "view", "ts": NOW - 10}
@@ -119,7 +119,7 @@ def test_arbitrary_json_documents_are_a_record_or_a_reason(doc):
 def test_every_problem_is_listed_and_the_first_is_the_reason_parsing_gives(changes):
     """`event_problems` (HTTP ingest answers with all of them) agrees with `parse_event`: no problem
     exactly when the event is accepted, and its first problem is the reason parsing stops at."""
-    from models.events import event_problems, parse_event
+    from strata.models.events import event_problems, parse_event
 
     obj = json.loads(json.dumps({**GOOD, **changes}))
     problems = event_problems(obj, NOW)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from models.factors import CorruptFactors, FactorAssembler, FactorLimits, FactorModel, to_messages
+from strata.models.factors import CorruptFactors, FactorAssembler, FactorLimits, FactorModel, to_messages
 
 NOW_MS = int(time.time() * 1000)
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from models.als import fold_in, gram
-from models.factors import CorruptFactors, FactorAssembler, FactorModel, to_messages
+from strata.models.als import fold_in, gram
+from strata.models.factors import CorruptFactors, FactorAssembler, FactorModel, to_messages
 
 PARAMS = {"als": {"factors": 8, "regularization": 0.05, "alpha": 10.0, "iterations": 15, "seed": 0},
           "trained_at": 1_700_000_000.5, "snapshot": {"events": 1234, "as_of": 1_699_999_999.0}}

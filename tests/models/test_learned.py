@@ -4,14 +4,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.covisit import CoVisits
-from models.events import Event
-from models.factors import FactorModel
-from models.learned import LAYER_TERMS, LearnedRanker, feedback, user_state
-from models.popularity import Popularity
-from models.profile import Profile, ProfileParams
-from models.ranking import RankParams, RankRequest
-from models.terms import TERMS, T, TermWeights
+from strata.models.covisit import CoVisits
+from strata.models.events import Event
+from strata.models.factors import FactorModel
+from strata.models.learned import LAYER_TERMS, LearnedRanker, feedback, user_state
+from strata.models.popularity import Popularity
+from strata.models.profile import Profile, ProfileParams
+from strata.models.ranking import RankParams, RankRequest
+from strata.models.terms import TERMS, T, TermWeights
 
 T0 = 1_700_000_000.0
 PP = ProfileParams()
@@ -157,7 +157,7 @@ def test_a_served_list_teaches_theta_the_item_acted_on_over_those_passed_over():
     """list_feedback: the item acted on is the positive, the items shown and not touched since the
     list was served are the negatives, weighted by β(type) / β(click); an item touched since is no
     negative."""
-    from models.learned import list_feedback
+    from strata.models.learned import list_feedback
 
     ranker, profile, _ = _shop()
     theta = ranker.weights.theta.copy()
@@ -177,7 +177,7 @@ def test_a_served_list_teaches_theta_the_item_acted_on_over_those_passed_over():
 
 
 def test_only_the_top_of_a_long_list_is_explained():
-    from models.learned import EXPLAIN_TOP
+    from strata.models.learned import EXPLAIN_TOP
 
     ranker, profile, pop = _shop()
     for n in range(EXPLAIN_TOP + 20):

@@ -9,8 +9,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from models.events import EVENT_TYPES, InvalidEvent, parse_event
-from models.logs.loaders import FORMATS, LoaderError, open_log
+from strata.models.events import EVENT_TYPES, InvalidEvent, parse_event
+from strata.models.logs.loaders import FORMATS, LoaderError, open_log
 
 NOW = 2e9
 DATA = Path(os.environ.get("STRATA_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
@@ -478,7 +478,7 @@ def test_tree_records_are_always_a_closed_forest():
     from hypothesis import given, settings
     from hypothesis import strategies as st
 
-    from models.logs.loaders import _tree_records
+    from strata.models.logs.loaders import _tree_records
 
     ids = st.sampled_from([str(i) for i in range(12)])
 

@@ -6,10 +6,10 @@ import math
 
 from hypothesis import given, settings, strategies as st
 
-from models.catalog import Catalog
-from models.events import Event
-from models.popularity import DAY, Popularity, popular_items
-from models.profile import ProfileParams
+from strata.models.catalog import Catalog
+from strata.models.events import Event
+from strata.models.popularity import DAY, Popularity, popular_items
+from strata.models.profile import ProfileParams
 
 T0 = 1_600_000_000.0
 H = DAY

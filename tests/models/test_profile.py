@@ -6,9 +6,9 @@ import math
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from models.catalog import ROOT_UNKNOWN, Catalog
-from models.events import EVENT_TYPES, Event
-from models.profile import DAY, LAYERS, MAX_PURCHASES, MAX_SEEN, Profile, ProfileParams, TooLate, build_profiles
+from strata.models.catalog import ROOT_UNKNOWN, Catalog
+from strata.models.events import EVENT_TYPES, Event
+from strata.models.profile import DAY, LAYERS, MAX_PURCHASES, MAX_SEEN, Profile, ProfileParams, TooLate, build_profiles
 
 #: a de-duplication horizon longer than any generated events' span: within it, order does not matter
 PARAMS = ProfileParams(dedup_horizon_s=1_000 * DAY)
@@ -107,7 +107,7 @@ def test_the_window_search_is_membership(window, h, straddle):
     import sys
     from array import array
 
-    from models.profile import _holds
+    from strata.models.profile import _holds
 
     recent = array("Q", window)
     raw = recent.tobytes()
@@ -325,7 +325,7 @@ def test_the_python_and_numpy_time_columns_are_the_same_bytes(columns):
     """The time columns have a plain-Python implementation (one column at a time, fast for few
     times) and a numpy one (every column of a batch at once); on any input they accept the same
     times and give the same bytes."""
-    from models.profile import _time_column_py, _time_columns_np
+    from strata.models.profile import _time_column_py, _time_columns_np
 
     Ts, times, bounds = [], [], [0]
     for T, offsets in columns:
@@ -344,7 +344,7 @@ millisecond_events_st = events_st.map(lambda events: [e._replace(ts=round(e.ts, 
 def test_profiles_encoded_together_are_the_bytes_of_each(event_lists):
     """A micro-batch encodes its profiles together (`encode_profiles`); each one's bytes are
     what it gives alone, and read back to it."""
-    from models.profile import encode_profiles
+    from strata.models.profile import encode_profiles
 
     profiles = [_profile(events) for events in event_lists]
     profiles += [Profile()]  # nothing learned: no times, no T
@@ -421,7 +421,7 @@ def test_a_profile_at_the_default_caps_fits_4_kib():
 
 def _pack_times(T: float | None, times: list[float]) -> bytes:
     """One time column, as the encoder writes it for a profile with last time T."""
-    from models.profile import _pack_time_columns
+    from strata.models.profile import _pack_time_columns
 
     return _pack_time_columns([T], times, [0, len(times)])[0]
 
@@ -430,7 +430,7 @@ def _v3_bytes(p: Profile) -> bytes:
     """The third encoding (per layer its keys, float32 weights and times), as workers before version 4 wrote it."""
     import msgpack
 
-    from models.profile import _f32_column, _little_endian, _pack_keys
+    from strata.models.profile import _f32_column, _little_endian, _pack_keys
 
     T = p.last_ts
     layers = [[_pack_keys(list(p.w[l])), _f32_column(list(p.w[l].values())), _pack_times(T, list(p.t[l].values()))] for l in LAYERS]
@@ -472,7 +472,7 @@ def test_the_documented_defaults_by_hand():
 
 def test_the_item_cap_keeps_the_last_items_touched_however_light():
     """Old purchases outweigh today's views, yet the ranker's recent items are never dropped."""
-    from models.profile import KEEP_RECENT
+    from strata.models.profile import KEEP_RECENT
 
     params = ProfileParams(caps={"item": 30, "domain": 50, "overall": 20})
     p = Profile()

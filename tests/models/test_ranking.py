@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from models.catalog import Catalog
-from models.events import EVENT_TYPES, Event
-from models.popularity import DAY, Popularity
-from models.profile import Profile, ProfileParams
-from models.ranking import (
+from strata.models.catalog import Catalog
+from strata.models.events import EVENT_TYPES, Event
+from strata.models.popularity import DAY, Popularity
+from strata.models.profile import Profile, ProfileParams
+from strata.models.ranking import (
     RankParams,
     RankRequest,
     Ranker,
@@ -348,7 +348,7 @@ def test_top_indices_is_exact(seed, n, decimals, inf_share, nan_share, size):
 
 
 def test_with_the_real_factor_model():
-    from models import factors
+    from strata.models import factors
     stand_in = _model()
     model = factors.FactorModel(7, stand_in.item_ids, stand_in.Y, {"als": {"alpha": 3.0, "regularization": 0.2}})
     ranker = Ranker(model, CATALOG.category_of, CATALOG.root_of, RP)

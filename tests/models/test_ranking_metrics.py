@@ -6,7 +6,7 @@ import math
 import pytest
 from hypothesis import given, strategies as st
 
-from models.evaluation.metrics import RankingScore, coverage, hit_rank, hr_at_k, mrr_at_k, ndcg_at_k
+from strata.models.evaluation.metrics import RankingScore, coverage, hit_rank, hr_at_k, mrr_at_k, ndcg_at_k
 
 
 @pytest.mark.parametrize(
@@ -68,7 +68,7 @@ def test_metric_bounds_and_order(ranking, target, k):
 
 
 def test_paired_bootstrap_brackets_the_mean_difference():
-    from models.evaluation.metrics import paired_bootstrap
+    from strata.models.evaluation.metrics import paired_bootstrap
 
     same = paired_bootstrap([0.5] * 50, [0.25] * 50)
     assert same["delta"] == 0.25 and same["ci95"] == [0.25, 0.25] and same["targets"] == 50

@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, strategies as st
 
-from models.events import Event
-from models.profile import Profile, ProfileParams
-from models.ranking import RankParams, repeat_propensity
+from strata.models.events import Event
+from strata.models.profile import Profile, ProfileParams
+from strata.models.ranking import RankParams, repeat_propensity
 from tests.models.test_ranking import CATALOG, ITEMS, T0, _recommend, _ranker
 
 PP = ProfileParams()

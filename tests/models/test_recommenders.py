@@ -5,12 +5,12 @@ import random
 
 import pytest
 
-from models.als import ALSParams
-from models.catalog import Catalog
-from models.events import Event
-from models.popularity import DAY
-from models.evaluation.recommenders import BatchTrainer, Recommender, World
-from models.evaluation.registry import MODEL_NAMES, build_models
+from strata.models.als import ALSParams
+from strata.models.catalog import Catalog
+from strata.models.events import Event
+from strata.models.popularity import DAY
+from strata.models.evaluation.recommenders import BatchTrainer, Recommender, World
+from strata.models.evaluation.registry import MODEL_NAMES, build_models
 
 T0 = 1_600_000_000.0
 CATS = {f"c{n}": ("r0" if n < 3 else "r1") for n in range(6)}

@@ -8,10 +8,10 @@ import math
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from models.events import Event
-from models.popularity import Popularity
-from models.profile import Profile, ProfileParams
-from models.ranking import SHARE_BUCKETS, RankParams, ShopRates, layer_weights, share_bucket
+from strata.models.events import Event
+from strata.models.popularity import Popularity
+from strata.models.profile import Profile, ProfileParams
+from strata.models.ranking import SHARE_BUCKETS, RankParams, ShopRates, layer_weights, share_bucket
 from tests.models.test_ranking import CATALOG, ITEMS, T0, _profile, profile_events_st
 
 PP = ProfileParams()

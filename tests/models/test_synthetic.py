@@ -7,8 +7,8 @@ from itertools import islice
 import numpy as np
 import pytest
 
-from models.events import parse_event
-from models.logs.synthetic import TYPES, SyntheticConfig, generate, iter_chunks
+from strata.models.events import parse_event
+from strata.models.logs.synthetic import TYPES, SyntheticConfig, generate, iter_chunks
 
 SMALL = SyntheticConfig(users=300, items=3_000, roots=4, categories_per_root=6, events=60_000, seed=7)
 

@@ -6,12 +6,12 @@ import math
 import numpy as np
 import pytest
 
-from models.blend import TermRanker, UserState
-from models.covisit import CoVisits
-from models.events import Event
-from models.popularity import Popularity
-from models.profile import Profile, ProfileParams
-from models.terms import TERMS, LearnParams, T, TermWeights, recency_onehot, theta0
+from strata.models.blend import TermRanker, UserState
+from strata.models.covisit import CoVisits
+from strata.models.events import Event
+from strata.models.popularity import Popularity
+from strata.models.profile import Profile, ProfileParams
+from strata.models.terms import TERMS, LearnParams, T, TermWeights, recency_onehot, theta0
 
 T0 = 1_700_000_000.0
 PP = ProfileParams()

@@ -11,13 +11,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from models.events import EVENT_TYPES, Event
-from models.popularity import Popularity
-from models.profile import DEFAULT_BETA
-from models.terms import TERMS, TERMS_ID, theta0
-from streams.config import Settings
-from streams.feeds import ActivitySums, ShopFeed, ThetaSteps, activity_message, theta_snapshot_message
-from streams.metrics import metrics
+from strata.models.events import EVENT_TYPES, Event
+from strata.models.popularity import Popularity
+from strata.models.profile import DEFAULT_BETA
+from strata.models.terms import TERMS, TERMS_ID, theta0
+from strata.streams.config import Settings
+from strata.streams.feeds import ActivitySums, ShopFeed, ThetaSteps, activity_message, theta_snapshot_message
+from strata.streams.metrics import metrics
 
 HOUR = 3600.0
 

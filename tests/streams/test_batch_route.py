@@ -10,7 +10,7 @@ from types import SimpleNamespace
 from hypothesis import given, strategies as st
 from faust.types import TP
 
-from streams.batching import BatchRoute, LoopTurn, let_others_run
+from strata.streams.batching import BatchRoute, LoopTurn, let_others_run
 
 P0, P1 = TP("events", 0), TP("events", 1)
 
@@ -68,7 +68,7 @@ def test_applying_only_what_the_rule_takes_never_leaves_a_hole(steps):
 
 
 def test_a_seek_leaves_out_the_partitions_whose_offset_a_rebalance_reset():
-    from streams.batching import known_offsets
+    from strata.streams.batching import known_offsets
 
     a, b, c = TP("t", 0), TP("t", 1), TP("t", 2)
     assert known_offsets({a: 0, b: None, c: 17}) == {a: 0, c: 17}  # offset 0 is a real offset

@@ -5,7 +5,7 @@ import os
 import subprocess
 import sys
 
-from streams.benchmarks.common import machine_info, percentiles_ms
+from strata.streams.benchmarks.common import machine_info, percentiles_ms
 
 
 def test_machine_info_names_cores_memory_python_and_library_versions():
@@ -23,7 +23,7 @@ def test_percentiles_are_in_milliseconds():
 def _strata(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     """`strata ARGS` in a subprocess, with none of this environment's STRATA_ settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("STRATA_")}
-    return subprocess.run([sys.executable, "-m", "streams", *args], capture_output=True, text=True, env=env, timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "strata.streams", *args], capture_output=True, text=True, env=env, timeout=timeout)
 
 
 def test_serve_without_a_worker_exits_1_with_a_hint():
@@ -46,11 +46,11 @@ def test_train_bench_on_a_tiny_synthetic_log_reports_fit_seconds(tmp_path):
 
 
 def test_profile_size_bench_measures_what_the_workers_store():
-    from models.catalog import Catalog
-    from models.events import parse_event
-    from models.logs.loaders import open_log
-    from models.profile import ProfileParams, build_profiles
-    from streams.benchmarks.common import bench_profile_size
+    from strata.models.catalog import Catalog
+    from strata.models.events import parse_event
+    from strata.models.logs.loaders import open_log
+    from strata.models.profile import ProfileParams, build_profiles
+    from strata.streams.benchmarks.common import bench_profile_size
 
     params = ProfileParams(caps={"item": 20, "domain": 10, "overall": 5})
     result = bench_profile_size("users=40,items=300,events=3000", "synthetic", params)
@@ -66,7 +66,7 @@ def test_thread_cpu_is_counted_for_the_thread_that_spent_it():
     import threading
     import time
 
-    from streams.metrics import thread_cpu_seconds
+    from strata.streams.metrics import thread_cpu_seconds
 
     if not os.path.exists("/proc/self/task"):
         import pytest
@@ -93,7 +93,7 @@ def test_thread_cpu_is_counted_for_the_thread_that_spent_it():
 
 
 def test_cpu_per_unit_divides_by_the_work_and_names_the_bound():
-    from streams.benchmarks.common import cpu_line, cpu_per_unit
+    from strata.streams.benchmarks.common import cpu_line, cpu_per_unit
 
     cpu = cpu_per_unit({"main": 1.0, "idle": 3.0}, {"main": 10.0, "strata-answers": 4.5, "idle": 3.0}, 4000, 1.5, 2)
     assert cpu["worker_ms"] == {"main": 2.25, "strata-answers": 1.125}
@@ -111,8 +111,8 @@ def test_cpu_per_unit_divides_by_the_work_and_names_the_bound():
 
 
 def test_the_benches_read_the_thread_cpu_the_worker_renders():
-    from streams.benchmarks.common import parse_metrics, thread_cpu
-    from streams.metrics import Metrics, thread_cpu_seconds
+    from strata.streams.benchmarks.common import parse_metrics, thread_cpu
+    from strata.streams.metrics import Metrics, thread_cpu_seconds
 
     if not thread_cpu_seconds():
         import pytest
@@ -125,8 +125,8 @@ def test_the_benches_read_the_thread_cpu_the_worker_renders():
 
 
 def test_thread_names_survive_the_prometheus_text_both_ways(monkeypatch):
-    import streams.metrics as m
-    from streams.benchmarks.common import parse_metrics, thread_cpu
+    import strata.streams.metrics as m
+    from strata.streams.benchmarks.common import parse_metrics, thread_cpu
 
     odd = 'pool "x"\\y\nz'
     monkeypatch.setattr(m, "thread_cpu_seconds", lambda: {odd: 1.5, "main": 2.0})
@@ -136,8 +136,8 @@ def test_thread_names_survive_the_prometheus_text_both_ways(monkeypatch):
 
 
 def test_bench_serve_reads_the_share_of_requests_from_standby_summed_over_workers():
-    from streams.benchmarks.common import counter_share, parse_metrics, summed
-    from streams.metrics import Metrics
+    from strata.streams.benchmarks.common import counter_share, parse_metrics, summed
+    from strata.streams.metrics import Metrics
 
     a, b = Metrics(), Metrics()
     before = summed([parse_metrics(a.render()), parse_metrics(b.render())])
@@ -164,7 +164,7 @@ def _stream_result(rate: float, p99: float, loop_ms: float) -> dict:
 
 
 def test_several_stream_runs_give_their_median_range_and_runs_at_the_target():
-    from streams.benchmarks.stream import runs_line, summarise_runs
+    from strata.streams.benchmarks.stream import runs_line, summarise_runs
 
     runs = [_stream_result(48_000, 40.0, 0.040), _stream_result(62_000, 98.0, 0.030), _stream_result(52_000, 35.0, 0.036)]
     summary = summarise_runs(runs)
@@ -183,7 +183,7 @@ def test_runs_are_refused_for_benches_that_run_once():
 
 
 def test_the_loop_lag_of_a_phase_names_the_bucket_of_its_longest_wait():
-    from streams.benchmarks.stream import loop_lag, summary_line
+    from strata.streams.benchmarks.stream import loop_lag, summary_line
 
     before = {0.01: 5.0, 0.1: 6.0, 1.0: 6.0, float("inf"): 6.0}
     after = {0.01: 105.0, 0.1: 106.0, 1.0: 108.0, float("inf"): 108.0}  # 100 ≤ 10 ms, 2 in 0.1-1 s
@@ -199,7 +199,7 @@ def test_the_loop_lag_of_a_phase_names_the_bucket_of_its_longest_wait():
 
 
 def test_the_in_process_ranking_bench_reports_its_percentiles():
-    from streams.benchmarks.ranking import bench_ranking
+    from strata.streams.benchmarks.ranking import bench_ranking
 
     result = bench_ranking(n_items=20_000, dims=32, requests=30, popularity_events=5_000)
     assert result["requests"] == 30 and 0 < result["latency_ms"]["p50"] <= result["latency_ms"]["p99"]

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from models.ranking import RankParams
-from streams.config import ENV_DOC, ConfigError, Settings
+from strata.models.ranking import RankParams
+from strata.streams.config import ENV_DOC, ConfigError, Settings
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -18,7 +18,7 @@ def strata(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
 
     child_env = {k: v for k, v in os.environ.items() if not k.startswith("STRATA_")}
     child_env.update(env or {})
-    return subprocess.run([sys.executable, "-m", "streams", *args], capture_output=True, text=True, env=child_env, timeout=60)
+    return subprocess.run([sys.executable, "-m", "strata.streams", *args], capture_output=True, text=True, env=child_env, timeout=60)
 
 
 @pytest.mark.parametrize(

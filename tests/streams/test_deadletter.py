@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from types import SimpleNamespace
 
-from streams.deadletter import DETAIL_LIMIT, KEY_LIMIT, VALUE_LIMIT, deadletter_record
+from strata.streams.deadletter import DETAIL_LIMIT, KEY_LIMIT, VALUE_LIMIT, deadletter_record
 
 
 def record(key, value):
@@ -36,8 +36,8 @@ def test_no_key_and_no_value():
 async def test_the_queue_sends_in_order_and_retries_a_failed_send():
     import asyncio
 
-    from streams.deadletter import DeadLetterQueue
-    from streams.metrics import metrics
+    from strata.streams.deadletter import DeadLetterQueue
+    from strata.streams.metrics import metrics
 
     sent: list[int] = []
     failures = [RuntimeError("broker away")]

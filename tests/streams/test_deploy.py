@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from streams.config import ENV_DOC, Settings
+from strata.streams.config import ENV_DOC, Settings
 
 yaml = pytest.importorskip("yaml")
 
@@ -50,7 +50,7 @@ def dockerfile() -> dict:
 
 def cli_args(argv: list[str]):
     """`strata ARGV` as the CLI's own parser reads it, or the test fails naming the command."""
-    from streams.cli import build_parser
+    from strata.streams.cli import build_parser
 
     assert isinstance(argv, list) and all(isinstance(a, str) for a in argv), f"command {argv!r}: a list of strings (exec form)"
     try:
@@ -304,7 +304,7 @@ def exported_metrics() -> dict[str, str]:
     description table names filled in."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    from streams.metrics import GAUGE_HELP, Metrics
+    from strata.streams.metrics import GAUGE_HELP, Metrics
 
     m = Metrics()
     set_in_code = set(re.findall(r'metrics\.gauges\["(\w+)"\]', "".join(p.read_text() for p in (ROOT / "streams").glob("*.py"))))
@@ -336,6 +336,6 @@ def test_alerts_name_only_metrics_a_worker_exports_and_use_them_as_their_type():
         for text in r["annotations"].values():
             for name in re.findall(r"\b(strata_[a-z0-9_]+)", text):
                 assert name in exported, f"{r['alert']}: the annotation names {name}, not a metric"
-    from streams.metrics import GAUGE_HELP
+    from strata.streams.metrics import GAUGE_HELP
 
     assert "milliseconds" in GAUGE_HELP["model_version"], "the model-age alert divides strata_model_version by 1000"

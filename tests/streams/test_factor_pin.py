@@ -8,9 +8,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from models.factors import CorruptFactors, FactorModel, parse_pin, pin_message, to_messages
-from streams.config import Settings
-from streams.feeds import FactorFeed
+from strata.models.factors import CorruptFactors, FactorModel, parse_pin, pin_message, to_messages
+from strata.streams.config import Settings
+from strata.streams.feeds import FactorFeed
 
 NOW_MS = int(time.time() * 1000)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.config import ENV_DOC
+from strata.streams.config import ENV_DOC
 
 yaml = pytest.importorskip("yaml")
 
@@ -101,7 +101,7 @@ def containers() -> list[tuple[str, dict]]:
 
 def settings_of(container: dict):
     """The container's settings as `Settings.from_env` reads them in pod strata-0 of namespace shop."""
-    from streams.config import Settings
+    from strata.streams.config import Settings
 
     env = {k: v.replace("$(POD_NAME)", "strata-0").replace("$(POD_NAMESPACE)", "shop")
            for k, v in env_of(container).items() if k.startswith("STRATA_")}
@@ -125,7 +125,7 @@ def test_settings_in_the_manifests_parse_to_what_the_manifests_say():
 
 
 def cli_args(argv: list[str]):
-    from streams.cli import build_parser
+    from strata.streams.cli import build_parser
 
     try:
         return build_parser().parse_args(argv)
@@ -214,8 +214,8 @@ def test_topics_job_and_trainer_share_the_workers_partition_count():
 
 def test_topics_job_uses_the_topic_specs():
     """The job's `strata topics` creates what streams.topics specifies with that partition count."""
-    from streams.config import Settings
-    from streams.topics import topic_specs
+    from strata.streams.config import Settings
+    from strata.streams.topics import topic_specs
 
     specs = topic_specs(Settings.from_env({"STRATA_PARTITIONS": config()["STRATA_PARTITIONS"]}))
     assert specs["events"].partitions == specs["user-factors"].partitions == int(config()["STRATA_PARTITIONS"])

@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from streams import kafka_local
+from strata.streams import kafka_local
 from tests.integration.harness import broker_port_pair
 
 pytestmark = pytest.mark.integration

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 from rocksdict import Rdict
 
-from streams.state import KeyCounts
+from strata.streams.state import KeyCounts
 
 OFFSET_KEY = b"__faust\x00offset__"
 

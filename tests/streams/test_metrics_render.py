@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.metrics import LATENCY_BUCKETS_S, LOOP_LAG_BUCKETS_S, Histogram, Metrics
+from strata.streams.metrics import LATENCY_BUCKETS_S, LOOP_LAG_BUCKETS_S, Histogram, Metrics
 
 
 def _samples(text: str) -> dict[tuple, float]:

@@ -6,8 +6,8 @@ import numpy as np
 import orjson
 import pytest
 
-from streams.state import catalog_key, catalog_problem, home_partition
-from models.factors import parse_user_vector, user_vector_message
+from strata.streams.state import catalog_key, catalog_problem, home_partition
+from strata.models.factors import parse_user_vector, user_vector_message
 
 
 def test_a_catalog_record_under_its_own_key_is_applied():

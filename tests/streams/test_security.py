@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.config import ConfigError, Settings
+from strata.streams.config import ConfigError, Settings
 
 REPO = Path(__file__).resolve().parents[2]
 CA = "/etc/ssl/certs/ca-certificates.crt"
@@ -52,7 +52,7 @@ def test_password_is_not_in_the_settings_repr():
 
 @pytest.mark.parametrize("token", ["short", "sixteen chars with spaces", "0123456789abcdé!"])
 def test_a_weak_or_unsendable_api_token_stops_the_worker_with_its_name(token):
-    done = subprocess.run([sys.executable, "-m", "streams", "worker"], env={**os.environ, "STRATA_API_TOKEN": token},
+    done = subprocess.run([sys.executable, "-m", "strata.streams", "worker"], env={**os.environ, "STRATA_API_TOKEN": token},
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2, done.stderr
     assert "STRATA_API_TOKEN must be at least 16 printable ASCII characters" in done.stderr
@@ -102,7 +102,7 @@ def test_every_client_we_construct_gets_the_security_kwargs(monkeypatch):
     monkeypatch.setattr(aiokafka, "AIOKafkaConsumer", fake("consumer"))
     monkeypatch.setattr(aiokafka.admin, "AIOKafkaAdminClient", fake("admin"))
 
-    from streams import replay, topics, trainer
+    from strata.streams import replay, topics, trainer
 
     calls = [
         lambda: replay.new_producer(settings),

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 from faust.types import TP
 
-from streams.state import standby_lag
+from strata.streams.state import standby_lag
 
 TOPIC = "app-user_to_profile-changelog"
 

@@ -12,8 +12,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 CODE = """
 import json, logging
-from streams.config import Settings
-from streams.worker import build_worker
+from strata.streams.config import Settings
+from strata.streams.worker import build_worker
 worker = build_worker(Settings.from_env())
 worker._setup_logging()
 print(json.dumps({f"{name}:{level}": logging.getLogger(name).isEnabledFor(getattr(logging, level))
