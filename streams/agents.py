@@ -355,6 +355,22 @@ async def _write_profiles(writes: PartitionBatch, profiles: dict, existed: dict,
     await writes.flush()
 
 
+class TokenBucket:
+    """Tokens earned at a rate a second, at most a second's worth held: how much optional work
+    (learning steps, co-visitation pairs) a worker may do without falling behind its stream."""
+
+    def __init__(self, rate: float) -> None:
+        self.tokens = rate
+        self._at = time.monotonic()
+
+    def refill(self, rate: float) -> float:
+        """The tokens held now, earned at `rate` a second since the last refill."""
+        now = time.monotonic()
+        self.tokens = min(rate, self.tokens + rate * (now - self._at))
+        self._at = now
+        return self.tokens
+
+
 class Learner:
     """Feedback for θ from the stream: on average at most `per_s` steps a second, in bursts of at
     most a second's worth (a token bucket: a micro-batch holds many events of a fraction of a
@@ -364,17 +380,11 @@ class Learner:
     def __init__(self, per_s: float, name: str) -> None:
         self.per_s = per_s
         self.name = name  # its label in `strata_learning_steps_total{source}`
-        self._tokens = per_s
-        self._at = time.monotonic()
+        self.bucket = TokenBucket(per_s)
 
     def due(self) -> bool:
         """Whether a step may be taken now (the slot is used by taking one, not by asking)."""
-        if self._tokens >= 1.0:
-            return True
-        now = time.monotonic()
-        self._tokens = min(self.per_s, self._tokens + (now - self._at) * self.per_s)
-        self._at = now
-        return self._tokens >= 1.0
+        return self.bucket.refill(self.per_s) >= 1.0
 
     def feedback(self, profile: Profile, event, recent: list[str]) -> "np.ndarray | None":
         """θ's step from `event` as the item the user went to next, before `profile` learns it
@@ -397,7 +407,7 @@ class Learner:
 
     def _take(self, event, step) -> "np.ndarray | None":
         """`step(ranker, the user's batch vector)`, using a slot; a failure costs the step, never the batch."""
-        self._tokens -= 1.0
+        self.bucket.tokens -= 1.0
         try:
             ranker = served_ranker()
             delta = step(ranker, read_user_vector(user_to_vector, event.user_id, ranker.model))
@@ -424,22 +434,17 @@ class Pairing:
     def __init__(self, per_s: float) -> None:
         self.per_s = per_s
         self.draw = random.Random().random
-        self._tokens = per_s
-        self._at = time.monotonic()
+        self.bucket = TokenBucket(per_s)
         self._share = (1.0, 0.0)  # (share of the events partitions, when read)
 
     def chance(self, events: int) -> float:
         """The probability of pairing each of a batch's `events` (1: every one)."""
-        now = time.monotonic()
-        rate = self.per_s * self._owned(now)
-        self._tokens = min(rate, self._tokens + rate * (now - self._at))
-        self._at = now
-        if events <= self._tokens or events == 0:
-            self._tokens -= events
+        tokens = self.bucket.refill(self.per_s * self._owned(time.monotonic()))
+        if events <= tokens or events == 0:
+            self.bucket.tokens -= events
             return 1.0
-        chance = max(self._tokens, 1.0) / events
-        self._tokens = 0.0
-        return chance
+        self.bucket.tokens = 0.0
+        return max(tokens, 1.0) / events
 
     def _owned(self, now: float) -> float:
         share, at = self._share
