@@ -5,6 +5,7 @@ import logging
 import random
 import time
 from collections import OrderedDict
+from typing import Callable
 
 import numpy as np
 import orjson
@@ -359,13 +360,14 @@ class TokenBucket:
     """Tokens earned at a rate a second, at most a second's worth held: how much optional work
     (learning steps, co-visitation pairs) a worker may do without falling behind its stream."""
 
-    def __init__(self, rate: float) -> None:
+    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
         self.tokens = rate
-        self._at = time.monotonic()
+        self._at = clock()
 
     def refill(self, rate: float) -> float:
         """The tokens held now, earned at `rate` a second since the last refill."""
-        now = time.monotonic()
+        now = self.clock()
         self.tokens = min(rate, self.tokens + rate * (now - self._at))
         self._at = now
         return self.tokens

@@ -10,6 +10,7 @@ import threading
 import pytest
 
 from strata.models.logs.loaders import open_log
+from strata.streams import replay
 from tests.integration.harness import Worker, isolated_env, publish, wait_until
 
 pytestmark = pytest.mark.integration
@@ -38,7 +39,9 @@ def trained(kafka, tmp_path_factory):
     try:
         publish(worker.settings, catalog, [])
         wait_until(lambda: worker.get("/healthz")[1].get("catalog_entries", 0) >= len(catalog), 30, "catalog loaded")
-        summary = publish(worker.settings, [], events)
+        # At a shop's pace, not all at once: the next-event learner takes ten steps a second, and
+        # θ is checked for having learned from the replay.
+        summary = asyncio.run(replay.publish(worker.settings, [], events, rate=3_000, progress=False))
         wait_until(lambda: worker.metric("strata_events_processed_total") >= summary.sent, 120, "replay processed")
         result = strata(worker, "train", "--factors", "16", "--iterations", "5")
         assert result.returncode == 0, result.stderr
