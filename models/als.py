@@ -1,4 +1,4 @@
-"""Implicit-feedback ALS on the profile's item weights (SPEC §3, "Matrix factorisation").
+"""Implicit-feedback ALS on the profile's item weights (docs/design.md §3, "Matrix factorisation").
 
 The confidence of user u in item i is
 

@@ -20,9 +20,8 @@ class ALSParams:
     """Everything a training run depends on besides the data.
 
     The defaults are what `strata evaluate` measured Strata with (docs/RESULTS.md).  Eight
-    iterations: implicit's conjugate-gradient ALS is within 0.4 % of its 15-iteration loss
-    there (1/4 of the SPEC-size synthetic log, 64 factors), and each iteration costs ≈ 7 s
-    at the SPEC size on two cores.
+    iterations: implicit's conjugate-gradient ALS is close to its 15-iteration loss by then, and
+    the re-fit of docs/design.md §7 must fit in its time budget ("ALS training" in RESULTS.md).
     """
 
     factors: int = 32

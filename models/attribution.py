@@ -1,4 +1,4 @@
-"""Which served list an event came from (SPEC §4: impressions and feedback).
+"""Which served list an event came from (docs/design.md §4: impressions and feedback).
 
 A served list reaches its user's partition of the events topic as a `models.events.Served`
 record, ordered with the user's events, and is kept in the user's profile (`Profile.served`:

@@ -2,7 +2,7 @@
 
 A category is part of a tree only when the catalog holds a record for it
 (`parent_id` None marks a root).  Categories without a record, and items
-without a category, fall under the single overall key `*` (SPEC §2).
+without a category, fall under the single overall key `*` (docs/design.md §2).
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The shop's "now" in event time, which no single event can move (SPEC §3).
+"""The shop's "now" in event time, which no single event can move (docs/design.md §3).
 
 Ranking a user needs a time to decay their profile to: the shop's present, so that a user who
 went quiet while the shop moved on counts as stale.  The latest event time seen would do, but

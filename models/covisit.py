@@ -1,4 +1,4 @@
-"""Co-visitation: items that shoppers touch close together, kept by the stream (SPEC §3).
+"""Co-visitation: items that shoppers touch close together, kept by the stream (docs/design.md §3).
 
 Each event on item j pairs j with the shopper's last `window` distinct items
 (a revisit pairs too: coming back to j next to i is evidence as well).  Every

@@ -1,4 +1,4 @@
-"""The behaviour event of SPEC §2 and its validation.
+"""The behaviour event of docs/design.md §2 and its validation.
 
 `parse_event` is the single gate every event passes, whether it arrives on the
 events topic, is replayed from a log, or is fed to the offline evaluator.  A
@@ -23,7 +23,7 @@ _ID_INT_BOUND = 10**MAX_ID_LEN  # an integer id beyond it has too many digits (a
 
 
 class InvalidEvent(ValueError):
-    """An event that breaks a rule of SPEC §2."""
+    """An event that breaks a rule of docs/design.md §2."""
 
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(f"{reason}: {detail}")
@@ -43,7 +43,7 @@ class Event(NamedTuple):
     ts: float
     category_id: str | None = None
     context: dict | None = None
-    rec_id: str | None = None  # the served list it came from (SPEC §2, models.attribution)
+    rec_id: str | None = None  # the served list it came from (docs/design.md §2, models.attribution)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -95,7 +95,7 @@ def _lenient_json(raw: bytes | str):
 
 
 def parse_event(raw: bytes | str | dict, now: float) -> Event:
-    """Validate one event (raw JSON or an already decoded object) against SPEC §2.
+    """Validate one event (raw JSON or an already decoded object) against docs/design.md §2.
 
     `now` is the wall-clock time the `ts` is checked against (at most one day
     in the future).  Integer ids are accepted and turned into strings, since
@@ -202,7 +202,7 @@ _FIELD_CHECKS = (
 
 
 def event_problems(obj: object, now: float) -> list[InvalidEvent]:
-    """Every rule of SPEC §2 a decoded event breaks (empty: `parse_event` accepts it), for a client
+    """Every rule of docs/design.md §2 a decoded event breaks (empty: `parse_event` accepts it), for a client
     that should hear all that is wrong at once (HTTP ingest), not the first reason only.
 
     >>> [p.reason for p in event_problems({"user_id": "u", "type": "look", "ts": -1}, 0.0)]
@@ -223,7 +223,7 @@ def event_problems(obj: object, now: float) -> list[InvalidEvent]:
 
 @dataclass(frozen=True, slots=True)
 class Forget:
-    """A control record on the events topic: forget everything about `user_id` (SPEC issue 5, privacy).
+    """A control record on the events topic: forget everything about `user_id` (privacy: `strata forget`).
 
     It travels keyed by the user, in the user's partition, so it is ordered with
     that user's events: everything before it is forgotten, anything after it

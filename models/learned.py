@@ -2,7 +2,7 @@
 
 `LearnedRanker` answers `models.ranking.RankRequest`s: `plan` finds each user's state (their
 recent distinct items, their profile, their vector x_u: folded in from the live item layer and
-blended with the batch vector, SPEC §3 "interest regression"); `finish` the candidates, terms,
+blended with the batch vector, docs/design.md §3 "interest regression"); `finish` the candidates, terms,
 θ·f, the filters, the top k and their explanations.  No step scores every item: the factor
 source picks from the shop's most popular items (`models.blend.PoolSizes.factor_pool`), so a
 request costs the same at 250,000 items as at 2,000.
@@ -108,7 +108,7 @@ def feedback(ranker: "LearnedRanker", profile: Profile | None, item: str, ts: fl
 
 def list_feedback(ranker: "LearnedRanker", profile: Profile | None, shown: Sequence[str], served_at: float, item: str,
                   type_: str, ts: float, long_term: np.ndarray | None) -> np.ndarray | None:
-    """The step of θ that a served list gives (SPEC §3, explicit feedback), from an event on `item`
+    """The step of θ that a served list gives (docs/design.md §3, explicit feedback), from an event on `item`
     at `ts` after the list `shown` was served at `served_at`: `item` is the positive — acted on in
     the list, or chosen instead of it — and each item shown that the user has not touched since is
     a negative (shown, and passed over); the step weighted by the event type's β relative to a

@@ -4,7 +4,7 @@ For item j in scope S (the whole catalogue, or one category):
 
     pop_S(j, T) = Σ over events e on j in S of  β(type_e) · 2^(−(T − ts_e) / H)
 
-kept exactly like a profile layer (SPEC §3): one pair (w, t) per key, an
+kept exactly like a profile layer (docs/design.md §3): one pair (w, t) per key, an
 event at t′ ≥ t sets w ← w·2^(−(t′−t)/H) + β, t ← t′, an older one adds
 β·2^(−(t−t′)/H).  The pair stands for the same function of T whatever the
 arrival order, so popularity is a function of the *set* of events.

@@ -1,4 +1,4 @@
-"""The three-layer interest profile of SPEC §3.
+"""The three-layer interest profile of docs/design.md §3.
 
 For user u, layer L and key k:
 
@@ -15,7 +15,7 @@ ranks keys by log2(w) + t/H, whatever T is, so pruning needs no clock.
 
 Weights are kept to single precision (float32, seven significant digits — far more
 than the data supports): every update rounds its result, so the stored profile is
-the live one bit for bit, and a profile at the default caps fits SPEC §7's 4 KiB.
+the live one bit for bit, and a profile at the default caps fits docs/design.md §7's 4 KiB.
 Times are kept exactly as the events gave them.
 """
 from __future__ import annotations
@@ -47,7 +47,7 @@ DEFAULT_CAPS = MappingProxyType({"item": 200, "domain": 50, "overall": 20})
 #: (`Profile.recent_items`); the rest of the cap keeps the heaviest
 KEEP_RECENT = 21
 #: an event id is remembered this long (event time, before the user's newest event), so that a copy
-#: arriving within it is dropped however many events lie between the two (SPEC §2)
+#: arriving within it is dropped however many events lie between the two (docs/design.md §2)
 DEFAULT_DEDUP_HORIZON_S = 7 * DAY
 #: a purchase filters its item this long (event time, before the user's newest event)
 DEFAULT_PURCHASE_HORIZON_S = 365 * DAY
@@ -129,9 +129,8 @@ def _event_hash(event_id: str, _blake2b=hashlib.blake2b, _from_bytes=int.from_by
 
 
 def _holds(recent: array, h: int, _byteorder=sys.byteorder) -> bool:
-    """`h in recent`.  `in` makes a Python int of every element: 1.1 µs for a full window of 32,
-    on every event of a returning user, where searching the bytes in C takes 0.6.  Below a
-    dozen elements `in` is the cheaper."""
+    """`h in recent`.  `in` makes a Python int of every element, on every event of a returning
+    user; searching the bytes in C does not, and wins once the window holds a dozen or more."""
     if len(recent) < 12:
         return h in recent
     buf = recent.tobytes()
@@ -153,7 +152,7 @@ class Profile:
     """One user's live interest state.
 
     `w[L][k]` is the weight of key k of layer L as of time `t[L][k]` (the (w, t) pair of
-    SPEC §3, kept in two dicts of plain floats).  Besides the interest layers, two ledgers that
+    docs/design.md §3, kept in two dicts of plain floats).  Besides the interest layers, two ledgers that
     the maths never reads:
 
     - `purchases` maps every item bought within `purchase_horizon_s` of the user's newest
@@ -167,11 +166,10 @@ class Profile:
 
     Why floats in dicts rather than (w, t) pairs: a worker caches tens of thousands of decoded
     profiles, and every full garbage collection walks every element of every tracked
-    container.  Dicts of floats are never tracked; as dicts of pairs the walk cost 0.1-0.6 s
-    per gen-2 collection at 20,000 users — the stream's latency tail.  What the collector
-    still visits is each profile, its two dicts of layers and its two arrays (an `array` is
-    tracked, though it holds no references): five objects a profile, ≈ 95 ms a full
-    collection over a cache of 50,000.
+    container.  Dicts of floats are never tracked; dicts of pairs made each full collection walk
+    every pair of every cached profile, and those pauses were the stream's latency tail.  What the
+    collector still visits is each profile, its two dicts of layers and its two arrays (an `array`
+    is tracked, though it holds no references): five objects a profile.
     """
 
     w: dict[str, dict[str, float]] = field(default_factory=_layer_dicts)
@@ -298,7 +296,7 @@ class Profile:
         return list(islice(reversed(self.t["item"]), n))
 
     def snapshot(self, params: ProfileParams, as_of: float | None = None) -> dict:
-        """The profile as the HTTP view shows it (SPEC §4)."""
+        """The profile as the HTTP view shows it (docs/design.md §4)."""
         T = self.last_ts if as_of is None else as_of
         return {
             "as_of": T,
@@ -314,7 +312,7 @@ class Profile:
         seen ids' hashes (uint64) and times (float32), and `floor`; version 6 when the user has
         served lists (`served`): version 5 and the lists, [rec_id, time, variant, items] each.
 
-        Lossless, and compact where the data allows it (SPEC §7: ≤ 4 KiB at the default caps for
+        Lossless, and compact where the data allows it (docs/design.md §7: ≤ 4 KiB at the default caps for
         the interest layers; the ledgers add ≈ 12 bytes an id seen within the de-duplication
         horizon and 8-20 a purchase within the purchase horizon):
         a key column whose keys are all canonical decimal integers stores them as integers (4 bytes
@@ -328,7 +326,7 @@ class Profile:
         return encode_profiles([self])[0]
 
     def interest_bytes(self) -> bytes:
-        """The encoding without the ledgers (purchases, seen ids): what SPEC §7's 4 KiB is about."""
+        """The encoding without the ledgers (purchases, seen ids): what docs/design.md §7's 4 KiB is about."""
         return replace(self, purchases={}, seen=array("Q"), seen_t=array("f"), served=None).to_bytes()
 
     @classmethod
@@ -549,9 +547,9 @@ def _pack_time_columns(Ts: Sequence[float | None], times: list[float], bounds: S
     (live events' usual precision), whichever gives every time back exactly; else float64 times.
     The reader tells them apart by length: 4 bytes a key, 1 + 4 a key, or 8.
 
-    Two implementations, the same arithmetic: numpy's fixed cost per call (≈ 15 µs for the
-    handful of calls) is most of the encoding of a small profile, and plain Python's per-element
-    cost loses from about 50 times on.  Tested equal byte for byte."""
+    Two implementations, the same arithmetic: numpy's fixed cost per call is most of the encoding
+    of a small profile, and plain Python's per-element cost loses on long columns (`_SMALL`).
+    Tested equal byte for byte."""
     if len(times) < _SMALL:
         return [_time_column_py(T, times[a:b]) for T, a, b in zip(Ts, bounds, bounds[1:])]
     return _time_columns_np(Ts, times, bounds)

@@ -1,4 +1,4 @@
-"""Shoppers who act on served lists by a preference the ranker does not know (SPEC §7 "feedback").
+"""Shoppers who act on served lists by a preference the ranker does not know (docs/design.md §7 "feedback").
 
 Each shopper reads a served list from the top and stops at the first item they act on (the
 cascade model of Craswell et al. 2008): position p is looked at with probability γ^p, and an item

@@ -1,4 +1,4 @@
-"""The score's terms and their weights, learned online from what shoppers do next (SPEC §3).
+"""The score's terms and their weights, learned online from what shoppers do next (docs/design.md §3).
 
 For user u at time T, with item in view v (u's latest item), a candidate j gets
 a feature vector f(j) of the terms below, each in [0, 1] (or −1…1 for the factor

@@ -376,8 +376,8 @@ class TokenBucket:
 class Learner:
     """Feedback for θ from the stream: on average at most `per_s` steps a second, in bursts of at
     most a second's worth (a token bucket: a micro-batch holds many events of a fraction of a
-    second).  A step ranks its user's candidates, ≈ 1 ms: a step for every event would cost more
-    than the profile updates."""
+    second).  A step ranks its user's candidates: a step for every event would cost more than the
+    profile updates."""
 
     def __init__(self, per_s: float, name: str) -> None:
         self.per_s = per_s
@@ -428,8 +428,8 @@ list_learner = Learner(LIST_LEARN_PER_S, "served_list")
 
 class Pairing:
     """Which events' co-visitation pairs this worker publishes.  Every worker applies every pair
-    of the shop (≈ 9 µs an event, sent and applied): affordable for a few thousand events a
-    second, not for a worker's 50,000.  So a worker pairs every event while the shop's events stay
+    of the shop, sent and applied: affordable for a few thousand events a second, not at a
+    worker's full rate.  So a worker pairs every event while the shop's events stay
     under `per_s` a second (its share of them: the share of the events partitions it owns), and a
     uniform sample of them above it, each pair then weighing 1 / (the share sampled)."""
 

@@ -283,7 +283,7 @@ def cmd_model(args, settings: Settings) -> int:
 
 def cmd_ab(args, settings: Settings) -> int:
     """`strata ab report`: the A/B comparison from the topics; `strata ab simulate`: a simulated shop
-    that acts on the running workers' lists (the feedback figure of SPEC §7)."""
+    that acts on the running workers' lists (the feedback figure of docs/design.md §7)."""
     from strata.models.ab import format_report
     from strata.streams.experiments import ab_report, simulate
 
@@ -446,13 +446,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", type=_positive_int, default=1, help="stream: runs one after the other, each on fresh topics; the JSON keeps each and their median and range")
     p.add_argument("--in-process", action="store_true", help="rank in this process, no HTTP")
     p.add_argument("--items", type=_positive_int, default=250_000)
-    p.add_argument("--dims", type=_positive_int, help=f"serve: factors of the in-process model (default 64, SPEC §7); train: ALS factors (default {ALS_DEFAULTS.factors})")
+    p.add_argument("--dims", type=_positive_int, help=f"serve: factors of the in-process model (default 64, docs/design.md §7); train: ALS factors (default {ALS_DEFAULTS.factors})")
     p.add_argument("--requests", type=_positive_int, help="serve: requests measured (default 500 in-process, 5000 over HTTP)")
     p.add_argument("--url", action="append",
                    help="serve, ingest: a worker's URL (default: STRATA_WEB_HOST/PORT); repeat it to spread the clients over several workers")
     p.add_argument("--concurrency", type=_positive_int, default=16, help="serve, ingest: requests in flight (in-process: also ranked this many at a time, as a worker batches concurrent requests)")
     p.add_argument("--k", type=_positive_int, default=10, help="serve: recommendations per request")
-    p.add_argument("--users", type=_positive_int, help="serve: ask for users PREFIX0…PREFIX(N-1) (default 1000); stream: users of the synthetic log (default 20000, SPEC §7); recovery: users (default 100000)")
+    p.add_argument("--users", type=_positive_int, help="serve: ask for users PREFIX0…PREFIX(N-1) (default 1000); stream: users of the synthetic log (default 20000, docs/design.md §7); recovery: users (default 100000)")
     p.add_argument("--user-prefix", default="u", help="serve: user id prefix (synthetic logs use u)")
     p.add_argument("--log", help="train: a shipped log to fit ALS on; profiles: the log whose profiles are measured (with --format)")
     p.add_argument("--format", default="taobao", help="train, profiles: format of --log")
@@ -473,13 +473,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("version", nargs="?", type=int, help="pin: the version to serve (as /metrics' strata_model_version)")
     p.set_defaults(func=cmd_model)
 
-    p = sub.add_parser("evaluate", help="prequential evaluation of Strata against baselines (SPEC §6)")
+    p = sub.add_parser("evaluate", help="prequential evaluation of Strata against baselines (docs/design.md §6)")
     p.add_argument("--events", required=True, help="the log: a file or directory, by format")
     p.add_argument("--format", required=True, choices=FORMATS)
     p.add_argument("--catalog", help="catalog as NDJSON (default: derived from the log)")
     p.add_argument("--k", type=_positive_int, default=10, help="list length K (default 10)")
     p.add_argument("--targets", default="next-new",
-                   help="'next-new' (default, SPEC §6: every event whose item differs from the user's previous item), "
+                   help="'next-new' (default, docs/design.md §6: every event whose item differs from the user's previous item), "
                         "'all' (every event), or event types, comma-separated")
     p.add_argument("--next-new", action="store_true", help="with --targets TYPES: only those whose item differs from the user's previous item")
     p.add_argument("--warmup", type=_fraction, default=0.3, help="share of the log (see --cut) that only trains (default 0.3)")

@@ -38,7 +38,7 @@ class EndOffsets(mode.Service):
     """The broker's end offsets of any partitions, asked on the worker's event loop by a consumer
     that fetches nothing, so that no long-polling fetch holds the connection.  (Faust's consumer
     answers the same through its own thread's method queue, which an idle worker serves only every
-    second or so: ≈ 1.5 s here; a feed's consumer answers behind its pending fetch: ≈ 0.5 s.)"""
+    second or so; a feed's consumer answers behind its pending long-poll fetch.)"""
 
     def __init__(self, settings: Settings, **kwargs) -> None:
         super().__init__(**kwargs)

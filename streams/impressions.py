@@ -1,4 +1,4 @@
-"""Served lists as impressions (SPEC §4): each list a worker serves gets a `rec_id`, is ranked
+"""Served lists as impressions (docs/design.md §4): each list a worker serves gets a `rec_id`, is ranked
 under its user's A/B variant, and is published twice, keyed by its user:
 
 - the full record on the impressions topic (items with their scores by layer and term, variant,

@@ -1,7 +1,7 @@
-"""Ingest over HTTP, for web and mobile clients without a Kafka producer (SPEC §4).
+"""Ingest over HTTP, for web and mobile clients without a Kafka producer (docs/design.md §4).
 
 `POST /events` takes one event, `POST /events:batch` up to `MAX_BATCH` (a JSON array, or an
-object with an `events` array).  Each event is validated by the stream's own rules (SPEC §2,
+object with an `events` array).  Each event is validated by the stream's own rules (docs/design.md §2,
 `models.events`), every broken rule reported, and produced to the events topic keyed by its
 user; an event is answered as accepted only once the broker acknowledged it (acks=all), so an
 event that got a 2xx is on the topic whatever happens to the worker next.  Any worker takes
@@ -81,7 +81,7 @@ class Events(web.View):
         event, problems = _checked(body, time.time())
         if problems:
             metrics.ingested["rejected"] += 1
-            return _error(self, 400, "the event breaks the rules of SPEC §2", reasons=problems)
+            return _error(self, 400, "the event breaks the rules of docs/design.md §2", reasons=problems)
         [result] = await _produce([event])
         if result["status"] != 202:
             return _error(self, 503, result["error"], headers={"Retry-After": "1"})

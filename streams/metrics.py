@@ -133,7 +133,7 @@ class Metrics:
         return generate_latest(registry).decode()
 
     def _feedback_families(self):
-        """The A/B counts (SPEC §4): served lists and attributed events by variant."""
+        """The A/B counts (docs/design.md §4): served lists and attributed events by variant."""
         yield _counter("strata_ab_impressions", "Served lists applied to their users' state, by A/B variant.", "variant",
                        self.ab_impressions)
         actions = CounterMetricFamily("strata_ab_attributed", "Events attributed to a served list, by variant, event type "

@@ -29,7 +29,7 @@ from strata.streams.batching import aiokafka_producer, local_dbs, lookup, partit
 class KeyCounts:
     """How many keys a table holds in each local partition: one scan, then kept by the writer.
 
-    A scan costs ≈ 4 µs a key of the event loop (≈ 4 s at a million profiles), too much for
+    A scan holds the event loop for every key (seconds at a million profiles), too much for
     every /metrics scrape.  `PartitionBatch.flush` reports each write's change (keys created
     minus keys deleted, from what the writer read before writing) in the same synchronous step
     as the RocksDB write, so no reader sees one without the other.  Whatever else writes an

@@ -32,7 +32,7 @@ from strata.streams.state import (
     count_keys, partition_of, read_profile, read_user_vector, read_value, standby_lag, track_changelogs,
 )
 
-# Printable characters, 1-128 of them (SPEC §2 ids); anything else is a 400.  Always with
+# Printable characters, 1-128 of them (docs/design.md §2 ids); anything else is a 400.  Always with
 # `fullmatch`: `$` would also match before a trailing newline.
 _ID = re.compile(r"[^\x00-\x1f\x7f]{1,128}")
 _FLAG = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
@@ -149,9 +149,9 @@ def answered_here(table, match_info: str):
     """`table_route`, except that a worker keeping a caught-up standby copy of the key's partition
     answers the request itself, from that copy, instead of forwarding it to the owner.
 
-    Forwarding costs the owner the whole request and this worker an HTTP round trip: two
-    workers that forward half their requests served 693–769 req/s where one served 634–717, and
-    823–924 answering here (docs/RESULTS.md).  The answer is the owner's as of the standby's last fetch (`standby_lag`).  Only for
+    Forwarding costs the owner the whole request and this worker an HTTP round trip, so two
+    workers that forward half their requests serve little more than one ("Scale-out" in
+    docs/RESULTS.md).  The answer is the owner's as of the standby's last fetch (`standby_lag`).  Only for
     reads that tolerate that: the profile view keeps `table_route`, read-your-writes."""
 
     def decorate(handler):
@@ -241,9 +241,8 @@ async def model_status(view: web.View, request: web.Request) -> web.Response:
 
 
 class _CatalogCount:
-    """Items and categories in the catalog table.  Counting scans the whole table (≈ 0.25 s of
-    the event loop for 250k items, on every health probe), so it is redone only after the table
-    changed: every applied or recovered catalog batch invalidates the catalog's views."""
+    """Items and categories in the catalog table.  Counting scans the whole table on the event
+    loop, too much for every health probe, so it is redone only after the table changed: every applied or recovered catalog batch invalidates the catalog's views."""
 
     def __init__(self) -> None:
         self.changes: int | None = None
@@ -435,7 +434,7 @@ class Admission:
 
     Ranking shares the event loop with the stream; without a bound, a flood of expensive requests
     (k=1000&explain=1 from hundreds of clients) queues work the loop must do before events reach
-    their profiles again, and every request waits behind it (5 s and more).  Over the limit a
+    their profiles again, and every request waits behind all of it.  Over the limit a
     request is answered at once, 503 with Retry-After, and costs the loop next to nothing.  The
     bound caps the work queued, not the loop's share: the admitted requests can still keep the
     stream waiting (docs/RESULTS.md, "Under an HTTP flood")."""

@@ -9,15 +9,13 @@ import time
 def tune_garbage_collector() -> None:
     """Keep full collections rare and small; they were the stream's latency tail.
 
-    A full collection visits every tracked object (≈ 1 µs each on the 2-core machine), and
-    at the default thresholds each micro-batch's short-lived objects (records, events,
-    decoded JSON) were promoted into the old generation often enough to trigger one every
-    few seconds: 0.1-0.6 s pauses at 20,000 users.  Now the objects of startup (Faust,
-    aiokafka, numpy: tens of thousands) are frozen out of every collection, and the young
-    generation is large enough that a batch's objects die before a collection sees them.
-    Measured (`strata bench stream --events 200000`): total gen-2 pause time 2.9 s → 0.4 s,
-    throughput +10-20 %.  The profiles' own state is invisible to the collector (see
-    models.profile.Profile).
+    A full collection visits every tracked object, and at the default thresholds each
+    micro-batch's short-lived objects (records, events, decoded JSON) are promoted into the old
+    generation often enough to trigger one every few seconds, each a pause of the stream.  So the
+    objects of startup (Faust, aiokafka, numpy: tens of thousands) are frozen out of every
+    collection, and the young generation is large enough that a batch's objects die before a
+    collection sees them (`strata_gc_full_collection_seconds` in /metrics shows what is left).  The
+    profiles' own state is invisible to the collector (see models.profile.Profile).
     """
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)

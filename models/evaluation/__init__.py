@@ -1,3 +1,3 @@
-"""Offline evaluation (SPEC §6): the prequential loop (`prequential`), the recommenders it compares
+"""Offline evaluation (docs/design.md §6): the prequential loop (`prequential`), the recommenders it compares
 (`recommenders`: Strata's forms, ALS, River; `baselines`: the textbook ones; `registry`: every one
 by name) and the ranking metrics (`metrics`)."""

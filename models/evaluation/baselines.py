@@ -1,4 +1,4 @@
-"""The textbook baselines of SPEC §6, each in its strongest textbook form.
+"""The textbook baselines of docs/design.md §6, each in its strongest textbook form.
 
 Every model here learns one event at a time (`learn_one`, O(window) at most)
 and ranks with `rank(user, k, now) -> (ids, scores)`, best first, at most k
@@ -13,7 +13,7 @@ item the user touched.
 - `recent`   — `RecentModel`: the user's distinct items, most recently touched first.
 - `repeat`   — `DecayedRepeatModel(beta_weighted=False)`: the user's items by
   decayed count, every event type weight 1;
-  `repeat-β` — the same with the behaviour weights β of SPEC §3.
+  `repeat-β` — the same with the behaviour weights β of docs/design.md §3.
 - `cooc`     — `CovisitModel`: item-to-item co-visitation within each user's
   last 20 distinct items, cosine-normalised by the items' event counts, summed
   over the user's last 20 distinct items.
@@ -46,7 +46,7 @@ class _PopularFill:
 
     A `LiveState` whose popularity counts every event with weight 1, decayed with a
     one-day half-life: pop(j, T) = Σ_{events on j} 2^(−(T − ts)/1 day).  That is the
-    textbook recent popularity of SPEC §6's reference figures (it reproduces their `pop`
+    textbook recent popularity of docs/design.md §6's reference figures (it reproduces their `pop`
     column on the Taobao and REES46 heads; β-weighting the counts is weaker on both).
     Its per-user profiles are never used here, so they are not kept.
     """
@@ -66,7 +66,7 @@ class _PopularFill:
 class RecentModel(Recommender):
     """`recent`: the user's own distinct items, most recently touched first, then popular items.
 
-    No model at all (SPEC §6): score(j) = the time of the user's latest event on j;
+    No model at all (docs/design.md §6): score(j) = the time of the user's latest event on j;
     items the user touched at the same second keep their arrival order (the later
     first).  This is the "recently viewed items" list of every shop; recency of
     last consumption is the strongest single signal of re-consumption in Anderson,
@@ -119,12 +119,12 @@ class DecayedRepeatModel(Recommender):
 
     with H = `world.profile_params.half_life_s["item"]` (3 days by default) and
     b ≡ 1 (`repeat`, beta_weighted=False) or b = `world.profile_params.beta`
-    (`repeat-β`, SPEC §3).  The sum is kept exactly per (user, item) as a pair
+    (`repeat-β`, docs/design.md §3).  The sum is kept exactly per (user, item) as a pair
     (w, t): an event at t′ ≥ t sets w ← w·2^(−(t′−t)/H) + b, t ← t′; an older one
     adds b·2^(−(t−t′)/H).  No cap, no de-duplication.  Items are ordered by the
     clock-free key log2(w) + (t − now)/H (the log of the score, so nothing
-    underflows); equal scores go to the item touched last.  This is SPEC §6's
-    `repeat` (and the profile's item layer of SPEC §3 without its cap): an
+    underflows); equal scores go to the item touched last.  This is docs/design.md §6's
+    `repeat` (and the profile's item layer of docs/design.md §3 without its cap): an
     exponentially time-decayed item frequency, which mixes the frequency and the
     recency signals of repeat consumption (Anderson et al., WWW 2014).
     """
@@ -199,14 +199,14 @@ class CovisitModel(Recommender):
     With n_i = Σ_j C(i, j) (the degree of i in the co-visitation graph) sim is
     the symmetrically normalised co-occurrence matrix D^(−½) C D^(−½); with
     n_i = i's event count it is YouTube's c_i, the cosine of the items'
-    occurrence vectors up to the window — the literal cosine, and SPEC §6's
+    occurrence vectors up to the window — the literal cosine, and docs/design.md §6's
     reference `cooc` (it reproduces that column), so it is the default.
     "pairings" is much the stronger on the shipped logs with revisits (Taobao,
     REES46: an item viewed many times by one shopper alone is not marked down for
     events that paired with nothing) and a little weaker on MovieLens; it is
     registered as `cooc-pairs` (`EXTRA_MAKERS`).
     Every seed item counts the same: the textbook seed set carries no position
-    weight, and SPEC §6's reference is "cooc over the user's last 20 distinct
+    weight, and docs/design.md §6's reference is "cooc over the user's last 20 distinct
     items with cosine normalisation".  The user's own items are scored like any
     other (the plain form; `Unseen(CovisitModel)` is the other one).  Equal
     scores go to the more popular item (the fill's recent popularity), then to
@@ -414,7 +414,7 @@ class SKNNModel(Recommender):
 
 # -- the unseen form ---------------------------------------------------------------------
 class Unseen(Recommender):
-    """The "unseen" form of any model (SPEC §6): its ranking without any item the user touched.
+    """The "unseen" form of any model (docs/design.md §6): its ranking without any item the user touched.
 
     It asks `inner` for k + |touched(u)| items, keeps those u never touched (in inner's
     order and with inner's scores), and fills a short list with the most popular items u

@@ -1,4 +1,4 @@
-"""Top-K ranking metrics of the prequential evaluation (SPEC §6).
+"""Top-K ranking metrics of the prequential evaluation (docs/design.md §6).
 
 With one relevant item per target (the item the user went on to cart or buy)
 and r its 1-based rank in the top-K list (r = ∞ when it is not in the list):

@@ -1,4 +1,4 @@
-"""Prequential (test-then-train) evaluation of SPEC §6, in-process.
+"""Prequential (test-then-train) evaluation of docs/design.md §6, in-process.
 
 Events are replayed in event-time order (stable: ties keep their file
 order).  The first `warmup` share of the events (in that order, so a cut in
@@ -48,7 +48,7 @@ AUTO_REFITS = 20
 class Protocol:
     """Everything the numbers depend on besides the data and the models' own parameters.
 
-    The default is the protocol of SPEC §6: warm-up on the first 30 % of the log's time span;
+    The default is the protocol of docs/design.md §6: warm-up on the first 30 % of the log's time span;
     targets are every later event of a user with an earlier event whose item differs from that
     user's previous item (the next *new* interaction); every list leaves out the item in view
     (the user's previous item), which is never a target; nothing else is filtered.
@@ -214,7 +214,7 @@ class _Users:
         return set()
 
     def slices(self, e: Event) -> dict[str, str]:
-        """The slices a target belongs to (SPEC §6)."""
+        """The slices a target belongs to (docs/design.md §6)."""
         return {
             "by_activity": _activity_bucket(self.count[e.user_id]),
             "by_target": "seen" if e.item_id in self.seen.get(e.user_id, ()) else "new",

@@ -1,4 +1,4 @@
-"""The interface every model of the prequential evaluation (SPEC §6) implements, Strata's
+"""The interface every model of the prequential evaluation (docs/design.md §6) implements, Strata's
 models and the batch-fitted and online-MF baselines.
 
 A `Recommender` learns from one event at a time (`learn_one`), may be re-fitted
@@ -13,7 +13,7 @@ learned ranker of `models.blend` / `models.terms`.
 Besides the textbook baselines of `models.evaluation.baselines`:
 
 - `pop`: recent popularity (the `Popularity` of the overall layer, β-weighted);
-- `als-once` / `als-periodic` / `als-foldin`: implicit ALS on the SPEC §3
+- `als-once` / `als-periodic` / `als-foldin`: implicit ALS on the docs/design.md §3
   confidences, fitted once on the warm-up, re-fitted on schedule with the
   batch user vectors x_u, or re-fitted with x_u folded in from the live item
   layer before every request;
@@ -85,7 +85,7 @@ class Snapshot:
 
 
 class BatchTrainer:
-    """The periodic batch job of SPEC §1, in-process: ALS on every event observed so far.
+    """The periodic batch job of docs/design.md §1, in-process: ALS on every event observed so far.
 
     The evaluator feeds it (`observe`) after the models were asked, like the
     models themselves; `snapshot(as_of)` fits once per `as_of` and hands the
@@ -348,7 +348,7 @@ class FixedLayersModel(Recommender):
 # -- baselines -------------------------------------------------------------------------
 class PopularityModel(Recommender):
     """`pop`, recent popularity in its textbook form: every event counts 1, decayed with the
-    half-life, pop(j, T) = Σ_{events on j} 2^(−(T − ts)/H) (SPEC §6's reference); with
+    half-life, pop(j, T) = Σ_{events on j} 2^(−(T − ts)/H) (docs/design.md §6's reference); with
     `beta_weighted`, each event counts its behaviour weight β instead (Strata's overall layer)."""
 
     def __init__(self, world: World, half_life_s: float = DAY, beta_weighted: bool = False) -> None:
@@ -371,7 +371,7 @@ class PopularityModel(Recommender):
 
 
 class ALSModel(Recommender):
-    """Implicit ALS with the three update regimes of SPEC §6.
+    """Implicit ALS with the three update regimes of docs/design.md §6.
 
     mode "once": fitted at the first refit (the end of the warm-up), never again;
     "periodic": re-fitted on schedule, x_u = the batch user vector;

@@ -1,7 +1,7 @@
 """Every model of `strata evaluate` by name: Strata's forms and every baseline in every form.
 
 The "unseen" form of a baseline (`X-unseen`, `models.evaluation.baselines.Unseen`) leaves out every
-item the user touched; SPEC §6 counts the best of all forms.  `recent` and `repeat` have
+item the user touched; docs/design.md §6 counts the best of all forms.  `recent` and `repeat` have
 none: without the user's own items both are the popular fill, which `pop-unseen` is.
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Public behaviour logs → events and catalog records (SPEC §2).
+"""Public behaviour logs → events and catalog records (docs/design.md §2).
 
 `open_log(path, fmt)` checks that the log is there and looks like the format
 (the first row is read at once, so a wrong path or format fails before any

@@ -1,4 +1,4 @@
-"""`strata bench stream|serve|train|recovery`: the benchmarks of SPEC §7.
+"""`strata bench stream|serve|train|recovery`: the benchmarks of docs/design.md §7.
 
 Every bench prints one JSON object (with `machine`: cores, memory, Python, library versions) on
 stdout, writes it to `--json OUT` if asked, and a one-line summary on stderr.  Figures measured on
@@ -357,7 +357,7 @@ def bench_train_log(path: str, fmt: str, params) -> dict:
 
 
 def bench_profile_size(path: str, fmt: str, params) -> dict:
-    """Encoded profile sizes (SPEC §7: ≤ 4 KiB at the default caps) after every event of a log,
+    """Encoded profile sizes (docs/design.md §7: ≤ 4 KiB at the default caps) after every event of a log,
     built in-process with models/ exactly as the workers store them."""
     import numpy as np
 

@@ -1,4 +1,4 @@
-"""`strata bench serve --in-process`: the ranking latency of SPEC §7 (p99 ≤ 5 ms a request for
+"""`strata bench serve --in-process`: the ranking latency of docs/design.md §7 (p99 ≤ 5 ms a request for
 250,000 items × 64 factors), on random factors, without a broker or a worker."""
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def bench_ranking(
     batch: int = 16,
     ranker_kind: str = "learned",
 ) -> dict:
-    """Latency of a ranker in-process on random factors (SPEC §7): the served one
+    """Latency of a ranker in-process on random factors (docs/design.md §7): the served one
     (`ranker_kind="learned"`, models.learned.LearnedRanker, with co-visitation learned from the
     popularity events taken as one shopper's walk) or the hand-weighted `Ranker` ("fixed").
 

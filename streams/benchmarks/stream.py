@@ -1,4 +1,4 @@
-"""`strata bench stream`: the streaming hot path against the real broker (SPEC §7).
+"""`strata bench stream`: the streaming hot path against the real broker (docs/design.md §7).
 
 One run, on one fresh set of topics (own app id and prefix, so it never
 touches a deployment on the same broker):
@@ -19,7 +19,7 @@ touches a deployment on the same broker):
    (1, 2.5, 5, 10, 25, 50, 100, 250 ms …), so they are as fine as the buckets;
    `share_within_100ms` is exact.
 
-Prints the JSON of SPEC §4 and a one-line summary.
+Prints the JSON of docs/design.md §4 and a one-line summary.
 """
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ from strata.streams.benchmarks.common import BenchError, BenchWorker, cpu_per_un
 from strata.streams.config import Settings
 from strata.streams.metrics import LOOP_LAG_BUCKETS_S
 
-TARGET_EVENTS_PER_S = 50_000  # SPEC §7: the median over five runs
+TARGET_EVENTS_PER_S = 50_000  # docs/design.md §7: the median over five runs
 LOOP_LAG = "strata_event_loop_lag_seconds"
 GC_PAUSES = "strata_gc_full_collection_seconds"
 

@@ -1,4 +1,4 @@
-"""One event can move no one's clock but its own user's (SPEC §3): in a historical replay (event
+"""One event can move no one's clock but its own user's (docs/design.md §3): in a historical replay (event
 times of 2023), one event stamped nearly a day after today's wall clock — accepted, it is within
 the 1-day limit — leaves the shop's clock among the replay's times and every other user's
 recommendations as they were (to the clock's step up one event time), still meaningful rather than

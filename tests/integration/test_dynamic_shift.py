@@ -1,4 +1,4 @@
-"""Dynamic shift (issue 23, SPEC §3 "dynamic adjustment"), against the real broker.
+"""Dynamic shift (issue 23, docs/design.md §3 "dynamic adjustment"), against the real broker.
 
 A shopper with a long purchase history — 300 purchases over six months of event time, in four
 categories under two roots — views 20 distinct items of a category (under a third root) they

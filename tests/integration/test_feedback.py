@@ -1,4 +1,4 @@
-"""Closing the loop on a real broker (SPEC §4, issue 26): served lists are attributed the events that
+"""Closing the loop on a real broker (docs/design.md §4, issue 26): served lists are attributed the events that
 come of them — by rec_id at their position, or view-through within the window — variants split
 users as configured, the A/B report checks the split, and a simulated shop's A/B shows the
 learning variant ahead of a fixed-weight control."""

@@ -1,4 +1,4 @@
-"""Replay → train → live recommendations through the worker's HTTP view (SPEC §3-§4)."""
+"""Replay → train → live recommendations through the worker's HTTP view (docs/design.md §3-§4)."""
 from __future__ import annotations
 
 import asyncio

@@ -1,4 +1,4 @@
-"""`strata train --every` keeps its schedule through a broker outage (SPEC §4, issue 3).
+"""`strata train --every` keeps its schedule through a broker outage (docs/design.md §4, issue 3).
 
 The trainer gets a broker of its own, so that stopping it disturbs no other test.
 """

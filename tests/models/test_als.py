@@ -1,4 +1,4 @@
-"""Implicit ALS on profile confidences (SPEC §3, "Matrix factorisation")."""
+"""Implicit ALS on profile confidences (docs/design.md §3, "Matrix factorisation")."""
 from __future__ import annotations
 
 import math

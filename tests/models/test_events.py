@@ -1,4 +1,4 @@
-"""Event validation (SPEC §2): the hot path's one-expression check of the common case must agree
+"""Event validation (docs/design.md §2): the hot path's one-expression check of the common case must agree
 with the rule-by-rule checks on every input — the same event, or the same reason."""
 from __future__ import annotations
 

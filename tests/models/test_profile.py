@@ -1,4 +1,4 @@
-"""Properties of the interest profile (SPEC §3)."""
+"""Properties of the interest profile (docs/design.md §3)."""
 from __future__ import annotations
 
 import math
@@ -396,7 +396,7 @@ def test_the_second_encoding_still_reads_and_is_rounded_once(events):
 
 
 def test_a_profile_at_the_default_caps_fits_4_kib():
-    """SPEC §7: ≤ 4 KiB per user at the default caps — with shop-sized ids (7-digit items and
+    """docs/design.md §7: ≤ 4 KiB per user at the default caps — with shop-sized ids (7-digit items and
     categories, as in Taobao), whole-second times.  The ledgers (ids within the de-duplication
     horizon, purchases within the purchase horizon) grow with the shopper's activity and are
     bounded apart (`MAX_SEEN`, `MAX_PURCHASES`): the target is the interest layers'."""
@@ -448,7 +448,7 @@ def test_the_third_encoding_still_reads(events):
 
 
 def test_the_documented_defaults_by_hand():
-    """SPEC §3's defaults, worked by hand: β view 1, click 2, fav 3, cart 4, purchase 6;
+    """docs/design.md §3's defaults, worked by hand: β view 1, click 2, fav 3, cart 4, purchase 6;
     H item 3 d, domain 14 d, overall 60 d."""
     day = 86_400.0
     p = Profile()

@@ -34,7 +34,7 @@ CATALOG = Catalog(dict(ITEMS), {"rA": None, "rB": None, **CATS})
 
 
 class StandInFactors:
-    """The FactorModel interface: item_ids, Y, index, YtY, fold_in (SPEC §3 formula)."""
+    """The FactorModel interface: item_ids, Y, index, YtY, fold_in (docs/design.md §3 formula)."""
 
     def __init__(self, item_ids, Y, version="v-test"):
         self.version = version
