@@ -50,16 +50,17 @@ fetches source partitions while tables recover and drops what it fetched, and
 at the end — a worker started on a backlog (or restarted after a crash before
 its first commit) would otherwise silently skip it.
 
-Relies on faust-streaming 0.15's consumer internals (`_wait_next_records`,
-`_new_offset`, `_acked`, `_read_offset`) and its RocksDB store's (`_db_for_partition`, `_dbs`,
-`_key_index`, `_get`), pinned in pyproject.toml.
+Every private name, override and signature of faust, mode, aiokafka and rocksdict this module
+relies on is listed, with why, in `RELIES_ON` at its end; tests/streams/test_faust_seam.py checks
+the list against the installed packages without a broker and names what moved, and that the
+installed versions are inside the ones pyproject.toml pins.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from typing import Awaitable, Callable, Mapping, Optional, Sequence
+from typing import Awaitable, Callable, Mapping, NamedTuple, Optional, Sequence
 
 import faust
 from aiokafka.errors import IllegalStateError, KafkaError
@@ -253,6 +254,7 @@ class BatchingConsumer(_AIOKafkaConsumer):
         get_read_offset = self._read_offset.__getitem__
         set_read_offset = self._read_offset.__setitem__
         acks_enabled_for = self.app.topics.acks_enabled_for
+        commit_every = self._commit_every
         await self.sleep(0)
         if not records or self.should_stop:
             return
@@ -273,7 +275,11 @@ class BatchingConsumer(_AIOKafkaConsumer):
                 others.extend((tp, r) for r in recs)
         if ours:
             await self._process_batch(ours, generation, epoch)
-        # Everything else exactly as faust's _drain_messages does it, one message at a time.
+        # Everything else exactly as faust's _drain_messages does it, one message at a time,
+        # committing after every `broker_commit_every` acknowledged messages as well as on Faust's
+        # timer.  The route's batches take no part in that count: they are not acknowledged
+        # message by message (`_n_acked`), and what a crash makes the route fetch again is
+        # de-duplicated per user: for the route, the timer's commit bounds work repeated, never lost.
         for tp, record in others:
             if self.app.consumer_generation_id != generation or not self.flow_active:
                 break
@@ -284,6 +290,9 @@ class BatchingConsumer(_AIOKafkaConsumer):
                 gap = offset - (r_offset or 0)
                 if gap > 1 and r_offset and acks_enabled_for(message.topic):
                     await self._add_gap(tp, r_offset + 1, offset)
+                if commit_every is not None and self._n_acked >= commit_every:
+                    self._n_acked = 0
+                    await self.commit()
                 await self.wait_first(callback(message), self.suspend_flow.wait())
                 set_read_offset(tp, offset)
 
@@ -546,3 +555,98 @@ class ExternalChangelogGlobalTable(faust.GlobalTable):
 
     def _changelog_topic_name(self) -> str:
         return self.changelog_topic.get_topic_name()
+
+
+# -- what this module relies on --------------------------------------------------------------
+class Reliance(NamedTuple):
+    """A name of faust, mode, aiokafka or rocksdict this module uses beyond their documented API."""
+
+    owner: str  # the module or class that holds it, dotted
+    name: str
+    # A callable's parameters as `inspect.signature` shows them without annotations, or None for
+    # an attribute (of the class, or one its methods set on `self`).
+    signature: Optional[str]
+    why: str
+    # For a method or attribute we override or swap: a Faust class whose source uses the name, so
+    # that ours still runs (an override nobody calls any more fails silently).
+    used_by: str = ""
+
+
+_CONSUMER = "faust.transport.drivers.aiokafka.Consumer"  # the class BatchingConsumer extends
+_THREAD = "faust.transport.drivers.aiokafka.AIOKafkaConsumerThread"
+_STORE = "faust.stores.rocksdb.Store"
+_RECOVERY = "faust.tables.recovery.Recovery"
+_BASE = "faust.transport.consumer.Consumer"  # Faust's consumer, whose own methods call the overrides
+_DELEGATE = "faust.transport.consumer.ThreadDelegateConsumer"  # hands the consumer thread's rebalance over
+_FETCHER = "faust.transport.consumer.Fetcher"  # the service that runs the fetch loop
+
+RELIES_ON: tuple[Reliance, ...] = (
+    # Overridden or swapped: Faust calls these (`used_by`), and ours must take the same arguments.
+    Reliance(_CONSUMER, "_drain_messages", "(self, fetcher)",
+             "the fetch loop: the route's records go to its handler a batch at a time", _FETCHER),
+    Reliance(_CONSUMER, "_new_offset", "(self, tp)", "the route commits BatchRoute.done, not acked messages", _BASE),
+    Reliance(_CONSUMER, "on_partitions_revoked", "(self, revoked)", "waits for the batch in flight", _DELEGATE),
+    Reliance(_CONSUMER, "on_partitions_assigned", "(self, assigned, generation_id=0)", "a new fetch epoch", _DELEGATE),
+    Reliance(_CONSUMER, "seek_to_committed", "(self)",
+             "notes where the route's applied prefix ends; a partition never committed starts at earliest", _BASE),
+    Reliance(_CONSUMER, "seek_wait", "(self, partitions)", "leaves out offsets a rebalance reset to None", _RECOVERY),
+    Reliance("faust.tables.globaltable.GlobalTable", "_changelog_topic_name", "(self)",
+             "the assignor asks it and ignores a given changelog_topic (ExternalChangelogGlobalTable)",
+             "faust.assignor.partition_assignor.PartitionAssignor"),
+    Reliance("faust.transport.drivers.aiokafka.Transport", "Consumer", None,
+             "install() swaps in BatchingConsumer: the class the transport makes its consumer from",
+             "faust.transport.base.Transport"),
+    # Called or read on the consumer by the fetch loop, the batches, recovery and commits.
+    Reliance("mode.services.Service", "_stopped", None, "the consumer's and the fetcher's stop event"),
+    Reliance(_CONSUMER, "_wait_next_records", "(self, timeout)",
+             "one fetch as records by partition, without turning them into Messages"),
+    Reliance(_CONSUMER, "_to_message", "(self, tp, record)", "other topics' records become Messages as in Faust"),
+    Reliance(_CONSUMER, "_add_gap", "(self, tp, offset_from, offset_to)",
+             "other topics' offset gaps, so that their commits pass them as in Faust"),
+    Reliance(_CONSUMER, "_read_offset", None, "the last offset read per partition, which perform_seek resets"),
+    Reliance(_CONSUMER, "_acked", None, "a route partition listed here is among those Faust's commit visits"),
+    Reliance(_CONSUMER, "_committed_offset", None, "the last commit: _new_offset and committed_offset()"),
+    Reliance(_CONSUMER, "_buffered_partitions", None, "partitions Faust still takes while their buffer is full"),
+    Reliance(_CONSUMER, "_n_acked", None, "acknowledged messages since the last broker_commit_every commit"),
+    Reliance(_CONSUMER, "_commit_every", None, "the app's broker_commit_every"),
+    Reliance(_CONSUMER, "_is_changelog_tp", "(self, tp)", "changelog partitions are not sought to earliest"),
+    Reliance(_CONSUMER, "_thread", None, "the consumer thread, asked for a partition's committed offset"),
+    Reliance(_CONSUMER, "perform_seek", "(self)", "every partition back to its committed offset, as getmany does"),
+    Reliance(_CONSUMER, "seek", "(self, partition, offset)", "a partition back to the end of the applied prefix"),
+    Reliance(_CONSUMER, "earliest_offsets", "(self, *partitions)", "where a partition never committed starts"),
+    Reliance(_CONSUMER, "highwater", "(self, tp)", "the end offset the monitor tracks after a batch"),
+    Reliance(_CONSUMER, "commit", "(self, topics=None, start_new_transaction=True)", "the broker_commit_every commit"),
+    Reliance(_CONSUMER, "wait_first", "(self, *coros, timeout=None)", "other topics' messages, as in Faust"),
+    Reliance(_THREAD, "_ensure_consumer", "(self)", "the aiokafka consumer, for a partition's committed offset"),
+    Reliance(_THREAD, "call_thread", "(self, fun, *args, **kwargs)", "runs that call on the consumer's thread"),
+    Reliance("aiokafka.AIOKafkaConsumer", "committed", "(self, partition)", "a partition's committed offset"),
+    Reliance("faust.app.base.App", "consumer_generation_id", None,
+             "records fetched under an older generation are dropped"),
+    Reliance("faust.sensors.monitor.Monitor", "track_tp_end_offset", "(self, tp, offset)", "as getmany does per fetch"),
+    Reliance("faust.transport.conductor.Conductor", "acks_enabled_for", "(self, topic)", "as _drain_messages does"),
+    # Batched recovery: the recovery's own bookkeeping, and the store write apply_changelog_batch does.
+    Reliance("faust.tables.manager.TableManager", "recovery", None, "app.tables.recovery"),
+    Reliance(_RECOVERY, "in_recovery", None, "whether active partitions are recovering"),
+    Reliance(_RECOVERY, "active_tps", None, "changelog partitions actively recovering"),
+    Reliance(_RECOVERY, "active_offsets", None, "how far each has recovered: Faust ends recovery from it"),
+    Reliance(_RECOVERY, "standby_tps", None, "changelog partitions kept as standbys"),
+    Reliance(_RECOVERY, "standby_offsets", None, "how far each standby has been applied"),
+    Reliance(_RECOVERY, "tp_to_table", None, "the table a changelog partition belongs to"),
+    Reliance(_STORE, "set_persisted_offset", "(self, tp, offset)", "the offset recovery restarts from"),
+    Reliance("rocksdict", "WriteBatch", "(raw_mode=False)",
+             "one write per fetched run, raw bytes as Faust's store keeps them"),
+    Reliance("rocksdict.WriteBatch", "put", "(self, /, key, value, column_family=None)", "a changelog record's value"),
+    Reliance("rocksdict.WriteBatch", "delete", "(self, /, key, column_family=None)", "a changelog tombstone"),
+    Reliance("rocksdict.Rdict", "write", "(self, /, write_batch, write_opt=None)",
+             "the batch into a partition's database"),
+    # The accessors above, for the other modules.
+    Reliance(_STORE, "_db_for_partition", "(self, partition)", "partition_db(): opens the database when not yet"),
+    Reliance(_STORE, "_dbs", None, "local_dbs(): the partitions open in this worker"),
+    Reliance(_STORE, "_key_index", None, "key_index(): kept in step with writes that bypass the store"),
+    Reliance(_STORE, "_get", "(self, key)", "lookup(): Faust's own search of the local partitions"),
+    Reliance("faust.transport.drivers.aiokafka.Producer", "_ensure_producer", "(self)",
+             "aiokafka_producer(): whole record batches"),
+    Reliance("aiokafka.AIOKafkaProducer", "client", None, "producer_client(): the cluster metadata"),
+    Reliance("faust.app.base.App", "_consumer", None,
+             "started_consumer(): read with getattr, so a rename would silently answer None"),
+)
