@@ -99,13 +99,17 @@ class Worker:
     def url(self) -> str:
         return self.settings.web_url
 
-    def start(self, timeout: float = READY_TIMEOUT_S) -> float:
-        """Start and wait until /healthz says ok; returns the seconds it took."""
-        started = time.monotonic()
+    def spawn(self) -> None:
+        """Start the process and return at once (`start` waits until it is ready)."""
         child_env = {k: v for k, v in os.environ.items() if not k.startswith("STRATA_")}
         child_env.update(self.env)
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([sys.executable, *self.command], env=child_env, stdout=self.log, stderr=subprocess.STDOUT)
+
+    def start(self, timeout: float = READY_TIMEOUT_S) -> float:
+        """Start and wait until /healthz says ok; returns the seconds it took."""
+        started = time.monotonic()
+        self.spawn()
         wait_until(self._ready, timeout, f"worker on {self.url} to be ready; log: {self.log_path}")
         return time.monotonic() - started
 
@@ -304,20 +308,41 @@ def group_caught_up(settings: Settings) -> bool:
 
 
 class BackgroundReplay:
-    """`streams.replay.publish` of events at a fixed rate, in a thread, while the test does other things."""
+    """`streams.replay.publish` of events at a fixed rate, in a thread, while the test does other things.
 
-    def __init__(self, settings: Settings, events: list, rate: float | None) -> None:
+    With `parts` > 1 the events are sent in that many equal parts: the first at `start()`, each
+    further one after a `release()` (releases queue up, so a part released while the one before is
+    still being sent follows it).  A test holds the last part back to know the replay cannot have
+    finished before the moment it releases it, however fast or slow the machine.  Between parts
+    no producer is open."""
+
+    def __init__(self, settings: Settings, events: list, rate: float | None, parts: int = 1) -> None:
         import threading
 
         self.summary = None
         self.error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, args=(settings, events, rate), daemon=True)
+        self._parts = [events[i * len(events) // parts:(i + 1) * len(events) // parts] for i in range(parts)]
+        self._released = threading.Semaphore(0)
+        self._held = parts - 1  # parts not released yet
+        self._sending = False
+        self._thread = threading.Thread(target=self._run, args=(settings, rate), daemon=True)
 
-    def _run(self, settings, events, rate) -> None:
-        from strata.streams.replay import publish as _publish
+    def _run(self, settings, rate) -> None:
+        from strata.streams.replay import ReplaySummary, publish as _publish
+
+        async def send_parts() -> ReplaySummary:
+            total = ReplaySummary()
+            for n, part in enumerate(self._parts):
+                if n:
+                    self._released.acquire()  # blocks this thread's own loop only: it has nothing else to run
+                self._sending = True
+                done = await _publish(settings, [], part, rate=rate, progress=False)
+                self._sending = False
+                total.sent, total.rejected, total.seconds = total.sent + done.sent, total.rejected + done.rejected, total.seconds + done.seconds
+            return total
 
         try:
-            self.summary = asyncio.run(_publish(settings, [], events, rate=rate, progress=False))
+            self.summary = asyncio.run(send_parts())
         except BaseException as exc:  # noqa: BLE001 - re-raised in join()
             self.error = exc
 
@@ -325,13 +350,23 @@ class BackgroundReplay:
         self._thread.start()
         return self
 
+    def release(self) -> None:
+        """Let the next part held back go."""
+        assert self._held > 0, "every part is released already"
+        self._held -= 1
+        self._released.release()
+
     def running(self) -> bool:
         return self._thread.is_alive()
+
+    def sending(self) -> bool:
+        """A part is being sent now (not finished, not waiting for its `release()`)."""
+        return self.running() and self._sending
 
     def join(self, timeout: float = 300.0):
         self._thread.join(timeout)
         if self._thread.is_alive():
-            raise AssertionError(f"replay still running after {timeout:.0f}s")
+            raise AssertionError(f"replay still running after {timeout:.0f}s ({self._held} parts not released)")
         if self.error is not None:
             raise self.error
         return self.summary
