@@ -15,6 +15,7 @@ from strata.models.logs.loaders import open_log
 from strata.models.profile import build_profiles
 from strata.streams import kafka_local
 from tests.integration.harness import (
+    BackgroundReplay,
     Worker,
     broker_port_pair,
     assert_all_profiles_match,
@@ -25,6 +26,8 @@ from tests.integration.harness import (
 )
 
 pytestmark = pytest.mark.integration
+
+RATE = 2_000.0  # events/s of the first part's replay: the worker applies them as they come
 
 
 @pytest.fixture
@@ -49,13 +52,20 @@ def test_worker_rides_out_a_broker_restart(own_broker, tmp_path):
     try:
         publish(worker.settings, catalog_records, [])
         wait_until(lambda: worker.get("/healthz")[1].get("catalog_entries", 0) >= len(catalog_records), 30, "catalog loaded")
-        publish(worker.settings, [], first)
-        # Restart the broker while the worker is still working through the first part.
-        processed_before = worker.metric("strata_events_processed_total")
+        # The first half of the first part is replayed at a bounded rate, its second half held back
+        # until the broker is up again: the broker stops while the worker is consuming the first
+        # part, and before it can have applied all of it.
+        replay = BackgroundReplay(worker.settings, first, RATE, parts=2).start()
+        wait_until(lambda: worker.metric("strata_events_processed_total") > 0, 60, "the worker to apply events of the first part")
+        processed_before, sending = worker.metric("strata_events_processed_total"), replay.sending()
         kafka_local.run("stop", port=port, env=kafka_env)
         kafka_local.run("start", port=port, env=kafka_env)
-        print(f"broker restarted with the worker at {processed_before:.0f} of {len(first)} events")
+        print(f"broker restarted with the worker at {processed_before:.0f} of {len(first)} events "
+              f"(the replay {'was' if sending else 'was not'} sending)")
+        assert 0 < processed_before < len(first)
         assert worker.alive(), worker.log_tail()
+        replay.release()
+        assert replay.join().sent == len(first)
 
         publish(worker.settings, [], second)
         wait_until(lambda: group_caught_up(worker.settings), 240, "the worker to process and commit every event after the restart")
