@@ -1,9 +1,12 @@
 """The topics Strata owns: one list, used by the Faust app and by the plain clients."""
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from strata.streams.config import Settings
+
+log = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024  # a 1 MiB context must reach the dead-letter path, not bounce at the broker
 
@@ -87,12 +90,16 @@ async def delete_app_topics(settings: Settings) -> list[str]:
 
 
 async def partitions_of(settings: Settings, topic: str) -> list[int]:
-    """The partition numbers of a topic ([] when it does not exist)."""
+    """The partition numbers of a topic ([] when it does not exist).  Asked of the topics that
+    exist only: a metadata request naming a missing topic makes a broker that creates topics on
+    first use create it, with the broker's default partition count."""
     from aiokafka.admin import AIOKafkaAdminClient
 
     admin = AIOKafkaAdminClient(**settings.aiokafka_kwargs())
     await admin.start()
     try:
+        if topic not in await admin.list_topics():
+            return []
         described = await admin.describe_topics([topic])
     finally:
         await admin.close()
@@ -129,3 +136,19 @@ async def keyed_topic_problems(settings: Settings) -> list[str]:
         if found and len(found) != spec.partitions:
             problems.append(f"topic {spec.name} has {len(found)} partitions, STRATA_PARTITIONS says {spec.partitions}")
     return problems
+
+
+async def worker_topic_problems(settings: Settings) -> tuple[list[str], list[str]]:
+    """Create the topics that are missing, then what keeps a worker from starting: a topic it
+    reads that still does not exist (it follows every one from the start), and the keyed topics
+    with another partition count (`keyed_topic_problems`).  A broker that refuses to create topics (no permission) leaves them to
+    its operators (`strata topics`), and the check says which are missing."""
+    from aiokafka.errors import KafkaError
+
+    try:
+        await ensure_topics(settings)
+    except KafkaError as exc:
+        log.warning("could not create missing topics (%s); checking what exists", exc)
+    missing = [f"topic {spec.name} does not exist (`strata topics` creates it)"
+               for spec in topic_specs(settings).values() if not await partitions_of(settings, spec.name)]
+    return missing, await keyed_topic_problems(settings)

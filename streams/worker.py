@@ -58,15 +58,18 @@ def build_worker(settings):
 
 
 def run_worker(settings) -> int:
-    """Run the worker; the source topics must exist with our partition count (`streams.topics.
-    ensure_topics`, before the group forms: Faust creates only its own changelog topics)."""
+    """Run the worker.  Its topics are created first when missing, before the group forms: Faust
+    creates only its own changelog topics, and a broker that creates a topic on first use would
+    give it the broker's default partition count."""
     from strata.streams.config import ConfigError
-    from strata.streams.topics import keyed_topic_problems
+    from strata.streams.topics import worker_topic_problems
 
-    problems = asyncio.run(keyed_topic_problems(settings))
-    if problems:
-        raise ConfigError("; ".join(problems) + ": users would be looked for on other partitions than their "
+    missing, miscounted = asyncio.run(worker_topic_problems(settings))
+    if miscounted:
+        raise ConfigError("; ".join(miscounted) + ": users would be looked for on other partitions than their "
                           "profiles. Keep the count, or migrate to a new deployment (docs/design.md, \"Partitioning\")")
+    if missing:
+        raise ConfigError("; ".join(missing))
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     # One BLAS thread: a ranking matvec must not fight the event loop for the second core.
     from threadpoolctl import threadpool_limits
