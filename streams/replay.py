@@ -30,8 +30,10 @@ class ReplaySummary:
         return (self.sent + self.rejected) / self.seconds if self.seconds > 0 else 0.0
 
     def line(self) -> str:
+        """One line; the catalog's part only when this run sent catalog records."""
+        catalog = f"catalog {self.catalog:,} records · " if self.catalog else ""
         return (
-            f"catalog {self.catalog:,} records · sent {self.sent:,} events · rejected {self.rejected:,} "
+            f"{catalog}sent {self.sent:,} events · rejected {self.rejected:,} "
             f"(dead-lettered) · {self.seconds:.1f} s · {self.events_per_s:,.0f} events/s"
         )
 

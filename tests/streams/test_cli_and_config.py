@@ -120,3 +120,11 @@ def test_worker_help_lists_every_setting_with_its_default():
     for name in ENV_DOC:
         assert name in result.stdout, name
     assert "STRATA_KAFKA_BOOTSTRAP=127.0.0.1:9092" in result.stdout
+
+
+def test_a_replay_summary_names_the_catalog_only_when_it_sent_one():
+    from strata.streams.replay import ReplaySummary
+
+    assert ReplaySummary(catalog=6104, sent=10, seconds=1.0).line().startswith("catalog 6,104 records · sent 10 events")
+    events_only = ReplaySummary(sent=30_000, seconds=6.0).line()
+    assert events_only.startswith("sent 30,000 events · rejected 0") and "catalog" not in events_only
