@@ -39,7 +39,7 @@ from strata.models.events import EVENT_TYPES, Event, InvalidEvent, Served
 LAYERS: tuple[str, ...] = ("item", "domain", "overall")
 DAY = 86_400.0
 
-DEFAULT_BETA = MappingProxyType({"view": 1.0, "click": 2.0, "fav": 3.0, "cart": 4.0, "purchase": 6.0})
+DEFAULT_BETA = MappingProxyType(dict(zip(EVENT_TYPES, (1.0, 2.0, 3.0, 4.0, 6.0), strict=True)))  # β by behaviour
 DEFAULT_HALF_LIFE_S = MappingProxyType({"item": 3 * DAY, "domain": 14 * DAY, "overall": 60 * DAY})
 DEFAULT_CAPS = MappingProxyType({"item": 200, "domain": 50, "overall": 20})
 #: the item layer's cap (when larger) never drops one of the last this many items touched,

@@ -48,7 +48,7 @@ ENV_DOC: dict[str, tuple[str, str]] = {
     "STRATA_LOG_LEVEL": ("info", "worker log level"),
     "STRATA_BATCH_SIZE": ("50000", "most events fetched per micro-batch of the hot path (and user vectors per batch); a worker behind on its partitions takes this many at once"),
     "STRATA_BATCH_WINDOW_MS": ("20", "longest wait to fill a micro-batch of user vectors"),
-    "STRATA_BETA": ("view=1,click=2,fav=3,cart=4,purchase=6", "behaviour weights β"),
+    "STRATA_BETA": (",".join(f"{t}={DEFAULT_BETA[t]:g}" for t in EVENT_TYPES), "behaviour weights β"),
     "STRATA_HALF_LIFE": ("item=3d,domain=14d,overall=60d", "half-life per layer (s, m, h or d)"),
     "STRATA_CAPS": ("item=200,domain=50,overall=20", "most keys kept per layer"),
     "STRATA_DEDUP_HORIZON": (
