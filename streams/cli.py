@@ -391,30 +391,26 @@ def settings_help() -> str:
     return "\n".join(lines)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from strata.models.logs.loaders import FORMATS
-    from strata.streams import kafka_local
-
-    parser = argparse.ArgumentParser(prog="strata", description="Streaming three-layer interest profiles on Kafka.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    kafka_local.register(sub)
-
+def _add_worker(sub) -> None:
     p = sub.add_parser("worker", help="run the Faust worker (agents, tables, HTTP views)",
                        description="Run the Faust worker: the profile agent, the tables, the feeds and the HTTP views.\n"
                                    "It takes no arguments; its settings are environment variables (below).",
                        epilog=settings_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.set_defaults(func=cmd_worker)
 
+
+def _add_replay(sub, formats: tuple[str, ...]) -> None:
     p = sub.add_parser("replay", help="publish a log's catalog and events onto the topics")
     p.add_argument("--events", required=True, help="the log: a file or directory, by format")
-    p.add_argument("--format", required=True, choices=FORMATS)
+    p.add_argument("--format", required=True, choices=formats)
     p.add_argument("--catalog", help="catalog as NDJSON (default: derived from the log)")
     p.add_argument("--limit", type=_positive_int, help="send at most N events")
     p.add_argument("--rate", type=_positive_float, help="at most R events per second (default: as fast as possible)")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic generator")
     p.set_defaults(func=cmd_replay)
 
+
+def _add_train(sub) -> None:
     p = sub.add_parser("train", help="fit ALS on a snapshot of the events topic and publish the factors")
     p.add_argument("--every", type=_duration, help="repeat on this schedule (e.g. 15m, 1h); survives broker hiccups")
     p.add_argument("--factors", type=_positive_int, default=ALS_DEFAULTS.factors, help="(default %(default)s)")
@@ -424,10 +420,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_train)
 
+
+def _add_profile(sub) -> None:
     p = sub.add_parser("profile", help="show a user's live profile (asks the running workers)")
     p.add_argument("user")
     p.set_defaults(func=cmd_profile)
 
+
+def _add_recommend(sub) -> None:
     p = sub.add_parser("recommend", help="a user's live recommendations (asks the running workers)")
     p.add_argument("user")
     p.add_argument("--k", type=_positive_int, default=10)
@@ -436,6 +436,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the raw JSON answer")
     p.set_defaults(func=cmd_recommend)
 
+
+def _add_bench(sub) -> None:
     p = sub.add_parser("bench", help="benchmarks (print JSON and a one-line summary)")
     p.add_argument("what", choices=["serve", "stream", "train", "recovery", "profiles", "ingest"])
     p.add_argument("--events", type=_positive_int, help="stream: synthetic events in the backlog (default 300000); "
@@ -464,18 +466,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="OUT", help="also write the JSON to this file")
     p.set_defaults(func=cmd_bench)
 
+
+def _add_forget(sub) -> None:
     p = sub.add_parser("forget", help="forget a user: delete the live profile everywhere and drop them from training")
     p.add_argument("user")
     p.set_defaults(func=cmd_forget)
 
+
+def _add_model(sub) -> None:
     p = sub.add_parser("model", help="which item-factor version the workers serve: pin one, unpin, or show the status")
     p.add_argument("action", choices=("pin", "unpin", "status"))
     p.add_argument("version", nargs="?", type=int, help="pin: the version to serve (as /metrics' strata_model_version)")
     p.set_defaults(func=cmd_model)
 
+
+def _add_evaluate(sub, formats: tuple[str, ...]) -> None:
     p = sub.add_parser("evaluate", help="prequential evaluation of Strata against baselines (docs/design.md §6)")
     p.add_argument("--events", required=True, help="the log: a file or directory, by format")
-    p.add_argument("--format", required=True, choices=FORMATS)
+    p.add_argument("--format", required=True, choices=formats)
     p.add_argument("--catalog", help="catalog as NDJSON (default: derived from the log)")
     p.add_argument("--k", type=_positive_int, default=10, help="list length K (default 10)")
     p.add_argument("--targets", default="next-new",
@@ -505,6 +513,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_evaluate)
 
+
+def _add_ab(sub) -> None:
     p = sub.add_parser("ab", help="A/B tests: the report of the variants (STRATA_VARIANTS), or a simulated shop acting on the workers' lists")
     p.add_argument("action", choices=("report", "simulate"))
     p.add_argument("--users", type=_positive_int, default=2_000, help="simulate: shoppers")
@@ -517,16 +527,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="OUT", help="also write the result as JSON")
     p.set_defaults(func=cmd_ab)
 
+
+def _add_topics(sub) -> None:
     p = sub.add_parser("topics", help="create Strata's topics (idempotent) and check their partition counts")
     p.add_argument("--check", action="store_true", help="only check, create nothing")
     p.set_defaults(func=cmd_topics)
 
+
+def _add_demo(sub) -> None:
     p = sub.add_parser("demo", help="broker, worker, a synthetic replay and live profiles on this machine")
     p.add_argument("--events", type=_positive_int, default=30_000, help="synthetic events to replay")
     p.add_argument("--users", type=_positive_int, default=2_000)
     p.add_argument("--rate", type=_positive_float, default=5_000.0, help="events per second")
     p.add_argument("--keep", action="store_true", help="leave the worker and broker running at the end")
     p.set_defaults(func=cmd_demo)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from strata.models.logs.loaders import FORMATS
+    from strata.streams import kafka_local
+
+    parser = argparse.ArgumentParser(prog="strata", description="Streaming three-layer interest profiles on Kafka.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    kafka_local.register(sub)
+    _add_worker(sub)
+    _add_replay(sub, FORMATS)
+    _add_train(sub)
+    _add_profile(sub)
+    _add_recommend(sub)
+    _add_bench(sub)
+    _add_forget(sub)
+    _add_model(sub)
+    _add_evaluate(sub, FORMATS)
+    _add_ab(sub)
+    _add_topics(sub)
+    _add_demo(sub)
     return parser
 
 
