@@ -162,15 +162,9 @@ async def _produce_at_rate(settings: Settings, topic: str, events: list[dict], r
         await producer.stop()
 
 
-def run_bench(base: Settings, events: int = 300_000, workers: int = 1, rate: float = 2000.0,
-              latency_events: int | None = None, users: int = 20_000, items: int = 5_000,
-              progress=print, keep: bool = False) -> dict:
-    from strata.models.logs.loaders import open_log
-    from strata.streams.replay import publish
-    from strata.streams.topics import topic_specs
-
-    app_id = f"bench-{uuid.uuid4().hex[:8]}"
-    env = {
+def _worker_env(base: Settings, app_id: str) -> dict[str, str]:
+    """The settings of a bench worker: its own app id and topics, the base's broker and batching."""
+    return {
         "STRATA_KAFKA_BOOTSTRAP": base.kafka_bootstrap,
         "STRATA_APP_ID": app_id,
         "STRATA_TOPIC_PREFIX": f"{app_id}.",
@@ -179,8 +173,70 @@ def run_bench(base: Settings, events: int = 300_000, workers: int = 1, rate: flo
         "STRATA_BATCH_SIZE": str(base.batch_size),
         "STRATA_BATCH_WINDOW_MS": str(int(base.batch_window_s * 1000)),
         "STRATA_STANDBY_REPLICAS": str(base.standby_replicas),  # 1 with --workers 2: each keeps the other's partitions
+        **base.security_env(),
     }
-    env.update(base.security_env())
+
+
+def _consume_backlog(procs: list, backlog: int, progress) -> dict:
+    """Scrape the workers while they consume the backlog: their rate between the first scrape that
+    saw an event applied and the one that saw the last, with the CPU, event-loop holds, full
+    collections and micro-batches of that stretch."""
+    samples: list[tuple[float, float, list]] = []
+    deadline = time.monotonic() + 600
+    while True:
+        scrapes = [p.scrape() for p in procs]
+        n = _processed(scrapes) if all(scrapes) else 0.0
+        if n > 0:
+            samples.append((time.perf_counter(), n, scrapes))
+        if n >= backlog:
+            break
+        if time.monotonic() > deadline:
+            raise BenchError(f"workers processed only {n:.0f} of {backlog} events in 600 s")
+        time.sleep(0.25)  # not faster: every scrape costs the worker a /metrics render
+    (t0, n0, first), (t1, n1, last) = samples[0], samples[-1]
+    rate = (n1 - n0) / (t1 - t0) if t1 > t0 else float("nan")
+    progress(f"  {n1 - n0:,.0f} events in {t1 - t0:.2f}s = {rate:,.0f}/s")
+    gc_before, gc_after = _buckets(first, GC_PAUSES), _buckets(last, GC_PAUSES)
+    batches = _total(last, "strata_batches_total") - _total(first, "strata_batches_total")
+    return {
+        "events_per_s": rate,
+        "cpu_per_event": cpu_per_unit(thread_cpu(first), thread_cpu(last), max(n1 - n0, 1), None, None),
+        "mean_batch": round((n1 - n0) / batches, 1) if batches else None,  # events a micro-batch, in the backlog
+        "loop_lag_ms": loop_lag(_buckets(first, LOOP_LAG), _buckets(last, LOOP_LAG)),  # how long HTTP requests waited for the loop
+        # the worker's full garbage collections during the backlog, and how long they took
+        "full_collections": {"count": gc_after.get(float("inf"), 0.0) - gc_before.get(float("inf"), 0.0),
+                             **loop_lag(gc_before, gc_after)},
+    }
+
+
+def _latency_phase(procs: list, settings: Settings, topic: str, live: list, rate: float, backlog: int, progress) -> dict:
+    """Produce `live` at `rate` once the backlog is done; the percentiles of produce → profile
+    written, from the workers' histograms before and after."""
+    before = _buckets([p.scrape() for p in procs])
+    took = asyncio.run(_produce_at_rate(settings, topic, live, rate))
+    deadline = time.monotonic() + 120
+    while _processed([p.scrape() for p in procs]) < backlog + len(live):
+        if time.monotonic() > deadline:
+            raise BenchError("latency phase: events not all processed within 120 s")
+        time.sleep(0.25)
+    latency = percentiles_from_histogram(before, _buckets([p.scrape() for p in procs]))
+    latency["offered_rate"] = rate
+    latency["achieved_offered_rate"] = round(len(live) / took, 1)
+    if latency["observations"] != len(live):  # each live event is new and valid: applied once
+        progress(f"  warning: {latency['observations']:,} latencies observed for {len(live):,} events; "
+                 "the percentiles include events of the backlog phase or miss some of this one")
+    return latency
+
+
+def run_bench(base: Settings, events: int = 300_000, workers: int = 1, rate: float = 2000.0,
+              latency_events: int | None = None, users: int = 20_000, items: int = 5_000,
+              progress=print, keep: bool = False) -> dict:
+    from strata.models.logs.loaders import open_log
+    from strata.streams.replay import publish
+    from strata.streams.topics import topic_specs
+
+    app_id = f"bench-{uuid.uuid4().hex[:8]}"
+    env = _worker_env(base, app_id)
     settings = replace(base, app_id=app_id, topic_prefix=f"{app_id}.")
     topic = topic_specs(settings)["events"].name
     latency_events = int(latency_events or max(2000, rate * 10))
@@ -208,49 +264,10 @@ def run_bench(base: Settings, events: int = 300_000, workers: int = 1, rate: flo
         for p in procs:
             p.start()
         progress(f"{workers} worker(s) consuming the backlog …")
-        samples: list[tuple[float, float]] = []
-        deadline = time.monotonic() + 600
-        while True:
-            scrapes = [p.scrape() for p in procs]
-            n = _processed(scrapes) if all(scrapes) else 0.0
-            now = time.perf_counter()
-            if n > 0:
-                samples.append((now, n, scrapes))
-            if n >= len(backlog):
-                break
-            if time.monotonic() > deadline:
-                raise BenchError(f"workers processed only {n:.0f} of {len(backlog)} events in 600 s")
-            # Not faster: every scrape costs the worker a /metrics render.
-            time.sleep(0.25)
-        (t0, n0, first), (t1, n1, last) = samples[0], samples[-1]
-        worker_rate = (n1 - n0) / (t1 - t0) if t1 > t0 else float("nan")
-        progress(f"  {n1 - n0:,.0f} events in {t1 - t0:.2f}s = {worker_rate:,.0f}/s")
-        cpu = cpu_per_unit(thread_cpu(first), thread_cpu(last), max(n1 - n0, 1), None, None)
-        lag = loop_lag(_buckets(first, LOOP_LAG), _buckets(last, LOOP_LAG))
-        gc_before, gc_after = _buckets(first, GC_PAUSES), _buckets(last, GC_PAUSES)
-        full_collections = {"count": gc_after.get(float("inf"), 0.0) - gc_before.get(float("inf"), 0.0),
-                            **loop_lag(gc_before, gc_after)}
-        batches = _total(last, "strata_batches_total") - _total(first, "strata_batches_total")
-        if workers > 1:  # the threads of several processes: no one event loop to bound the rate
-            cpu["bound_per_s"] = {}
-
+        backlog_phase = _consume_backlog(procs, len(backlog), progress)
         progress(f"latency: {len(live):,} events at {rate:,.0f}/s …")
-        before = _buckets([p.scrape() for p in procs])
-        took = asyncio.run(_produce_at_rate(settings, topic, live, rate))
-        target = len(backlog) + len(live)
-        deadline = time.monotonic() + 120
-        while _processed([p.scrape() for p in procs]) < target:
-            if time.monotonic() > deadline:
-                raise BenchError("latency phase: events not all processed within 120 s")
-            time.sleep(0.25)
-        after = _buckets([p.scrape() for p in procs])
-        latency = percentiles_from_histogram(before, after)
+        latency = _latency_phase(procs, settings, topic, live, rate, len(backlog), progress)
         memory = [p.memory() for p in procs]
-        latency["offered_rate"] = rate
-        latency["achieved_offered_rate"] = round(len(live) / took, 1)
-        if latency["observations"] != len(live):  # each live event is new and valid: applied once
-            progress(f"  warning: {latency['observations']:,} latencies observed for {len(live):,} events; "
-                     "the percentiles include events of the backlog phase or miss some of this one")
     finally:
         for p in procs:
             p.stop()
@@ -258,15 +275,15 @@ def run_bench(base: Settings, events: int = 300_000, workers: int = 1, rate: flo
             shutil.rmtree(root, ignore_errors=True)
             forget_topics(settings)
 
+    if workers > 1:  # the threads of several processes: no one event loop to bound the rate
+        backlog_phase["cpu_per_event"]["bound_per_s"] = {}
+    worker_rate = backlog_phase.pop("events_per_s")
     return {
         "events": len(backlog),
         "events_per_s": round(worker_rate, 1),
         "raw_consume_per_s": round(raw_rate, 1),
         "ratio": round(worker_rate / raw_rate, 4),
-        "cpu_per_event": cpu,
-        "mean_batch": round((n1 - n0) / batches, 1) if batches else None,  # events a micro-batch, in the backlog
-        "loop_lag_ms": lag,  # while the backlog was consumed: how long HTTP requests waited for the loop
-        "full_collections": full_collections,  # the worker's full garbage collections during the backlog, and how long they took
+        **backlog_phase,
         "latency_ms": latency,
         "workers": workers,
         "partitions": base.partitions,
