@@ -182,6 +182,22 @@ class Worker:
         )
 
 
+def synthetic_log(spec: str, seed: int) -> tuple[list, list, list[str]]:
+    """The catalog records, events and (sorted) user ids of a synthetic log, e.g. "users=300,items=1000,events=6000"."""
+    from strata.models.logs.loaders import open_log
+
+    source = open_log(spec, "synthetic", seed=seed)
+    events = list(source.events())
+    return list(source.catalog()), events, sorted({e["user_id"] for e in events})
+
+
+def strata_cli(env: dict[str, str], *args: str, timeout: float = 300.0) -> subprocess.CompletedProcess:
+    """`strata ARGS` (e.g. "train", ...) with a deployment's STRATA_* environment (a worker's `env`)."""
+    child_env = {k: v for k, v in os.environ.items() if not k.startswith("STRATA_")}
+    child_env.update(env)
+    return subprocess.run([sys.executable, "-m", "strata.streams", *args], env=child_env, capture_output=True, text=True, timeout=timeout)
+
+
 def publish(settings: Settings, catalog, events) -> "ReplaySummary":  # noqa: F821
     from strata.streams.replay import publish as _publish
 
@@ -388,3 +404,72 @@ def assert_all_profiles_match(worker: Worker, reference: dict, params) -> None:
         assert status == 200, (user_id, status, body)
         assert body["events"] == profile.count, (user_id, body["events"], profile.count)
         assert_profile_matches(body, profile, params)
+
+
+# Workers of one group (STRATA_STANDBY_REPLICAS=1): who owns what, and the standby copies.
+
+
+def owned(worker: Worker) -> list[int] | None:
+    """The worker's partitions of the events topic; None while it is not ready."""
+    status, body = worker.get("/healthz")
+    return body.get("partitions") if status == 200 and body.get("status") == "ok" else None
+
+
+def split_between(*workers: Worker) -> bool:
+    """Every worker is ready, owns at least one partition, and together they own each exactly once."""
+    parts = [owned(w) for w in workers]
+    if any(not p for p in parts):
+        return False
+    flat = sorted(p for ps in parts for p in ps)
+    return flat == list(range(workers[0].settings.partitions))
+
+
+def start_split(a: Worker, b: Worker, catalog_records: list) -> None:
+    """Start a, load the catalog through it, start b, and wait until the two split the partitions."""
+    a.start(timeout=60)
+    publish(a.settings, catalog_records, [])
+    wait_until(lambda: a.get("/healthz")[1].get("catalog_entries", 0) >= len(catalog_records), 60, "catalog loaded")
+    b.start(timeout=90)
+    wait_until(lambda: split_between(a, b), 120, "a and b to split the partitions")
+
+
+def standby(worker: Worker) -> list[int]:
+    return worker.get("/healthz")[1].get("standby_partitions", [])
+
+
+def standby_lags(worker: Worker) -> dict[int, float]:
+    """strata_standby_lag by partition (present once the standby has been fetched since the last rebalance)."""
+    status, text = worker.get("/metrics")
+    assert status == 200, text
+    prefix = 'strata_standby_lag{partition="'
+    return {int(line[len(prefix):].split('"')[0]): float(line.rsplit(" ", 1)[1])
+            for line in str(text).splitlines() if line.startswith(prefix)}
+
+
+def standbys_caught_up(*workers: Worker) -> bool:
+    """Each worker keeps a standby copy of exactly the others' partitions, each at the changelog's end."""
+    for w in workers:
+        others = sorted(p for o in workers if o is not w for p in (owned(o) or []))
+        if standby(w) != others or standby_lags(w) != {p: 0.0 for p in others}:
+            return False
+    return True
+
+
+def recommendations(worker: Worker, users: list[str]) -> dict[str, dict]:
+    """Each user's recommendations (k=5, explained) as the worker answers them; all must be 200."""
+    out = {}
+    for user in users:
+        status, body = worker.get(f"/users/{user}/recommendations?k=5&explain=1")
+        assert status == 200, (worker.url, user, status, body)
+        out[user] = body
+    return out
+
+
+def assert_same_recommendations(got: dict, expected: dict) -> None:
+    """The same model version, items and order, scores to 1e-9 relative."""
+    for user, body in expected.items():
+        g = got[user]
+        assert g["model_version"] == body["model_version"], user
+        assert [i["item_id"] for i in g["items"]] == [i["item_id"] for i in body["items"]], user
+        for a, b in zip(g["items"], body["items"]):
+            assert abs(a["score"] - b["score"]) <= 1e-9 * max(1.0, abs(b["score"])), (user, a, b)

@@ -9,8 +9,7 @@ import shutil
 
 import pytest
 
-from strata.models.logs.loaders import open_log
-from tests.integration.harness import Worker, all_profiles, isolated_env, publish, wait_until
+from tests.integration.harness import Worker, all_profiles, isolated_env, publish, synthetic_log, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -19,16 +18,14 @@ PARTITIONS = 4
 
 def test_healthz_is_503_while_the_profiles_are_recovered_from_the_changelog(kafka, tmp_path):
     # Enough users that recovering their profiles outlasts many polls of the probe.
-    source = open_log("users=6000,items=3000,events=30000", "synthetic", seed=21)
-    events = list(source.events())
-    users = sorted({e["user_id"] for e in events})
+    catalog_records, events, users = synthetic_log("users=6000,items=3000,events=30000", seed=21)
     env = isolated_env(kafka, "recoveryhealth", partitions=PARTITIONS)
     data_dir = tmp_path / "data"
 
     worker = Worker(env, data_dir)
     worker.start()
     try:
-        publish(worker.settings, source.catalog(), [])
+        publish(worker.settings, catalog_records, [])
         summary = publish(worker.settings, [], events)
         wait_until(lambda: worker.metric("strata_events_processed_total") >= summary.sent, 120, "the replay processed")
         sample = users[::50]

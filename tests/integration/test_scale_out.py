@@ -11,8 +11,6 @@ Worker b binds 0.0.0.0 and advertises http://localhost:PORT: forwarding goes to 
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
@@ -24,10 +22,19 @@ from strata.models.profile import build_profiles
 from tests.integration.harness import (
     Worker,
     assert_all_profiles_match,
+    assert_same_recommendations,
     free_port,
     group_caught_up,
     isolated_env,
+    owned,
     publish,
+    recommendations,
+    split_between,
+    standby,
+    standby_lags,
+    standbys_caught_up,
+    start_split,
+    strata_cli,
     wait_until,
 )
 
@@ -35,60 +42,6 @@ pytestmark = pytest.mark.integration
 
 PARTITIONS = 4
 ALL = list(range(PARTITIONS))
-
-
-def owned(worker: Worker) -> list[int] | None:
-    status, body = worker.get("/healthz")
-    return body.get("partitions") if status == 200 and body.get("status") == "ok" else None
-
-
-def split_between(*workers: Worker) -> bool:
-    """Every worker is ready, owns at least one partition, and together they own each exactly once."""
-    parts = [owned(w) for w in workers]
-    if any(not p for p in parts):
-        return False
-    flat = sorted(p for ps in parts for p in ps)
-    return flat == ALL
-
-
-def standby(worker: Worker) -> list[int]:
-    return worker.get("/healthz")[1].get("standby_partitions", [])
-
-
-def standby_lags(worker: Worker) -> dict[int, float]:
-    """strata_standby_lag by partition (present once the standby has been fetched since the last rebalance)."""
-    status, text = worker.get("/metrics")
-    assert status == 200, text
-    prefix = 'strata_standby_lag{partition="'
-    return {int(line[len(prefix):].split('"')[0]): float(line.rsplit(" ", 1)[1])
-            for line in str(text).splitlines() if line.startswith(prefix)}
-
-
-def standbys_caught_up(*workers: Worker) -> bool:
-    """Each worker keeps a standby copy of exactly the others' partitions, each at the changelog's end."""
-    for w in workers:
-        others = sorted(p for o in workers if o is not w for p in (owned(o) or []))
-        if standby(w) != others or standby_lags(w) != {p: 0.0 for p in others}:
-            return False
-    return True
-
-
-def recommendations(worker: Worker, users: list[str]) -> dict[str, dict]:
-    out = {}
-    for user in users:
-        status, body = worker.get(f"/users/{user}/recommendations?k=5&explain=1")
-        assert status == 200, (worker.url, user, status, body)
-        out[user] = body
-    return out
-
-
-def assert_same_recommendations(got: dict, expected: dict) -> None:
-    for user, body in expected.items():
-        g = got[user]
-        assert g["model_version"] == body["model_version"], user
-        assert [i["item_id"] for i in g["items"]] == [i["item_id"] for i in body["items"]], user
-        for a, b in zip(g["items"], body["items"]):
-            assert abs(a["score"] - b["score"]) <= 1e-9 * max(1.0, abs(b["score"])), (user, a, b)
 
 
 def _same(got: dict, expected: dict) -> bool:
@@ -100,12 +53,7 @@ def _same(got: dict, expected: dict) -> bool:
 
 
 def train(worker: Worker) -> None:
-    import os
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STRATA_")}
-    env.update(worker.env)
-    result = subprocess.run([sys.executable, "-m", "strata.streams", "train", "--factors", "8", "--iterations", "3"],
-                            env=env, capture_output=True, text=True, timeout=300)
+    result = strata_cli(worker.env, "train", "--factors", "8", "--iterations", "3")
     assert result.returncode == 0, result.stderr
 
 
@@ -125,11 +73,7 @@ def test_two_workers_split_forward_take_over_and_rebalance_back(kafka, tmp_path)
     a = Worker(env, tmp_path / "data-a")
     b = Worker(env_b, tmp_path / "data-b", port=port_b)
     try:
-        a.start(timeout=60)
-        publish(a.settings, catalog_records, [])
-        wait_until(lambda: a.get("/healthz")[1].get("catalog_entries", 0) >= len(catalog_records), 60, "catalog loaded")
-        b.start(timeout=90)
-        wait_until(lambda: split_between(a, b), 120, f"a and b to split the partitions (a {owned(a)}, b {owned(b)})")
+        start_split(a, b, catalog_records)
         assert b.get("/healthz")[1]["advertised_url"] == f"http://localhost:{port_b}"  # not the 0.0.0.0 bind address
         assert a.get("/healthz")[1]["advertised_url"] == a.url
 
