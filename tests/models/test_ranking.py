@@ -1,4 +1,4 @@
-"""The layered scorer (models/ranking.py): layer weights, interest regression, recommendations."""
+"""The layered scorer (models/ranking/): layer weights, interest regression, recommendations."""
 from __future__ import annotations
 
 import math
@@ -17,10 +17,10 @@ from strata.models.ranking import (
     RankRequest,
     Ranker,
     Recommendations,
-    _top_indices,
     blend_user_vector,
     layer_weights,
 )
+from strata.models.ranking.ranker import _top_indices as top_indices
 
 PP = ProfileParams(dedup_horizon_s=365 * 86_400.0)  # profiles built from events in any order
 RP = RankParams()
@@ -339,7 +339,7 @@ def test_top_indices_is_exact(seed, n, decimals, inf_share, nan_share, size):
     s[rng.random(s.shape[0]) < inf_share] = -np.inf
     s[rng.random(s.shape[0]) < nan_share] = np.nan
     s[-1] = 100.0  # the largest value in the tail
-    got = _top_indices(s, n)
+    got = top_indices(s, n)
     finite = np.flatnonzero(np.isfinite(s))
     want_n = min(n, finite.shape[0])
     assert got.shape[0] == want_n == np.unique(got).shape[0]
