@@ -32,6 +32,8 @@ import re
 import struct
 import tempfile
 import time
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -312,7 +314,7 @@ class FactorModel:
                 stored = str(z["checksum"])
         except CorruptFactors:
             raise
-        except (ValueError, OSError, KeyError, TypeError, EOFError) as exc:
+        except (ValueError, OSError, KeyError, TypeError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
             if isinstance(exc, FileNotFoundError):
                 raise
             raise CorruptFactors(f"{path}: cannot read factors ({exc})") from None

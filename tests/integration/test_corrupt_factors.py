@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from strata.models.factors import FactorModel
-from tests.integration.harness import Worker, WorkerDied, isolated_env, publish, strata_cli, synthetic_log, wait_until
+from tests.integration.harness import Worker, isolated_env, publish, strata_cli, synthetic_log, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -29,16 +29,9 @@ def model_version(worker: Worker):
     return worker.get("/model")[1].get("version")
 
 
-# A damaged zip raises zipfile.BadZipFile out of FactorModel.load, which neither it (CorruptFactors)
-# nor FactorFeed.on_start (OSError, ValueError) catches: the worker exits at start-up, every time,
-# until the file is removed.  Strict: once fixed, these pass and the marks must go.
-_WORKER_EXITS = pytest.mark.xfail(raises=WorkerDied, strict=True,
-                                  reason="zipfile.BadZipFile escapes FactorModel.load and FactorFeed.on_start")
-
-
 @pytest.mark.parametrize("damage", [
-    pytest.param(_truncated, id="truncated", marks=_WORKER_EXITS),
-    pytest.param(_flipped, id="flipped-byte", marks=_WORKER_EXITS),
+    pytest.param(_truncated, id="truncated"),
+    pytest.param(_flipped, id="flipped-byte"),
     pytest.param(_not_an_archive, id="not-an-archive"),
 ])
 def test_a_damaged_factor_file_is_ignored_and_the_topic_serves(kafka, tmp_path, damage):

@@ -112,6 +112,19 @@ def test_load_refuses_pickles(tmp_path):
         FactorModel.load(pickled)
 
 
+@pytest.mark.parametrize("damage", [lambda raw: raw[: len(raw) // 2],
+                                    lambda raw: raw[: len(raw) // 2] + bytes([raw[len(raw) // 2] ^ 0xFF]) + raw[len(raw) // 2 + 1:]],
+                         ids=["truncated", "flipped-byte"])
+def test_a_damaged_file_is_corrupt_factors_not_a_crash(tmp_path, damage):
+    """A half-written or bit-flipped archive: zip's own errors become CorruptFactors, which a
+    worker at start-up logs and passes over."""
+    path = tmp_path / "f.npz"
+    _model(n=50).save(path)
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(CorruptFactors):
+        FactorModel.load(path)
+
+
 def test_load_detects_tampering(tmp_path):
     m = _model(n=5)
     path = tmp_path / "f.npz"
