@@ -117,6 +117,7 @@ class Metrics:
         self.recommendations = 0  # requests ranked …
         self.recommendation_batches = 0  # … in this many recommend_many calls
         self.recommendations_from_standby = 0  # … of which this many for users of a standby partition
+        self.owner_unreachable = 0  # requests answered 503: the worker owning the user could not be reached
         self.recommendations_refused = 0  # requests answered 503: too many being ranked (streams.views.Admission)
         self.learning_failures = 0  # events whose feedback step for θ failed (streams.agents.Learner)
         self.learning_steps = defaultdict(int)  # feedback steps asked for, by (learner, taken or none)
@@ -180,6 +181,8 @@ class Metrics:
              "worker's standby copy instead of forwarded.", self.recommendations_from_standby),
             ("strata_learning_failures", "Events whose feedback step for the ranker's weights failed (logged; the event was applied).",
              self.learning_failures),
+            ("strata_owner_unreachable", "Requests answered 503 with Retry-After because the worker owning the user did not answer "
+             "the forwarded request.", self.owner_unreachable),
             ("strata_recommendations_refused", "Requests answered 503 with Retry-After: STRATA_MAX_RANKING requests were being ranked.",
              self.recommendations_refused),
         ):

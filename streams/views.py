@@ -15,6 +15,7 @@ import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import aiohttp
 from aiohttp import web as aiohttp_web
 from faust import web
 
@@ -145,8 +146,34 @@ def checked_user(allowed_query: tuple[str, ...] = (), parse=None):
 STANDBY_MAX_LAG = 2_000
 
 
+OWNER_RETRY_AFTER_S = 1  # a rebalance hands a dead owner's partitions on within a session timeout
+
+
+def owner_route(table, match_info: str):
+    """`table_route`, except that an owner that cannot be reached (killed, restarting, its
+    partitions not yet handed on) gets the client a JSON 503 with Retry-After instead of an
+    HTML 500: the request is good, and the group has it answered again after the rebalance."""
+
+    def decorate(handler):
+        routed = app.table_route(table=table, match_info=match_info)(handler)
+
+        @functools.wraps(handler)
+        async def wrapper(view: web.View, request: web.Request, **kwargs):
+            try:
+                return await routed(view, request, **kwargs)
+            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                metrics.owner_unreachable += 1
+                return view.json({"error": f"the worker owning this user did not answer ({type(exc).__name__}); "
+                                           "try again shortly", "status": 503},
+                                 status=503, headers={"Retry-After": str(OWNER_RETRY_AFTER_S)})
+
+        return wrapper
+
+    return decorate
+
+
 def answered_here(table, match_info: str):
-    """`table_route`, except that a worker keeping a caught-up standby copy of the key's partition
+    """`owner_route`, except that a worker keeping a caught-up standby copy of the key's partition
     answers the request itself, from that copy, instead of forwarding it to the owner.
 
     Forwarding costs the owner the whole request and this worker an HTTP round trip, so two
@@ -155,7 +182,7 @@ def answered_here(table, match_info: str):
     reads that tolerate that: the profile view keeps `table_route`, read-your-writes."""
 
     def decorate(handler):
-        routed = app.table_route(table=table, match_info=match_info)(handler)
+        routed = owner_route(table=table, match_info=match_info)(handler)
 
         @functools.wraps(handler)
         async def wrapper(view: web.View, request: web.Request, **kwargs):
@@ -177,7 +204,7 @@ async def track_routed_tables() -> None:
 
 @app.page("/users/{user_id}/profile")
 @checked_user()
-@app.table_route(table=user_to_profile, match_info="user_id")
+@owner_route(table=user_to_profile, match_info="user_id")
 async def user_profile(view: web.View, request: web.Request, user_id: str) -> web.Response:
     profile = read_profile(user_to_profile, user_id)
     if profile is None:
