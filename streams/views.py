@@ -250,6 +250,9 @@ async def healthz(view: web.View, request: web.Request) -> web.Response:
         "ranker": {"theta": shop_feed.weights.as_dict(), "steps": shop_feed.steps, "covisit_items": len(shop_feed.covisits),
                    "clock": shop_feed.clock.now, "activity_offset": shop_feed.position},
     }
+    if body["status"] != "ok":
+        body["reason"] = ("recovering the tables from their changelogs" if body["partitions"] and not recovered
+                          else "joining the group: partitions are being assigned")
     return view.json(body, status=200 if body["status"] == "ok" else 503)
 
 
