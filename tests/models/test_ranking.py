@@ -20,7 +20,7 @@ from strata.models.ranking import (
     blend_user_vector,
     layer_weights,
 )
-from strata.models.ranking.ranker import _top_indices as top_indices
+from strata.models.ranking.bound import top_indices
 
 PP = ProfileParams(dedup_horizon_s=365 * 86_400.0)  # profiles built from events in any order
 RP = RankParams()
@@ -534,7 +534,7 @@ def test_a_ranker_that_keeps_its_pools_answers_as_a_fresh_one(events, learned, c
        st.booleans(), st.integers(0, 5000))
 def test_the_own_item_term_is_its_definition(events, by_rank, later):
     """ŵ_item(j) plus the recency of j, for every own item: by rank (newest first, ties by the
-    smaller item id) or by the decay of its age, as the module docstring defines it."""
+    smaller item id) or by the decay of its age, as `models.ranking.score` defines it."""
     params = RankParams(recency_rank=by_rank)
     profile = _profile([(item, etype, T0 + 60 * minute) for item, etype, minute in events])
     now = profile.last_ts + later
