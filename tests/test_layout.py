@@ -99,3 +99,13 @@ def test_only_the_seam_reaches_into_faust_and_aiokafka():
             elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in ("faust", "aiokafka", "mode"):
                 found += [f"{path.name}:{node.lineno} {a.name}" for a in node.names if a.name.startswith("_")]
     assert not found, found
+
+
+def test_every_package_is_installed():
+    """pyproject.toml lists the packages one by one (`package-dir` maps them under `strata`): a
+    directory missing there works in a checkout and is absent from the wheel the image installs."""
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {"strata." + ".".join(init.parent.relative_to(ROOT).parts) for pkg in PACKAGES for init in (ROOT / pkg).rglob("__init__.py")}
+    assert found and listed == found, (sorted(found - listed), sorted(listed - found))

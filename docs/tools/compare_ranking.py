@@ -75,8 +75,8 @@ def main() -> int:
     parser.add_argument("old", type=Path, help="a checkout of the older code")
     parser.add_argument("--rounds", type=int, default=8, help="passes over the 400 requests (the first is a warm-up)")
     args = parser.parse_args()
-    if not (args.old / "models" / "ranking.py").is_file():
-        parser.error(f"{args.old} is not a checkout of this project (no models/ranking.py)")
+    if not ((args.old / "models" / "ranking.py").is_file() or (args.old / "models" / "ranking").is_dir()):
+        parser.error(f"{args.old} is not a checkout of this project (no models/ranking)")
     if args.rounds < 2:
         parser.error("--rounds must be at least 2 (the first is a warm-up)")
     threadpool_limits(1)  # as a worker runs
