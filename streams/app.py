@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging as _logging
 
+import aiohttp
 import faust
 
 from strata.models.catalog import Catalog
@@ -21,6 +22,16 @@ from strata.streams.topics import MAX_MESSAGE_BYTES, topic_specs
 
 settings = Settings.from_env()
 _specs = topic_specs(settings)
+
+FORWARD_TIMEOUT_S = 5.0  # a request forwarded to its user's owner: longer is an owner that hangs
+
+
+def forwarding_client() -> aiohttp.ClientSession:
+    """The HTTP client `table_route` forwards requests to their owner with.  Bounded: an owner that
+    accepts connections and never answers (stopped, swapping, its loop stuck) costs the client a
+    503 after FORWARD_TIMEOUT_S (`streams.views.owner_route`), not aiohttp's default of minutes."""
+    return aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=FORWARD_TIMEOUT_S, connect=1.0))
+
 
 app = faust.App(
     settings.app_id,
@@ -57,6 +68,7 @@ app = faust.App(
     table_standby_replicas=settings.standby_replicas,
     worker_redirect_stdouts=False,
     web_cors_options=None,
+    HttpClient=forwarding_client,
 )
 
 # aiokafka logs every produced record at DEBUG; with the hot path sending one changelog record
