@@ -114,10 +114,11 @@ def _profiles(args, settings: Settings) -> None:
     result = bench_profile_size(args.log, args.format, settings.profile)
     result["machine"] = machine_info()
     _emit(result, args.json)
-    b = result["bytes"]
-    say(f"profiles: {result['users']:,} users of {Path(args.log).name} · p50 {b['p50']:,} B · p99 {b['p99']:,} B · "
-        f"max {b['max']:,} B · {result['share_within_4KiB']:.1%} within 4 KiB · at the item cap: "
-        f"{result['users_at_item_cap']:,} users, max {result['max_bytes_at_item_cap'] or 0:,} B")
+    i, s = result["interest_bytes"], result["stored_bytes"]
+    say(f"profiles: {result['users']:,} users of {Path(args.log).name} · interest layers p50 {i['p50']:,} B · "
+        f"p99 {i['p99']:,} B · max {i['max']:,} B · {i['share_within_4KiB']:.1%} within 4 KiB "
+        f"({result['users_at_item_cap']:,} users at the item cap, max {result['max_interest_bytes_at_item_cap'] or 0:,} B) · "
+        f"stored with the ledgers p50 {s['p50']:,} B · p99 {s['p99']:,} B · max {s['max']:,} B")
 
 
 def _recovery(args, settings: Settings) -> None:
