@@ -10,6 +10,7 @@ the shop's popularity and co-visitation, and the item factors when a fit exists.
 """
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
@@ -65,6 +66,7 @@ class TermRanker:
         self.popularity = popularity
         self.pp = profile_params
         self.pools = pools or PoolSizes()
+        self._factor_pool: tuple = (None, None, -1, None)  # model, popularity, its changes, the FactorPool
 
     # -- candidates ---------------------------------------------------------------------
     def candidates(self, user: UserState, now: float, model: FactorModel | None) -> tuple[list[str], dict]:
@@ -88,10 +90,22 @@ class TermRanker:
         x = None
         if model is not None and user.x is not None and np.any(user.x):
             x = np.asarray(user.x, np.float32)
-            ids.update(dict.fromkeys(factor_top(model, x, self.popularity.top_ranked(pools.factor_pool)[0], pools.factor)))
+            ids.update(dict.fromkeys(self.factor_pool(model).top(x, pools.factor)))
         ids.pop(in_view, None)
         return list(ids), {"own": own, "cv_short": cv_short, "cv_long": cv_long, "x": x, "in_view": in_view,
                            "recent": recent}
+
+    def factor_pool(self, model: FactorModel) -> "FactorPool":
+        """The factor source's pool P, the shop's `factor_pool` most popular items with factors: the
+        same for every request until the popularity changes (then built again), so the requests
+        ranked together share it."""
+        pop = self.popularity
+        cached_model, cached_pop, changes, pool = self._factor_pool
+        if cached_model is not model or cached_pop is not pop or changes != pop.changes:
+            changes = pop.changes  # read before the pool: a change meanwhile builds it again next time
+            pool = FactorPool.of(model, pop.top_ranked(self.pools.factor_pool)[0])
+            self._factor_pool = (model, pop, changes, pool)
+        return pool
 
     def _categories(self, user: UserState, in_view: str | None) -> list[str]:
         cats: dict[str, None] = {}
@@ -116,8 +130,7 @@ class TermRanker:
             scores = src[name]
             top = max(scores.values(), default=0.0)  # over every co-visited item, candidate or not
             if top > 0:
-                get = scores.get
-                F[:, T[name]] = [get(j, 0.0) / top for j in ids]
+                F[:, T[name]] = np.fromiter(map(scores.get, ids, itertools.repeat(0.0)), np.float64, len(ids)) / top
         self._factor_terms(F, ids, src["x"], model)
         self._category_terms(F, ids, src["in_view"], user, now)
         return F
@@ -144,18 +157,19 @@ class TermRanker:
     def _factor_terms(self, F: np.ndarray, ids: list[str], x: np.ndarray | None, model: FactorModel | None) -> None:
         if model is None or x is None:
             return
-        index = model.index
-        rows = [(n, index.get(j)) for n, j in enumerate(ids)]
-        rows = [(n, r) for n, r in rows if r is not None]
-        if not rows:
+        rows = factor_rows(model, ids)
+        at = np.flatnonzero(rows >= 0)
+        if not at.size:
             return
-        at = np.array([n for n, _ in rows])
-        s = (model.Y[np.array([r for _, r in rows])] @ x).astype(np.float64)
+        s = (model.Y[rows[at]] @ x).astype(np.float64)
         top = np.abs(s).max()
         if top > 0:
             F[at, T["factor"]] = s / top
 
     def _category_terms(self, F: np.ndarray, ids: list[str], in_view: str | None, user: UserState, now: float) -> None:
+        """`pop`, `log_pop`, and the terms of j's category c(j): `domain`, `same_cat`, `cat_pop`
+        2^(rank_c(j) − rank_c(top)) and `overall_pop` ŵ_overall(root(c))·π(j); what depends on c
+        alone is looked up once per category."""
         pop = self.popularity
         profile = user.profile
         domain = normalised(profile.weights("domain", self.pp, now)) if profile is not None else {}
@@ -165,38 +179,65 @@ class TermRanker:
         known = np.isfinite(rel)
         F[known, T["pop"]] = np.exp2(rel[known])
         F[known, T["log_pop"]] = np.maximum(0.0, 1.0 + rel[known] / 16.0)
-        # per category once: the user's domain weight, whether it is the category in view, the
-        # category's top rank and the user's weight of its root; per item its rank in its category
-        per_cat: dict[str, tuple[float, float, float, float]] = {}
-        cols = np.zeros((4, len(ids)))  # domain, same_cat, cat_pop, the root's weight
-        category_of, rank = self.category_of, pop.rank
-        for n, j in enumerate(ids):
-            c = category_of(j)
-            if c is None:
-                continue
-            entry = per_cat.get(c)
-            if entry is None:
-                root_w = overall.get(self.root_of(c), 0.0) if overall else 0.0
-                entry = per_cat[c] = (domain.get(c, 0.0), 1.0 if c == view_cat else 0.0, pop.max_rank(c), root_w)
-            rc = rank(j, c)
-            cols[0, n], cols[1, n], cols[3, n] = entry[0], entry[1], entry[3]
-            cols[2, n] = 2.0 ** (rc - entry[2]) if rc > -math.inf else 0.0
-        F[:, T["domain"]] = cols[0]
-        F[:, T["same_cat"]] = cols[1]
-        F[:, T["cat_pop"]] = cols[2]
-        F[:, T["overall_pop"]] = cols[3] * F[:, T["pop"]]
+        cats = list(map(self.category_of, ids))
+        code = {c: n for n, c in enumerate(dict.fromkeys(c for c in cats if c is not None))}
+        rows = [code.get(c, -1) for c in cats]  # −1: the last row, of zeros, for an item without category
+        per_cat = np.zeros((len(code) + 1, 3))  # domain, same_cat, the root's weight
+        per_cat[:-1, 0] = [domain.get(c, 0.0) for c in code]
+        per_cat[:-1, 1] = [1.0 if c == view_cat else 0.0 for c in code]
+        if overall:
+            per_cat[:-1, 2] = [overall.get(self.root_of(c), 0.0) for c in code]
+        top = pop.max_ranks(code)
+        cols = per_cat[rows]
+        F[:, T["domain"]] = cols[:, 0]
+        F[:, T["same_cat"]] = cols[:, 1]
+        F[:, T["cat_pop"]] = [2.0 ** (r - top[n]) if r > -math.inf else 0.0
+                              for r, n in zip(pop.ranks_within(ids, cats), rows)]
+        F[:, T["overall_pop"]] = cols[:, 2] * F[:, T["pop"]]
+
+
+@dataclass(frozen=True)
+class FactorPool:
+    """The items of a pool that have factors, in the pool's order, and their rows Y_P of the item factors."""
+
+    items: list[str]
+    Y: np.ndarray
+
+    @classmethod
+    def of(cls, model: FactorModel, items: Sequence[str]) -> "FactorPool":
+        rows = factor_rows(model, items)
+        at = np.flatnonzero(rows >= 0)
+        return cls([items[i] for i in at.tolist()], model.Y[rows[at]])
+
+    def top(self, x: np.ndarray, n: int) -> list[str]:
+        """The n items that score best by x·y_j (ties: the earlier in the pool)."""
+        if not self.items:
+            return []
+        return [self.items[i] for i in first_n(-(self.Y @ x), n).tolist()]
+
+
+def n_smallest(v: np.ndarray, n: int) -> np.ndarray:
+    """The indices of the n smallest values of v and of every tie of the n-th, in index order."""
+    if v.size <= n:
+        return np.arange(v.size)
+    return np.flatnonzero(v <= np.partition(v, n - 1)[n - 1])
+
+
+def first_n(v: np.ndarray, n: int) -> np.ndarray:
+    """`np.argsort(v, kind="stable")[:n]` without sorting all of v (a stable sort of `n_smallest`
+    keeps the ties in index order)."""
+    at = n_smallest(v, n)
+    return at[np.argsort(v[at], kind="stable")][:n]
+
+
+def factor_rows(model: FactorModel, items: Sequence[str]) -> np.ndarray:
+    """The row of Y of each item (−1 for an item without factors)."""
+    return np.fromiter(map(model.index.get, items, itertools.repeat(-1)), np.int64, len(items))
 
 
 def factor_top(model: FactorModel, x: np.ndarray, items: Sequence[str], n: int) -> list[str]:
     """The n of `items` with factors that score best by x·y_j (ties: the earlier in `items`)."""
-    index = model.index
-    rows = np.fromiter((index.get(j, -1) for j in items), np.int64, len(items))
-    at = np.flatnonzero(rows >= 0)
-    if not at.size:
-        return []
-    s = model.Y[rows[at]] @ x
-    order = np.argsort(-s, kind="stable")[:n]
-    return [items[i] for i in at[order].tolist()]
+    return FactorPool.of(model, items).top(x, n)
 
 
 def _top(scores: dict[str, float], n: int) -> list[str]:
@@ -206,4 +247,4 @@ def _top(scores: dict[str, float], n: int) -> list[str]:
     return sorted(scores, key=scores.__getitem__, reverse=True)[:n]
 
 
-__all__ = ["PoolSizes", "TermRanker", "UserState", "factor_top"]
+__all__ = ["FactorPool", "PoolSizes", "TermRanker", "UserState", "factor_top", "first_n", "n_smallest"]

@@ -29,7 +29,7 @@ from __future__ import annotations
 import itertools
 import math
 from bisect import bisect_left, insort
-from typing import Iterable, Iterator, Mapping
+from typing import Iterable, Iterator, Mapping, Sequence
 
 DAY = 86_400.0
 DEFAULT_POOL = 1000
@@ -205,10 +205,24 @@ class Popularity:
         """Global ranks of many items at once (−inf for unseen ones)."""
         return list(map(self._rank.get, items, itertools.repeat(-math.inf)))
 
+    def ranks_within(self, items: Sequence[str], categories: Sequence[str | None]) -> list[float]:
+        """rank(j, c) of each item j within its category c, at once (−inf for an unseen item or no
+        category): read from the category's pool, which holds the ranks of its head, else computed."""
+        pools, out = self._pools, []
+        for j, c in zip(items, categories):
+            pool = pools.get(c) if c is not None else None
+            r = pool.ranks.get(j) if pool is not None else None
+            out.append(r if r is not None else self.rank(j, c) if pool is not None else -math.inf)
+        return out
+
     def max_rank(self, category: str | None = None) -> float:
         """The rank of the most popular item of the scope (−inf when empty)."""
         pool = self._pools.get(category)
         return -pool.keys[0][0] if pool is not None and pool.keys else -math.inf
+
+    def max_ranks(self, categories: Iterable[str | None]) -> list[float]:
+        """`max_rank` of each of `categories` at once."""
+        return [-pool.keys[0][0] if pool is not None and pool.keys else -math.inf for pool in map(self._pools.get, categories)]
 
     def top_ranked(self, n: int, category: str | None = None) -> tuple[list[str], list[float]]:
         """The n most popular items of a scope and their ranks, best first (ties: smaller id)."""

@@ -162,6 +162,24 @@ def test_ranks_are_kept_as_the_closed_form_after_learning_merging_and_reloading(
     assert whole.ranks(items) == restored.ranks(items)
 
 
+@settings(deadline=None)
+@given(learns_st, st.integers(1, 30))
+def test_ranks_within_categories_and_their_tops_are_the_ranks_one_by_one(learns, pool):
+    """`ranks_within` (read from a category's pool, or computed past it) and `max_ranks` are
+    `rank(j, c)` and `max_rank(c)` exactly, for items in and out of the pools, learned, merged or
+    reloaded; −inf for no category or an unknown one."""
+    whole = _build(learns, pool_size=pool)
+    half = len(learns) // 2
+    merged = _build(learns[:half], pool_size=pool)
+    merged.merge(_build(learns[half:], pool_size=pool))
+    restored = Popularity.from_dict(json.loads(json.dumps(whole.to_dict())))
+    items = [f"i{i}" for i in range(27)] * 2
+    cats = [None, "c0", "c1", "c2", "c9"] * 10 + ["c0"] * 4
+    for pop in (whole, merged, restored):
+        assert pop.ranks_within(items, cats) == [pop.rank(j, c) if c is not None else -math.inf for j, c in zip(items, cats)]
+        assert pop.max_ranks(cats) == [pop.max_rank(c) for c in cats]
+
+
 def test_popular_items_from_events():
     params = ProfileParams()
     catalog = Catalog({"i1": "c1", "i2": "c2", "i3": "c1"}, {"c1": None, "c2": None})

@@ -6,7 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from strata.models.blend import TermRanker, UserState
+from strata.models.blend import TermRanker, UserState, factor_top, first_n, n_smallest
+from strata.models.factors import FactorModel
 from strata.models.covisit import CoVisits
 from strata.models.events import Event
 from strata.models.popularity import Popularity
@@ -127,3 +128,32 @@ def test_a_miss_teaches_nothing():
     learner.learn(np.ones((5, len(TERMS))), None, np.zeros(5))
     assert learner.misses == 1 and learner.updates == 0
     assert np.array_equal(learner.theta, before)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_first_n_is_the_head_of_a_stable_argsort(seed):
+    """Ties (few distinct values) keep their index order, as in a stable sort of everything."""
+    rng = np.random.default_rng(seed)
+    v = rng.integers(0, 1 + seed % 7, int(rng.integers(0, 60))).astype(np.float64)
+    for n in (1, 2, 5, 30, 100):
+        assert first_n(v, n).tolist() == np.argsort(v, kind="stable")[:n].tolist()
+        head = set(np.argsort(v, kind="stable")[:n].tolist())
+        assert head <= set(n_smallest(v, n).tolist())
+
+
+def test_the_factor_pool_is_shared_until_the_popularity_changes():
+    """The factor source's pool is built once per state of the popularity (and model): the same
+    between changes, built again after one; its top is `factor_top` over the popular items."""
+    ranker, _, _, pop = _state()
+    rng = np.random.default_rng(0)
+    model = FactorModel(1, ("a", "b", "n", "p", "q"), rng.standard_normal((5, 4)).astype(np.float32), {})
+    x = rng.standard_normal(4).astype(np.float32)
+    pool = ranker.factor_pool(model)
+    assert ranker.factor_pool(model) is pool
+    assert pool.top(x, 3) == factor_top(model, x, pop.top_ranked(1000)[0], 3)
+    pop.learn("q", "hats", 5.0, T0 + 200)
+    again = ranker.factor_pool(model)
+    assert again is not pool and "q" in again.items and "q" not in pool.items
+    assert again.top(x, 5) == factor_top(model, x, pop.top_ranked(1000)[0], 5)
+    other = FactorModel(2, model.item_ids, model.Y, {})
+    assert ranker.factor_pool(other) is not again
