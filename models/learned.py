@@ -25,7 +25,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from strata.models.blend import PoolSizes, TermRanker, UserState
+from strata.models.blend import PoolSizes, TermRanker, UserState, n_smallest
 from strata.models.covisit import CoVisits
 from strata.models.factors import FactorModel
 from strata.models.popularity import Popularity
@@ -180,7 +180,9 @@ class LearnedRanker:
         ids, F, s = self.score(user, request.now, extra=extra, theta=theta)
         keep = [n for n, j in enumerate(ids) if j not in excluded and (category is None or self._matches(j, category))]
         score_of = s.tolist()
-        order = sorted(keep, key=lambda n: (-score_of[n], ids[n]))[:k]
+        kept = np.asarray(keep, dtype=np.intp)
+        best = kept[n_smallest(-s[kept], k)].tolist()  # the k best and the ties of the k-th: sorted by (−s, id)
+        order = sorted(best, key=lambda n: (-score_of[n], ids[n]))[:k]
         out = Recommendations(user_id=request.user_id, cold_start=profile is None or profile.count == 0,
                               model_version=self.version)
         contrib = F[np.asarray(order, dtype=np.intp)] * theta  # θ_t·f_t of each item shown
