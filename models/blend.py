@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import operator
 from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
@@ -67,6 +68,7 @@ class TermRanker:
         self.pp = profile_params
         self.pools = pools or PoolSizes()
         self._factor_pool: tuple = (None, None, -1, None)  # model, popularity, its changes, the FactorPool
+        self._pool_rows: tuple = (None, {})  # model, the rows of Y of the items its pools held
 
     # -- candidates ---------------------------------------------------------------------
     def candidates(self, user: UserState, now: float, model: FactorModel | None) -> tuple[list[str], dict]:
@@ -85,8 +87,8 @@ class TermRanker:
         ids.update(dict.fromkeys(_top(cv_long, pools.covisited)))
         ids.update(dict.fromkeys(_top(cv_short, pools.covisited // 2)))
         for c in self._categories(user, in_view):
-            ids.update(dict.fromkeys(self.popularity.top_ranked(pools.category, c)[0]))
-        ids.update(dict.fromkeys(self.popularity.top_ranked(pools.popular)[0]))
+            ids.update(dict.fromkeys(self.popularity.top_items(pools.category, c)))
+        ids.update(dict.fromkeys(self.popularity.top_items(pools.popular)))
         x = None
         if model is not None and user.x is not None and np.any(user.x):
             x = np.asarray(user.x, np.float32)
@@ -103,7 +105,12 @@ class TermRanker:
         cached_model, cached_pop, changes, pool = self._factor_pool
         if cached_model is not model or cached_pop is not pop or changes != pop.changes:
             changes = pop.changes  # read before the pool: a change meanwhile builds it again next time
-            pool = FactorPool.of(model, pop.top_ranked(self.pools.factor_pool)[0])
+            items = pop.top_items(self.pools.factor_pool)
+            rows_model, memo = self._pool_rows
+            if rows_model is not model or len(memo) > 4 * len(items):  # a new model, or many items came and went
+                memo = {}
+                self._pool_rows = (model, memo)
+            pool = FactorPool.of(model, items, memo)
             self._factor_pool = (model, pop, changes, pool)
         return pool
 
@@ -204,10 +211,10 @@ class FactorPool:
     Y: np.ndarray
 
     @classmethod
-    def of(cls, model: FactorModel, items: Sequence[str]) -> "FactorPool":
-        rows = factor_rows(model, items)
-        at = np.flatnonzero(rows >= 0)
-        return cls([items[i] for i in at.tolist()], model.Y[rows[at]])
+    def of(cls, model: FactorModel, items: Sequence[str], memo: dict[str, int] | None = None) -> "FactorPool":
+        rows = factor_rows(model, items, memo)
+        at = rows >= 0
+        return cls(list(itertools.compress(items, at.tolist())), model.Y[rows[at]])
 
     def top(self, x: np.ndarray, n: int) -> list[str]:
         """The n items that score best by x·y_j (ties: the earlier in the pool)."""
@@ -230,9 +237,17 @@ def first_n(v: np.ndarray, n: int) -> np.ndarray:
     return at[np.argsort(v[at], kind="stable")][:n]
 
 
-def factor_rows(model: FactorModel, items: Sequence[str]) -> np.ndarray:
-    """The row of Y of each item (−1 for an item without factors)."""
-    return np.fromiter(map(model.index.get, items, itertools.repeat(-1)), np.int64, len(items))
+def factor_rows(model: FactorModel, items: Sequence[str], memo: dict[str, int] | None = None) -> np.ndarray:
+    """The row of Y of each item (−1 for an item without factors).  `memo` keeps the rows looked
+    up in the model's index, for items asked for again and again (a small dict, quicker to read)."""
+    if memo is None:
+        return np.fromiter(map(model.index.get, items, itertools.repeat(-1)), np.int64, len(items))
+    rows = list(map(memo.get, items))
+    if None in rows:
+        missing = list(itertools.compress(items, map(operator.is_, rows, itertools.repeat(None))))
+        memo.update(zip(missing, map(model.index.get, missing, itertools.repeat(-1))))
+        rows = list(map(memo.__getitem__, items))
+    return np.array(rows, np.int64)
 
 
 def factor_top(model: FactorModel, x: np.ndarray, items: Sequence[str], n: int) -> list[str]:

@@ -174,8 +174,8 @@ class LearnedRanker:
             if request.exclude_seen:
                 excluded.update(profile.w["item"])
         need = k + len(excluded) + 1
-        extra = self.terms.popularity.top_ranked(need, category)[0] if category is not None else []
-        extra += self.terms.popularity.top_ranked(need)[0] if need > self.terms.pools.popular else []
+        extra = self.terms.popularity.top_items(need, category) if category is not None else []
+        extra += self.terms.popularity.top_items(need) if need > self.terms.pools.popular else []
         theta = self.weights.theta if request.theta is None else request.theta
         ids, F, s = self.score(user, request.now, extra=extra, theta=theta)
         keep = [n for n, j in enumerate(ids) if j not in excluded and (category is None or self._matches(j, category))]

@@ -29,12 +29,14 @@ from __future__ import annotations
 import itertools
 import math
 from bisect import bisect_left, insort
+from operator import itemgetter
 from typing import Iterable, Iterator, Mapping, Sequence
 
 DAY = 86_400.0
 DEFAULT_POOL = 1000
 
 _GLOBAL = None  # the scope key of the whole catalogue
+_key = itemgetter(1)  # of a (−rank, key) entry
 
 
 def rank_of(w: float, t: float, half_life: float) -> float:
@@ -226,14 +228,21 @@ class Popularity:
 
     def top_ranked(self, n: int, category: str | None = None) -> tuple[list[str], list[float]]:
         """The n most popular items of a scope and their ranks, best first (ties: smaller id)."""
+        keys = self._head(n, category)
+        return [k for _, k in keys], [-r for r, _ in keys]
+
+    def top_items(self, n: int, category: str | None = None) -> list[str]:
+        """`top_ranked`'s items alone."""
+        return list(map(_key, self._head(n, category)))
+
+    def _head(self, n: int, category: str | None) -> list[tuple[float, str]]:
+        """The first n (−rank, key) of a scope: from its pool, else from its full sorted view."""
         if n <= 0:
-            return [], []
+            return []
         if n <= self.pool_size:
             pool = self._pools.get(category)
-            keys = pool.keys[:n] if pool is not None else []
-        else:
-            keys = self._full(category)[:n]
-        return [k for _, k in keys], [-r for r, _ in keys]
+            return pool.keys[:n] if pool is not None else []
+        return self._full(category)[:n]
 
     def in_top(self, item_id: str, n: int, category: str | None = None) -> bool:
         """Whether `item_id` is among the n most popular items of a scope (O(1) for n ≤ pool_size)."""

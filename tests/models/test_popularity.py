@@ -165,8 +165,8 @@ def test_ranks_are_kept_as_the_closed_form_after_learning_merging_and_reloading(
 @settings(deadline=None)
 @given(learns_st, st.integers(1, 30))
 def test_ranks_within_categories_and_their_tops_are_the_ranks_one_by_one(learns, pool):
-    """`ranks_within` (read from a category's pool, or computed past it) and `max_ranks` are
-    `rank(j, c)` and `max_rank(c)` exactly, for items in and out of the pools, learned, merged or
+    """`ranks_within` (read from a category's pool, or computed past it), `max_ranks` and
+    `top_items` are `rank(j, c)`, `max_rank(c)` and `top_ranked(n, c)`'s items exactly, for items in and out of the pools, learned, merged or
     reloaded; −inf for no category or an unknown one."""
     whole = _build(learns, pool_size=pool)
     half = len(learns) // 2
@@ -178,6 +178,9 @@ def test_ranks_within_categories_and_their_tops_are_the_ranks_one_by_one(learns,
     for pop in (whole, merged, restored):
         assert pop.ranks_within(items, cats) == [pop.rank(j, c) if c is not None else -math.inf for j, c in zip(items, cats)]
         assert pop.max_ranks(cats) == [pop.max_rank(c) for c in cats]
+        for n in (0, 1, pool, pool + 5, 40):  # from the pool, and past it from the full view
+            for c in (None, "c0", "c9"):
+                assert pop.top_items(n, c) == pop.top_ranked(n, c)[0]
 
 
 def test_popular_items_from_events():

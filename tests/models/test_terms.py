@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from strata.models.blend import TermRanker, UserState, factor_top, first_n, n_smallest
+from strata.models.blend import TermRanker, UserState, factor_rows, factor_top, first_n, n_smallest
 from strata.models.factors import FactorModel
 from strata.models.covisit import CoVisits
 from strata.models.events import Event
@@ -157,3 +157,8 @@ def test_the_factor_pool_is_shared_until_the_popularity_changes():
     assert again.top(x, 5) == factor_top(model, x, pop.top_ranked(1000)[0], 5)
     other = FactorModel(2, model.item_ids, model.Y, {})
     assert ranker.factor_pool(other) is not again
+    memo: dict[str, int] = {"a": 0}
+    items = ["a", "zz", "p", "a", "q"]
+    for _ in range(2):  # the rows as the index has them, looked up or kept
+        assert factor_rows(model, items, memo).tolist() == factor_rows(model, items).tolist() == [0, -1, 3, 0, 4]
+    assert memo == {"a": 0, "zz": -1, "p": 3, "q": 4}
