@@ -17,7 +17,7 @@ and went elsewhere.  Being a
 function of the user's ordered records, attribution is exact under redelivery: a record applied
 once is attributed once.
 
->>> from models.events import Event, Served
+>>> from strata.models.events import Event, Served
 >>> lists = remember(None, Served("u", "r1", 100.0, "control", ("a", "b", "c")), 1800.0)
 >>> attribute(lists, Event("e1", "u", "b", "click", 130.0, rec_id="r1"), 1800.0)[:6]
 ('r1', 'control', 1, 30.0, 'click', False)

@@ -14,7 +14,7 @@ probability `cart_after_click`.  A shopper's liked categories are the `liked` ca
 touched most in their history; everything they act on joins what they have touched.
 
 >>> shop = SimulatedShop({"a": "c1", "b": "c1", "x": "c2"}, [("u", "a")], seed=1)
->>> shop.utility("u", "b") > shop.utility("u", "a") > shop.utility("u", "x")
+>>> shop.utility("u", "b") > shop.utility("u", "x") > shop.utility("u", "a")  # new and liked, new, seen
 True
 """
 from __future__ import annotations
