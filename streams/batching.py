@@ -184,6 +184,7 @@ class BatchingConsumer(_AIOKafkaConsumer):
     """Faust's aiokafka consumer with a batched route for `route.topic` (see the module doc)."""
 
     route: BatchRoute  # set by install()
+    fetched_at = 0.0  # monotonic time the last fetch returned (`fetch_age`)
 
     # -- fetching ------------------------------------------------------------
     async def _drain_messages(self, fetcher) -> None:  # pragma: no cover - exercised by the integration tests
@@ -245,7 +246,15 @@ class BatchingConsumer(_AIOKafkaConsumer):
 
     async def next_records(self, timeout: float):
         """One fetch: (records by partition, the active partitions), Faust's `_wait_next_records`."""
-        return await self._wait_next_records(timeout)
+        fetched = await self._wait_next_records(timeout)
+        self.fetched_at = time.monotonic()
+        return fetched
+
+    def fetch_age(self) -> float:
+        """Seconds since a fetch last returned (inf before the first).  A fetch returns at least
+        every `timeout`, records or not, so a large age is a fetch loop that stalled, and the
+        partitions' high-water marks (`highwater`) are as old as it."""
+        return time.monotonic() - self.fetched_at if self.fetched_at else float("inf")
 
     async def _drain_fetched(self, records, active, epoch: int) -> None:
         """One fetch's records: the route's as one batch, every other topic's as Faust would."""

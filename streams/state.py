@@ -188,10 +188,15 @@ async def track_changelogs(app, tables) -> None:
     await asyncio.gather(*(client.add_topic(table.changelog_topic.get_topic_name()) for table in tables))
 
 
+STANDBY_MAX_FETCH_AGE_S = 10.0  # a fetch loop this long without a fetch has stalled
+
+
 def standby_lag(app, table, partition: int) -> int | None:
     """Changelog records this worker's standby copy of `table`'s `partition` trails the partition's
-    end by, as of the last fetch; None when it keeps no standby of it, or has not fetched it since
-    the last rebalance (a standby is paused until the worker's own partitions are recovered).
+    end by, as of the last fetch; None when it keeps no standby of it, has not fetched it since
+    the last rebalance (a standby is paused until the worker's own partitions are recovered), or
+    its fetches stalled: the end it knows is then as old as its last fetch, and a standby that
+    stopped following would count itself caught up (`BatchingConsumer.fetch_age`).
 
     The standby is applied from the same fetches as the events (streams.batching), so a caught-up
     standby is as fresh as the owner's changelog: one micro-batch and one fetch behind its store."""
@@ -199,7 +204,7 @@ def standby_lag(app, table, partition: int) -> int | None:
     if app.rebalancing or not recovery.completed.is_set():
         return None
     tp = TP(table.changelog_topic.get_topic_name(), partition)
-    if tp not in recovery.standby_tps:
+    if tp not in recovery.standby_tps or app.consumer.fetch_age() > STANDBY_MAX_FETCH_AGE_S:
         return None
     try:
         end = app.consumer.highwater(tp)

@@ -6,12 +6,13 @@ from types import SimpleNamespace
 
 from faust.types import TP
 
-from strata.streams.state import standby_lag
+from strata.streams.state import STANDBY_MAX_FETCH_AGE_S, standby_lag
 
 TOPIC = "app-user_to_profile-changelog"
 
 
-def _world(standby_offsets: dict[int, int | None], highwaters: dict[int, int | None], rebalancing=False, recovered=True):
+def _world(standby_offsets: dict[int, int | None], highwaters: dict[int, int | None], rebalancing=False, recovered=True,
+           fetch_age: float = 0.2):
     completed = asyncio.Event()
     if recovered:
         completed.set()
@@ -25,7 +26,7 @@ def _world(standby_offsets: dict[int, int | None], highwaters: dict[int, int | N
         return highwaters[tp.partition]
 
     app = SimpleNamespace(rebalancing=rebalancing, tables=SimpleNamespace(recovery=recovery),
-                          consumer=SimpleNamespace(highwater=highwater))
+                          consumer=SimpleNamespace(highwater=highwater, fetch_age=lambda: fetch_age))
     table = SimpleNamespace(partitions=4, changelog_topic=SimpleNamespace(get_topic_name=lambda: TOPIC))
     return app, table
 
@@ -44,3 +45,11 @@ def test_no_lag_where_the_standby_has_no_say():
     assert standby_lag(*_world({1: 99}, {}), 1) is None  # the consumer does not know the partition
     assert standby_lag(*_world({1: 99}, {1: 100}, rebalancing=True), 1) is None
     assert standby_lag(*_world({1: 99}, {1: 100}, recovered=False), 1) is None
+
+
+def test_a_standby_whose_fetches_stalled_has_no_say():
+    """Its high-water mark is as old as its last fetch: it would count itself caught up while the
+    owner's changelog moves on."""
+    assert standby_lag(*_world({1: 99}, {1: 100}, fetch_age=STANDBY_MAX_FETCH_AGE_S - 1), 1) == 0
+    assert standby_lag(*_world({1: 99}, {1: 100}, fetch_age=STANDBY_MAX_FETCH_AGE_S + 1), 1) is None
+    assert standby_lag(*_world({1: 99}, {1: 100}, fetch_age=float("inf")), 1) is None  # never fetched
