@@ -89,24 +89,30 @@ async def delete_app_topics(settings: Settings) -> list[str]:
     return doomed
 
 
-async def partitions_of(settings: Settings, topic: str) -> list[int]:
-    """The partition numbers of a topic ([] when it does not exist).  Asked of the topics that
-    exist only: a metadata request naming a missing topic makes a broker that creates topics on
-    first use create it, with the broker's default partition count."""
+async def topic_partitions(settings: Settings, names) -> dict[str, list[int]]:
+    """The partition numbers of each named topic ([] for one that does not exist), with one admin
+    client.  Only the topics that exist are described: a metadata request naming a missing topic
+    makes a broker that creates topics on first use create it, with its default partition count."""
     from aiokafka.admin import AIOKafkaAdminClient
 
+    names = list(names)
     admin = AIOKafkaAdminClient(**settings.aiokafka_kwargs())
     await admin.start()
     try:
-        if topic not in await admin.list_topics():
-            return []
-        described = await admin.describe_topics([topic])
+        existing = set(await admin.list_topics())
+        described = await admin.describe_topics([n for n in names if n in existing]) if existing & set(names) else []
     finally:
         await admin.close()
+    found = {name: [] for name in names}
     for entry in described:
-        if entry.get("topic") == topic and not entry.get("error_code"):
-            return sorted(p["partition"] for p in entry.get("partitions", []))
-    return []
+        if entry.get("topic") in found and not entry.get("error_code"):
+            found[entry["topic"]] = sorted(p["partition"] for p in entry.get("partitions", []))
+    return found
+
+
+async def partitions_of(settings: Settings, topic: str) -> list[int]:
+    """The partition numbers of a topic ([] when it does not exist): `topic_partitions` of one."""
+    return (await topic_partitions(settings, [topic]))[topic]
 
 
 async def check_topics(settings: Settings, create: bool = True) -> list[str]:
@@ -115,40 +121,45 @@ async def check_topics(settings: Settings, create: bool = True) -> list[str]:
     like the profile table's changelog, or users would be looked up on the wrong partition)."""
     if create:
         await ensure_topics(settings)
+    specs = topic_specs(settings).values()
+    found = await topic_partitions(settings, (spec.name for spec in specs))
     problems = []
-    for spec in topic_specs(settings).values():
-        found = await partitions_of(settings, spec.name)
-        if not found:
+    for spec in specs:
+        if not found[spec.name]:
             problems.append(f"topic {spec.name} does not exist")
-        elif len(found) != spec.partitions:
-            problems.append(f"topic {spec.name} has {len(found)} partitions, expected {spec.partitions}")
+        elif len(found[spec.name]) != spec.partitions:
+            problems.append(f"topic {spec.name} has {len(found[spec.name])} partitions, expected {spec.partitions}")
     return problems
+
+
+def _miscounted(settings: Settings, found: dict[str, list[int]]) -> list[str]:
+    """The keyed topics (events, user-factors) among `found` that exist with another partition count
+    than STRATA_PARTITIONS."""
+    specs = [topic_specs(settings)[key] for key in ("events", "user-factors")]
+    return [f"topic {spec.name} has {len(found[spec.name])} partitions, STRATA_PARTITIONS says {spec.partitions}"
+            for spec in specs if found[spec.name] and len(found[spec.name]) != spec.partitions]
 
 
 async def keyed_topic_problems(settings: Settings) -> list[str]:
     """What is wrong with the topics keyed by user (events, user-factors): a partition count other
     than STRATA_PARTITIONS puts users on other partitions than their profiles (see docs/design.md,
     "Partitioning"), so a worker refuses to start on it."""
-    problems = []
-    for key in ("events", "user-factors"):
-        spec = topic_specs(settings)[key]
-        found = await partitions_of(settings, spec.name)
-        if found and len(found) != spec.partitions:
-            problems.append(f"topic {spec.name} has {len(found)} partitions, STRATA_PARTITIONS says {spec.partitions}")
-    return problems
+    specs = topic_specs(settings)
+    return _miscounted(settings, await topic_partitions(settings, (specs["events"].name, specs["user-factors"].name)))
 
 
 async def worker_topic_problems(settings: Settings) -> tuple[list[str], list[str]]:
     """Create the topics that are missing, then what keeps a worker from starting: a topic it
     reads that still does not exist (it follows every one from the start), and the keyed topics
-    with another partition count (`keyed_topic_problems`).  A broker that refuses to create topics (no permission) leaves them to
-    its operators (`strata topics`), and the check says which are missing."""
+    with another partition count (`keyed_topic_problems`).  A broker that refuses to create
+    topics (no permission) leaves them to its operators (`strata topics`), and the check says
+    which are missing."""
     from aiokafka.errors import KafkaError
 
     try:
         await ensure_topics(settings)
     except KafkaError as exc:
         log.warning("could not create missing topics (%s); checking what exists", exc)
-    missing = [f"topic {spec.name} does not exist (`strata topics` creates it)"
-               for spec in topic_specs(settings).values() if not await partitions_of(settings, spec.name)]
-    return missing, await keyed_topic_problems(settings)
+    found = await topic_partitions(settings, (spec.name for spec in topic_specs(settings).values()))
+    missing = [f"topic {name} does not exist (`strata topics` creates it)" for name, parts in found.items() if not parts]
+    return missing, _miscounted(settings, found)
