@@ -125,22 +125,3 @@ def test_a_turn_on_the_loop_is_over_after_its_length_and_begins_again_when_passe
 
     asyncio.run(scenario())
 
-
-async def test_the_fetch_age_is_the_time_since_a_fetch_last_returned():
-    """What a standby's answers are judged by (`streams.state.standby_lag`): infinite before the
-    first fetch, small right after one, records or not."""
-    import faust
-
-    from strata.streams import batching
-
-    app = faust.App("fetch-age-test", broker="kafka://localhost:1", store="memory://")
-    batching.install(app, "events")
-    consumer = app.consumer
-    assert consumer.fetch_age() == float("inf")
-
-    async def empty_fetch(timeout):
-        return {}, set()
-
-    consumer._wait_next_records = empty_fetch  # the seam's fetch, without a broker
-    assert await consumer.next_records(1.0) == ({}, set())
-    assert 0.0 <= consumer.fetch_age() < 1.0

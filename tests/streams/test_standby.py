@@ -49,7 +49,8 @@ def test_no_lag_where_the_standby_has_no_say():
 
 def test_a_standby_whose_fetches_stalled_has_no_say():
     """Its high-water mark is as old as its last fetch: it would count itself caught up while the
-    owner's changelog moves on."""
+    owner's changelog moves on.  (That a fetching worker's age stays under the bound is what
+    tests/integration/test_standby_answers.py relies on: its standby answers every request.)"""
     assert standby_lag(*_world({1: 99}, {1: 100}, fetch_age=STANDBY_MAX_FETCH_AGE_S - 1), 1) == 0
     assert standby_lag(*_world({1: 99}, {1: 100}, fetch_age=STANDBY_MAX_FETCH_AGE_S + 1), 1) is None
     assert standby_lag(*_world({1: 99}, {1: 100}, fetch_age=float("inf")), 1) is None  # never fetched
