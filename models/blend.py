@@ -250,11 +250,6 @@ def factor_rows(model: FactorModel, items: Sequence[str], memo: dict[str, int] |
     return np.array(rows, np.int64)
 
 
-def factor_top(model: FactorModel, x: np.ndarray, items: Sequence[str], n: int) -> list[str]:
-    """The n of `items` with factors that score best by x·y_j (ties: the earlier in `items`)."""
-    return FactorPool.of(model, items).top(x, n)
-
-
 def _top(scores: dict[str, float], n: int) -> list[str]:
     """The n keys of the largest values (ties: the earlier key)."""
     if len(scores) <= n:
@@ -262,4 +257,4 @@ def _top(scores: dict[str, float], n: int) -> list[str]:
     return sorted(scores, key=scores.__getitem__, reverse=True)[:n]
 
 
-__all__ = ["FactorPool", "PoolSizes", "TermRanker", "UserState", "factor_top", "first_n", "n_smallest"]
+__all__ = ["FactorPool", "PoolSizes", "TermRanker", "UserState", "first_n", "n_smallest"]

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from strata.models.blend import TermRanker, UserState, factor_rows, factor_top, first_n, n_smallest
+from strata.models.blend import TermRanker, UserState, factor_rows, first_n, n_smallest
 from strata.models.factors import FactorModel
 from strata.models.covisit import CoVisits
 from strata.models.events import Event
@@ -139,6 +139,15 @@ def test_first_n_is_the_head_of_a_stable_argsort(seed):
         assert first_n(v, n).tolist() == np.argsort(v, kind="stable")[:n].tolist()
         head = set(np.argsort(v, kind="stable")[:n].tolist())
         assert head <= set(n_smallest(v, n).tolist())
+
+
+def factor_top(model: FactorModel, x: np.ndarray, items: list[str], n: int) -> list[str]:
+    """The factor source by its definition: the n of `items` with factors that score best by x·y_j
+    (ties: the earlier in `items`), one full stable sort."""
+    rows = np.array([model.index.get(j, -1) for j in items])
+    at = np.flatnonzero(rows >= 0)
+    order = np.argsort(-(model.Y[rows[at]] @ x), kind="stable")[:n]
+    return [items[i] for i in at[order].tolist()]
 
 
 def test_the_factor_pool_is_shared_until_the_popularity_changes():
