@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
-import sys
 import time
 import uuid
 
@@ -18,7 +16,7 @@ import pytest
 from strata.models.events import Event
 from strata.models.logs.synthetic import SyntheticConfig, generate
 from strata.models.terms import THETA0
-from tests.integration.harness import Worker, isolated_env, produce_raw, publish, read_topic, wait_until
+from tests.integration.harness import Worker, isolated_env, produce_raw, publish, read_topic, strata_cli, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -26,8 +24,7 @@ WINDOW_S = 600.0
 
 
 def strata(worker: Worker, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    child = {k: v for k, v in os.environ.items() if not k.startswith("STRATA_")} | worker.env | (env or {})
-    return subprocess.run([sys.executable, "-m", "strata.streams", *args], env=child, capture_output=True, text=True, timeout=600)
+    return strata_cli(worker.env | (env or {}), *args, timeout=600)
 
 
 def two_variants(kafka: str, name: str, tmp_path_factory) -> Worker:

@@ -8,10 +8,7 @@ stay on the events topic until its retention — documented, not hidden.)
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
-import subprocess
-import sys
 import time
 
 import numpy as np
@@ -32,6 +29,7 @@ from tests.integration.harness import (
     isolated_env,
     produce_raw,
     publish,
+    strata_cli,
     wait_until,
 )
 
@@ -100,14 +98,11 @@ def test_forget_removes_the_user_everywhere(kafka, tmp_path):
         assert worker.get(f"/users/{user}/profile")[0] == 200
         assert worker.metric("strata_profiles_stored") == len(counts)
 
-        cli_env = {k: v for k, v in os.environ.items() if not k.startswith("STRATA_")}
-        cli_env.update(worker.env)
-        done = subprocess.run([sys.executable, "-m", "strata.streams", "forget", user], env=cli_env, capture_output=True, text=True, timeout=60)
+        done = strata_cli(worker.env, "forget", user, timeout=60)
         assert done.returncode == 0, done.stderr
         assert "retention" in done.stdout  # says plainly that the raw events stay on the topic
         assert "no profile" not in done.stderr
-        typo = subprocess.run([sys.executable, "-m", "strata.streams", "forget", user + "-typo"], env=cli_env, capture_output=True,
-                              text=True, timeout=60)
+        typo = strata_cli(worker.env, "forget", user + "-typo", timeout=60)
         assert typo.returncode == 0 and f"held no profile for '{user}-typo'" in typo.stderr, typo
 
         wait_until(lambda: worker.get(f"/users/{user}/profile")[0] == 404, 30, "the profile to be gone")

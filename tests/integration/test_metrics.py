@@ -5,10 +5,8 @@ shows the worker group's per-partition lag, and the lag of events produced while
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
-import sys
 import time
 from collections import Counter
 
@@ -16,7 +14,9 @@ import pytest
 
 from strata.models.logs.loaders import open_log
 from strata.models.terms import TERMS
-from tests.integration.harness import Worker, group_caught_up, isolated_env, produce_raw, publish, read_topic, wait_until
+from tests.integration.harness import (
+    Worker, group_caught_up, isolated_env, produce_raw, publish, read_topic, strata_cli, wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -49,9 +49,7 @@ def bad_messages(now: float) -> tuple[list[tuple[bytes | None, bytes]], Counter]
 
 
 def strata(env: dict, *args: str) -> subprocess.CompletedProcess:
-    child = {k: v for k, v in os.environ.items() if not k.startswith("STRATA_")}
-    child.update(env)
-    return subprocess.run([sys.executable, "-m", "strata.streams", *args], env=child, capture_output=True, text=True, timeout=180)
+    return strata_cli(env, *args, timeout=180)
 
 
 def lag_rows(output: str, topic: str) -> dict[int, tuple[int, int, int]]:

@@ -13,9 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import os
 import subprocess
-import sys
 import time
 
 import msgpack
@@ -26,7 +24,7 @@ import pytest
 from strata.models.factors import FactorModel, to_messages
 from strata.streams.state import home_partition
 from strata.streams.topics import topic_specs
-from tests.integration.harness import Worker, isolated_env, read_topic, wait_until
+from tests.integration.harness import Worker, isolated_env, read_topic, strata_cli, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -130,9 +128,7 @@ def poisoned(kafka, tmp_path_factory):
 
 
 def strata(worker, *args: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STRATA_")}
-    env.update(worker.env)
-    return subprocess.run([sys.executable, "-m", "strata.streams", *args], env=env, capture_output=True, text=True, timeout=120)
+    return strata_cli(worker.env, *args, timeout=120)
 
 
 def dead_letters(worker, expected: int) -> list[dict]:
@@ -274,15 +270,13 @@ def test_a_worker_and_the_trainer_refuse_an_events_topic_with_another_partition_
     env = isolated_env(kafka, "repartitioned", partitions=PARTITIONS)
     raised = Worker({**env, "STRATA_PARTITIONS": str(PARTITIONS + 2)}, tmp_path / "unused").settings
     produce(raised, "events", [])  # creates the topics with 6 partitions, as if the count was raised
-    child = {k: v for k, v in os.environ.items() if not k.startswith("STRATA_")}
-    child.update(env, STRATA_DATA_DIR=str(tmp_path / "data"))
-    done = subprocess.run([sys.executable, "-m", "strata.streams", "worker"], env=child, capture_output=True, text=True, timeout=60)
+    child = {**env, "STRATA_DATA_DIR": str(tmp_path / "data")}
+    done = strata_cli(child, "worker", timeout=60)
     assert done.returncode == 2, done.stdout + done.stderr
     assert "has 6 partitions, STRATA_PARTITIONS says 4" in done.stderr
-    trained = subprocess.run([sys.executable, "-m", "strata.streams", "train", "--factors", "2", "--iterations", "1"],
-                             env=child, capture_output=True, text=True, timeout=60)
+    trained = strata_cli(child, "train", "--factors", "2", "--iterations", "1", timeout=60)
     assert trained.returncode == 2 and "has 6 partitions, STRATA_PARTITIONS says 4" in trained.stderr, trained.stderr
-    checked = subprocess.run([sys.executable, "-m", "strata.streams", "topics", "--check"], env=child, capture_output=True, text=True, timeout=60)
+    checked = strata_cli(child, "topics", "--check", timeout=60)
     assert checked.returncode != 0 and "6 partitions" in checked.stderr and "Traceback" not in checked.stderr, checked.stderr
 
 

@@ -4,24 +4,19 @@ from __future__ import annotations
 import asyncio
 import random
 import subprocess
-import sys
 import threading
 
 import pytest
 
 from strata.models.logs.loaders import open_log
 from strata.streams import replay
-from tests.integration.harness import Worker, isolated_env, publish, wait_until
+from tests.integration.harness import Worker, isolated_env, publish, strata_cli, wait_until
 
 pytestmark = pytest.mark.integration
 
 
 def strata(worker: Worker, *args: str) -> subprocess.CompletedProcess:
-    import os
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STRATA_")}
-    env.update(worker.env)
-    return subprocess.run([sys.executable, "-m", "strata.streams", *args], env=env, capture_output=True, text=True, timeout=300)
+    return strata_cli(worker.env, *args, timeout=300)
 
 
 def model_version(worker: Worker):

@@ -4,9 +4,7 @@ the worker, `strata replay` and `strata train` all work through it, and a wrong 
 quickly with one clear line, not a hang."""
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import time
 
 import pytest
@@ -14,7 +12,7 @@ import pytest
 from strata.models.logs.loaders import open_log
 from strata.streams import kafka_local
 from tests.conftest import TEST_KAFKA_PORT
-from tests.integration.harness import Worker, isolated_env, wait_until
+from tests.integration.harness import Worker, isolated_env, strata_cli, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -37,8 +35,7 @@ def secure_broker(tmp_path_factory):
 
 
 def _strata(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    child = {k: v for k, v in os.environ.items() if not k.startswith("STRATA_")} | env
-    return subprocess.run([sys.executable, "-m", "strata.streams", *args], env=child, capture_output=True, text=True, timeout=timeout)
+    return strata_cli(env, *args, timeout=timeout)
 
 
 def test_worker_replay_and_train_work_through_sasl_ssl(secure_broker, tmp_path):
